@@ -1,0 +1,68 @@
+"""Patch features: the fused convolution form equals a literal transcription of the official pipeline."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from patchcore_lib.errors import ConfigError
+from patchcore_lib.features import PatchFeatureExtractor, adaptive_pool_matrix
+
+
+def official_patch_features(maps: list[torch.Tensor], patch_size: int, pretrain_dim: int, target_dim: int) -> torch.Tensor:
+    """Literal version of the official PatchMaker/Preprocessing/Aggregator chain -> [B*h*w, T]."""
+    padding = (patch_size - 1) // 2
+    patched, shapes = [], []
+    for x in maps:
+        unfolded = F.unfold(x, kernel_size=patch_size, stride=1, padding=padding)  # [B, C*p*p, L]
+        h = (x.shape[-2] + 2 * padding - (patch_size - 1) - 1) + 1
+        w = (x.shape[-1] + 2 * padding - (patch_size - 1) - 1) + 1
+        unfolded = unfolded.reshape(x.shape[0], x.shape[1], patch_size, patch_size, -1).permute(0, 4, 1, 2, 3)
+        patched.append(unfolded)  # [B, L, C, p, p]
+        shapes.append((h, w))
+    ref = shapes[0]
+    for i in range(1, len(patched)):
+        f = patched[i]
+        f = f.reshape(f.shape[0], shapes[i][0], shapes[i][1], *f.shape[2:]).permute(0, 3, 4, 5, 1, 2)
+        base = f.shape
+        f = f.reshape(-1, *f.shape[-2:])
+        f = F.interpolate(f.unsqueeze(1), size=ref, mode="bilinear", align_corners=False).squeeze(1)
+        f = f.reshape(*base[:-2], ref[0], ref[1]).permute(0, 4, 5, 1, 2, 3)
+        patched[i] = f.reshape(len(f), -1, *f.shape[-3:])
+    per_layer = []
+    for f in patched:
+        f = f.reshape(-1, *f.shape[-3:])
+        per_layer.append(F.adaptive_avg_pool1d(f.reshape(len(f), 1, -1), pretrain_dim).squeeze(1))
+    stacked = torch.stack(per_layer, dim=1)
+    return F.adaptive_avg_pool1d(stacked.reshape(len(stacked), 1, -1), target_dim).reshape(len(stacked), -1)
+
+
+def test_adaptive_pool_matrix_matches_torch_pooling():
+    v = torch.randn(5, 37, dtype=torch.float64)
+    for out in (10, 37, 64):
+        expected = F.adaptive_avg_pool1d(v.unsqueeze(1), out).squeeze(1)
+        assert torch.allclose(v @ adaptive_pool_matrix(37, out).T, expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("backbone,layers,dims,patch", [
+    ("resnet18", ("layer2", "layer3"), (1024, 1024), 3),
+    ("resnet18", ("layer2", "layer3"), (256, 100), 5),
+    ("efficientnet_lite0", ("blocks.2", "blocks.4"), (1024, 384), 3),
+])
+def test_fused_features_equal_official_chain(backbone, layers, dims, patch):
+    torch.manual_seed(0)
+    weights = "random" if backbone == "resnet18" else None
+    extractor = PatchFeatureExtractor(backbone, layers, patch, *dims, weights=weights)
+    images = torch.randn(2, 3, 96, 96)
+    features, grid = extractor(images)
+    maps = extractor.backbone(images)
+    expected = official_patch_features([maps[l] for l in extractor.layers], patch, *dims)
+    assert grid == (12, 12)
+    assert features.shape == (2, 144, dims[1])
+    torch.testing.assert_close(features.reshape(-1, dims[1]), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_too_small_image_and_bad_patch_size_are_clear_errors():
+    extractor = PatchFeatureExtractor("resnet18", weights="random")
+    with pytest.raises(ConfigError, match="at least 32 px"):
+        extractor(torch.randn(1, 3, 24, 24))
+    with pytest.raises(ConfigError, match="patch_size"):
+        PatchFeatureExtractor("resnet18", weights="random", patch_size=0)
