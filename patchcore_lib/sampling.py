@@ -258,9 +258,10 @@ def _kmeans_labels(x: torch.Tensor, k: int, seed: int, iters: int = 5, sample: i
     def assign(points: torch.Tensor, cents: torch.Tensor) -> torch.Tensor:
         c_sq = squared_norms(cents)
         out = torch.empty(points.shape[0], dtype=torch.long, device=points.device)
-        for s in range(0, points.shape[0], _PROJECTION_CHUNK):
-            p = points[s : s + _PROJECTION_CHUNK]
-            out[s : s + _PROJECTION_CHUNK] = (c_sq - 2 * p.mm(cents.T)).argmin(1)
+        step = max(1024, (1 << 24) // max(1, cents.shape[0]))  # ~64 MB of scores at a time
+        for s in range(0, points.shape[0], step):
+            scores = points[s : s + step].mm(cents.T).mul_(-2).add_(c_sq)
+            out[s : s + step] = scores.argmin(1)
         return out
 
     for _ in range(iters):
@@ -365,6 +366,7 @@ class ApproximateGreedyCoresetSampler(_ProjectingSampler):
             raise ConfigError(f"num_starting_points must be >= 1, got {num_starting_points}")
         self.num_starting_points = int(num_starting_points)
         self.pruning = pruning
+        self.last_stats: dict = {}  # counters of the last run (blocks, rows processed, ...)
 
     def start_points(self, n: int) -> torch.Tensor:
         """``min(num_starting_points, n)`` distinct random indices in ``[0, n)`` from ``seed`` -> LongTensor."""
@@ -387,8 +389,8 @@ class ApproximateGreedyCoresetSampler(_ProjectingSampler):
         if self.ratio >= 1.0:
             return torch.arange(n, dtype=torch.long)
         with torch.no_grad():
-            reduced = self.project(features, projection)
-            return self.select_projected(reduced, start_points)
+            # no local reference: select_projected frees the projected bank once it is re-blocked
+            return self.select_projected(self.project(features, projection), start_points)
 
     def select_projected(
         self, reduced: torch.Tensor, start_points: Optional[Union[torch.Tensor, Sequence[int]]] = None
@@ -409,7 +411,10 @@ class ApproximateGreedyCoresetSampler(_ProjectingSampler):
             if pruning is None:
                 # Pruning pays off once the loop is long compared with the k-means set-up.
                 pruning = n >= 4096 and count >= 64
-            num_blocks = max(1, int(round(_BLOCKS_FACTOR * math.sqrt(n)))) if pruning else max(1, math.ceil(n / _WORK_ROWS))
+            if pruning:
+                num_blocks = max(1, int(round(_BLOCKS_FACTOR * math.sqrt(n))))
+            else:  # plain loop: the points in original order, in chunks of _WORK_ROWS rows
+                num_blocks = max(1, math.ceil(n / _WORK_ROWS))
             blocks = _build_blocks(reduced, x_sq, num_blocks, self.seed, cluster=pruning)
             start_vecs = reduced[start_points.to(reduced.device)]
             start_sq = x_sq[start_points.to(reduced.device)]

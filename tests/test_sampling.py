@@ -150,7 +150,8 @@ def test_exact_greedy_memory_limit():
 @pytest.mark.parametrize("d", [16, 128])
 def test_greedy_covers_better_than_random(d):
     # coverage is measured in the projected space the greedy samplers work in (identity for d=128)
-    x = clustered(1500, d, 12, seed=11, spread=0.5)
+    g = torch.Generator().manual_seed(11)
+    x = torch.rand(1500, 3, generator=g) @ torch.randn(3, d, generator=g)  # a 3-d cube embedded in d dims
     ratio = 0.05
     for sampler in (
         GreedyCoresetSampler(ratio, show_progress=False),
