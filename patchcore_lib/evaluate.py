@@ -220,9 +220,8 @@ def evaluate(data_root: str | Path, categories: Sequence[str], config: PatchCore
         for category in categories:
             done = _finished_row(out / category, config, fingerprints[category]) if resume else None
             if done is not None:
-                if show_progress:
-                    print(f"{category}: already done with the same settings, reusing {out / category / 'metrics.json'}",
-                          file=sys.stderr)
+                print(f"{category}: already done with the same settings, reusing {out / category / 'metrics.json'}",
+                      file=sys.stderr)
                 rows.append(done)
             else:
                 row, _ = evaluate_category(data_root, category, config, out, save_model, show_progress, run_id)

@@ -1,0 +1,151 @@
+"""CLI and study-level reliability: result files, clear one-line errors, resume after a kill, lock."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from patchcore_lib.cli import main
+from patchcore_lib.errors import OutputError
+from patchcore_lib.evaluate import output_lock
+
+FAST = ["--backbone", "resnet18", "--weights", "random", "--resize", "64", "--imagesize", "64",
+        "--coreset-ratio", "0.2", "--quiet"]
+
+
+def run_cli(*args, cwd=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "patchcore_lib", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd)
+
+
+def test_evaluate_writes_results_scores_and_run_record(synthetic_root, tmp_path):
+    out = tmp_path / "out"
+    assert main(["evaluate", "--data-root", str(synthetic_root), "--category", "tiny", *FAST,
+                 "--save-model", "--out", str(out)]) == 0
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert [r["category"] for r in rows] == ["tiny", "mean"]
+    for column in ("image_auroc", "pixel_auroc", "pro", "fit_seconds", "predict_seconds", "memory_bank_size"):
+        assert column in rows[0]
+    assert 0 <= float(rows[0]["image_auroc"]) <= 1 and 0 <= float(rows[0]["pro"]) <= 1
+    assert rows[0]["run_id"]
+    scores = list(csv.DictReader(open(out / "tiny" / "scores.csv")))
+    assert len(scores) == int(rows[0]["num_test"]) and {"path", "defect_type", "label", "score"} <= set(scores[0])
+    run = json.loads((out / "run.json").read_text())
+    assert run["config"]["backbone"] == "resnet18" and "torch" in run["versions"]
+    assert "tiny" in run["dataset_fingerprints"] and "git_commit" in run
+    assert (out / "tiny" / "model.pt").is_file()
+    assert not list(out.rglob("*.tmp"))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--data-root", "{tmp}/missing", "--category", "x"], "data root {tmp}/missing does not exist"),
+    (["--data-root", "{root}", "--category", "carpet"], "category 'carpet' not found"),
+    (["--data-root", "{root}", "--category", "tiny", "--coreset-ratio", "0"], r"coreset ratio must be in (0, 1], got 0.0"),
+    (["--data-root", "{root}", "--category", "tiny", "--layers", "layer9"], "unknown layer(s) 'layer9'"),
+    (["--data-root", "{root}", "--category", "tiny", "--imagesize", "16", "--resize", "16"], "too small"),
+    (["--data-root", "{root}", "--category", "tiny", "--num-nn", "100000"], "larger than the memory bank"),
+])
+def test_bad_input_is_one_line_on_stderr_without_traceback(synthetic_root, tmp_path, args, message):
+    args = [a.format(tmp=tmp_path, root=synthetic_root) for a in args]
+    result = run_cli("evaluate", *FAST, *args, "--out", str(tmp_path / "out"))  # later options win
+    assert result.returncode != 0
+    assert message.format(tmp=tmp_path) in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len([line for line in result.stderr.splitlines() if line.startswith("error:")]) == 1
+    assert not (tmp_path / "out" / "results.csv").exists()
+
+
+def test_debug_flag_shows_the_traceback(tmp_path):
+    result = run_cli("evaluate", "--data-root", str(tmp_path / "nope"), "--category", "x", "--out", str(tmp_path), "--debug")
+    assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_unwritable_output_directory(synthetic_root, tmp_path):
+    locked = tmp_path / "ro"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as a user who can write anywhere (root)")
+        result = run_cli("evaluate", "--data-root", str(synthetic_root), "--category", "tiny", *FAST,
+                         "--out", str(locked / "out"))
+        assert result.returncode != 0 and "not writable" in result.stderr
+    finally:
+        locked.chmod(0o700)
+
+
+def test_unwritable_output_path_is_clear(synthetic_root, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    result = run_cli("evaluate", "--data-root", str(synthetic_root), "--category", "tiny", *FAST,
+                     "--out", str(blocker / "out"))
+    assert result.returncode != 0 and f"output directory {blocker / 'out'} is not writable" in result.stderr
+
+
+def test_killed_study_resumes_without_redoing_finished_categories(tmp_path):
+    from patchcore_lib.synthetic import make_synthetic_dataset
+
+    root = tmp_path / "data"
+    for index, name in enumerate(("cat_a", "cat_b", "cat_c")):
+        make_synthetic_dataset(root, category=name, n_train=6, n_test_good=2, n_test_per_defect=1, image_size=64,
+                               seed=index)
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "patchcore_lib", "evaluate", "--data-root", str(root), "--category", "cat_a",
+            "--category", "cat_b", "--category", "cat_c", *FAST, "--out", str(out)]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while not (out / "results.csv").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished_a = (out / "cat_a" / "metrics.json").read_text()
+    rows = list(csv.DictReader(open(out / "results.csv")))  # never a half-written file
+    assert rows[0]["category"] == "cat_a" and rows[-1]["category"] == "mean"
+    result = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "cat_a: already done" in result.stderr
+    assert (out / "cat_a" / "metrics.json").read_text() == finished_a
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert [r["category"] for r in rows] == ["cat_a", "cat_b", "cat_c", "mean"]
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_second_study_into_the_same_directory_is_refused(tmp_path):
+    with output_lock(tmp_path):
+        code = ("import sys; from pathlib import Path; from patchcore_lib.evaluate import output_lock\n"
+                "with output_lock(Path(sys.argv[1])): pass\n")
+        result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
+        assert result.returncode != 0 and "is in use by another study (pid" in result.stderr
+    with output_lock(tmp_path):  # released: usable again
+        pass
+
+
+def test_feature_cache_rebuilds_corrupt_or_foreign_entries(synthetic_root, tmp_path):
+    import torch
+
+    from patchcore_lib.feature_cache import cached_split_features
+    from patchcore_lib.model import PatchCore
+
+    model = PatchCore(backbone="resnet18", weights="random", resize=64, imagesize=64)
+    first, grid, cached = cached_split_features(model, synthetic_root, "tiny", "train", tmp_path, show_progress=False)
+    assert not cached and first.shape[:2] == (12, grid[0] * grid[1])
+    again, _, cached = cached_split_features(model, synthetic_root, "tiny", "train", tmp_path, show_progress=False)
+    assert cached and torch.equal(first, again)
+    (entry,) = tmp_path.glob("*.pt")
+    data = entry.read_bytes()
+    entry.write_bytes(data[: len(data) // 3])  # truncated
+    rebuilt, _, cached = cached_split_features(model, synthetic_root, "tiny", "train", tmp_path, show_progress=False)
+    assert not cached and torch.equal(first, rebuilt)
+    payload = torch.load(entry, weights_only=True)
+    payload["key"]["dataset_fingerprint"] = "something else"  # an entry that does not match its key
+    torch.save(payload, entry)
+    _, _, cached = cached_split_features(model, synthetic_root, "tiny", "train", tmp_path, show_progress=False)
+    assert not cached
+    other = PatchCore(backbone="resnet18", weights="random", resize=64, imagesize=64, patch_size=5)
+    _, _, cached = cached_split_features(other, synthetic_root, "tiny", "train", tmp_path, show_progress=False)
+    assert not cached and len(list(tmp_path.glob("*.pt"))) == 2
