@@ -22,6 +22,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev = commands.add_parser("evaluate", help="fit and evaluate PatchCore on MVTec-layout categories")
     ev.add_argument("--data-root", required=True, help="folder holding <category>/train, test, ground_truth")
     ev.add_argument("--category", action="append", required=True, help="category name (repeat for several)")
+    ev.add_argument("--method", default="patchcore", choices=("patchcore", "padim", "orthoad"),
+                    help="detector: patchcore (default), padim (random channel subset + per-position Gaussian) "
+                         "or orthoad (semi-orthogonal projection + per-position Gaussian)")
+    ev.add_argument("--orthoad-k", type=int, default=100, help="OrthoAD projection rank k (default 100)")
+    ev.add_argument("--padim-d", type=int, default=None,
+                    help="PaDiM number of random channels d (default: 100 for resnet18, 550 for wide_resnet50_2, "
+                         "else min(100, D))")
     ev.add_argument("--backbone", default="efficientnet_lite0", choices=sorted(BACKBONES), metavar="NAME",
                     help=f"one of: {', '.join(sorted(BACKBONES))} (default efficientnet_lite0, offline)")
     ev.add_argument("--layers", nargs="+", default=None, metavar="L", help="feature layers (default: the backbone's)")
@@ -59,8 +66,15 @@ def _evaluate(args: argparse.Namespace) -> int:
         sampler=args.sampler, coreset_ratio=args.coreset_ratio, num_nn=args.num_nn, score=args.score,
         reweight_neighbourhood=args.reweight_neighbourhood, distance=args.distance, sigma=args.sigma,
         batch_size=args.batch_size, seed=args.seed, device=args.device)
+    method_options: dict = {}
+    if args.method != "patchcore":
+        method_options = {"layers": tuple(args.layers) if args.layers else None,
+                          "d": args.padim_d if args.method == "padim" else None,
+                          "k": args.orthoad_k if args.method == "orthoad" else None}
+        method_options = {k: v for k, v in method_options.items() if v is not None}
     rows = evaluate(args.data_root, args.category, config, args.out, save_model=args.save_model,
-                    show_progress=not args.quiet, resume=not args.no_resume)
+                    show_progress=not args.quiet, resume=not args.no_resume, method=args.method,
+                    method_options=method_options)
     print(f"{'category':<16} {'image_auroc':>11} {'pixel_auroc':>11} {'pro':>7} {'fit_s':>7} {'s/img':>7}")
     for row in rows:
         print(f"{row['category']:<16} {row['image_auroc']:>11.4f} {row['pixel_auroc']:>11.4f} {row['pro']:>7.4f} "

@@ -36,7 +36,8 @@ from .metrics import image_auroc, per_defect_image_auroc, pixel_auroc, pro_score
 from .model import PatchCore, PatchCoreConfig, Predictions
 
 RESULT_COLUMNS = ["category", "image_auroc", "pixel_auroc", "pro", "fit_seconds", "predict_seconds",
-                  "predict_seconds_per_image", "memory_bank_size", "num_train", "num_test", "run_id"]
+                  "predict_seconds_per_image", "memory_bank_size", "num_train", "num_test", "run_id", "method"]
+# ``memory_bank_size`` is the number of stored patches (PatchCore) or of per-position Gaussians (PaDiM/OrthoAD).
 
 
 def prediction_metrics(predictions: Predictions) -> dict[str, Any]:
@@ -126,11 +127,21 @@ def _write_scores(path: Path, predictions: Predictions) -> None:
 
 def evaluate_category(data_root: str | Path, category: str, config: PatchCoreConfig,
                       out_dir: str | Path | None = None, save_model: bool = False, show_progress: bool = True,
-                      run_id: str = "", model: PatchCore | None = None) -> tuple[dict[str, Any], Predictions]:
-    """Fit on ``train/good``, predict the test split, compute metrics; write files when ``out_dir`` is given."""
+                      run_id: str = "", model: PatchCore | None = None, method: str = "patchcore",
+                      method_options: dict[str, Any] | None = None) -> tuple[dict[str, Any], Predictions]:
+    """Fit on ``train/good``, predict the test split, compute metrics; write files when ``out_dir`` is given.
+
+    ``method`` (patchcore, padim, orthoad) and ``method_options`` (e.g. ``{"k": 300}``) choose the
+    detector through :func:`patchcore_lib.detectors.make_detector`; ``model`` overrides both.
+    """
+    from .detectors import detector_size, make_detector
+
     train = MVTecDataset(data_root, category, "train", config.resize, config.imagesize)
     test = MVTecDataset(data_root, category, "test", config.resize, config.imagesize)
-    model = model or PatchCore(config)
+    if model is None:
+        model = PatchCore(config) if method == "patchcore" and not method_options else \
+            make_detector(method, config, **(method_options or {}))
+    method = getattr(model.config, "method", "patchcore")
     model.fit(train, show_progress=show_progress)
     predictions = model.predict_dataset(test, show_progress=show_progress)
     metrics = prediction_metrics(predictions)
@@ -142,10 +153,11 @@ def evaluate_category(data_root: str | Path, category: str, config: PatchCoreCon
         "fit_seconds": model.timings["fit_seconds"],
         "predict_seconds": predictions.seconds,
         "predict_seconds_per_image": predictions.seconds / len(test),
-        "memory_bank_size": int(len(model.memory_bank)),
+        "memory_bank_size": detector_size(model),
         "num_train": len(train),
         "num_test": len(test),
         "run_id": run_id,
+        "method": method,
     }
     if out_dir is not None:
         folder = Path(out_dir) / category
@@ -154,7 +166,7 @@ def evaluate_category(data_root: str | Path, category: str, config: PatchCoreCon
         if save_model:
             model.save(folder / "model.pt")
         record = {"row": row, "per_defect_image_auroc": metrics["per_defect_image_auroc"],
-                  "timings": model.timings, "config": config.to_dict(),
+                  "timings": model.timings, "config": (config if method == "patchcore" else model.config).to_dict(),
                   "dataset_fingerprint": dataset_fingerprint(data_root, category)}
         atomic_write_text(folder / "metrics.json", json.dumps(record, indent=2, default=float))
     return row, predictions
@@ -168,6 +180,9 @@ def results_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     mean: dict[str, Any] = {"category": "mean", "run_id": rows[0].get("run_id", "")}
     for column in RESULT_COLUMNS:
         if column in ("category", "run_id"):
+            continue
+        if column == "method":
+            mean[column] = rows[0].get("method", "patchcore")
             continue
         values = [float(r[column]) for r in rows if r.get(column) is not None]
         mean[column] = float(np.nanmean(values)) if values else float("nan")
@@ -197,8 +212,17 @@ def _finished_row(folder: Path, config: PatchCoreConfig, fingerprint: str) -> di
 
 
 def evaluate(data_root: str | Path, categories: Sequence[str], config: PatchCoreConfig, out_dir: str | Path,
-             save_model: bool = False, show_progress: bool = True, resume: bool = True) -> list[dict[str, Any]]:
-    """Evaluate several categories into ``out_dir``; returns the rows (without the mean row)."""
+             save_model: bool = False, show_progress: bool = True, resume: bool = True,
+             method: str = "patchcore", method_options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Evaluate several categories into ``out_dir``; returns the rows (without the mean row).
+
+    ``method``/``method_options``: see :func:`evaluate_category`. For PaDiM/OrthoAD, ``run.json``,
+    the resume check and the run id use the method's full configuration.
+    """
+    if method != "patchcore" or method_options:
+        from .detectors import method_config
+
+        config = method_config(method, config, **(method_options or {}))
     for category in categories:
         check_category(data_root, category)
     out = check_writable_dir(out_dir)
@@ -224,7 +248,8 @@ def evaluate(data_root: str | Path, categories: Sequence[str], config: PatchCore
                       file=sys.stderr)
                 rows.append(done)
             else:
-                row, _ = evaluate_category(data_root, category, config, out, save_model, show_progress, run_id)
+                row, _ = evaluate_category(data_root, category, config, out, save_model, show_progress, run_id,
+                                           method=method, method_options=None)
                 rows.append(row)
             write_results_csv(out / "results.csv", rows)
     return rows

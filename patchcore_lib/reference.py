@@ -67,7 +67,8 @@ def official_runs() -> list[str]:
 def official_results(run_name: str = DEFAULT_OFFICIAL_RUN):
     """Per-category official results of ``run_name``: columns category, image_auroc, pixel_auroc, pro + raw columns.
 
-    ``category`` is the MVTec name without the ``mvtec_`` prefix; ``pro`` is the ``anomaly_pro`` column.
+    ``category`` is the MVTec name without the ``mvtec_`` prefix (the file's own mean row: ``mean``); ``pro`` is
+    the ``anomaly_pro`` column.
     """
     path = DATA_DIR / "official" / f"{run_name}.csv"
     if not path.is_file():
@@ -75,7 +76,8 @@ def official_results(run_name: str = DEFAULT_OFFICIAL_RUN):
     raw = _pd().read_csv(path)
     raw = raw.rename(columns={raw.columns[0]: "row_name"})
     table = raw.copy()
-    table.insert(0, "category", [str(n).removeprefix("mvtec_") for n in raw["row_name"]])
+    table.insert(0, "category", [str(n).removeprefix("mvtec_") if str(n).lower() != "mean" else "mean"
+                                 for n in raw["row_name"]])
     for ours, theirs in OFFICIAL_COLUMNS.items():
         table[ours] = raw[theirs].astype(float)
     return table.drop(columns=["row_name"])

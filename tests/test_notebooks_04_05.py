@@ -1,0 +1,109 @@
+"""Execute notebooks 04_evaluate and 05_report with papermill on a tiny synthetic dataset."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+papermill = pytest.importorskip("papermill")
+nbformat = pytest.importorskip("nbformat")
+
+ROOT = Path(__file__).resolve().parents[1]
+NB04 = ROOT / "notebooks" / "04_evaluate.ipynb"
+NB05 = ROOT / "notebooks" / "05_report.ipynb"
+
+TINY = dict(resize=64, imagesize=64, coreset_ratio=0.2, seed=0, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory) -> Path:
+    from patchcore_lib.synthetic import make_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("nb_data")
+    make_synthetic_dataset(root, category="tiny", kind="texture", image_size=96, n_train=8, n_test_good=3,
+                           n_test_per_defect=2, seed=0)
+    return root
+
+
+@pytest.fixture(scope="module")
+def executed_04(tiny_root, tmp_path_factory):
+    reports = tmp_path_factory.mktemp("reports")
+    out = reports / "04.ipynb"
+    papermill.execute_notebook(str(NB04), str(out), cwd=str(ROOT / "notebooks"), progress_bar=False,
+                               parameters=dict(data_root=str(tiny_root), category="tiny", reports_dir=str(reports),
+                                               run_id="tiny-test", **TINY))
+    return reports, out
+
+
+@pytest.mark.parametrize("path", [NB04, NB05], ids=lambda p: p.stem)
+def test_notebook_is_committed_clean(path):
+    nb = nbformat.read(str(path), as_version=4)
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    assert nb.metadata["kernelspec"]["language"] == "python"
+    tagged = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
+    following = nb.cells[nb.cells.index(tagged[0]) + 1]
+    assert "validate_parameters" in following.source, "the cell after the parameters must validate them"
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, "notebooks are committed without outputs"
+
+
+def test_04_declares_the_documented_parameters():
+    from patchcore_lib.study import notebook_parameters
+
+    declared = notebook_parameters(NB04)
+    assert list(declared) == ["data_root", "category", "backbone", "layers", "weights", "resize", "imagesize",
+                              "coreset_ratio", "sampler", "num_nn", "score", "distance", "sigma", "seed", "device",
+                              "reports_dir", "run_id"]
+    assert declared["backbone"] == '"efficientnet_lite0"' and declared["imagesize"] == "224"
+
+
+def test_04_writes_every_output_and_matches_the_cli(executed_04, tiny_root, tmp_path):
+    from patchcore_lib.cli import main
+
+    reports, _ = executed_04
+    folder = reports / "04_evaluate" / "tiny-test"
+    for name in ("metrics.json", "metrics_row.csv", "scores.csv", "roc_curves.png", "pro_curve.png",
+                 "per_defect_auroc.csv", "per_defect_auroc.png", "segmentation_ranking.csv",
+                 "segmentations_best.png", "segmentations_worst.png", "reference_comparison.csv"):
+        assert (folder / name).is_file() and (folder / name).stat().st_size > 0, name
+    record = json.loads((folder / "metrics.json").read_text())
+    metrics = record["metrics"]
+    for key in ("image_auroc", "pixel_auroc", "pro", "fit_seconds", "predict_seconds_per_image",
+                "memory_bank_size", "category", "config"):
+        assert key in metrics, key
+    assert metrics["category"] == "tiny" and metrics["config"]["imagesize"] == 64
+    # the CLI with the same settings gives the same numbers
+    out = tmp_path / "cli"
+    assert main(["evaluate", "--data-root", str(tiny_root), "--category", "tiny", "--resize", "64", "--imagesize",
+                 "64", "--coreset-ratio", "0.2", "--device", "cpu", "--quiet", "--out", str(out)]) == 0
+    cli = json.loads((out / "tiny" / "metrics.json").read_text())["row"]
+    for key in ("image_auroc", "pixel_auroc", "pro"):
+        assert metrics[key] == pytest.approx(cli[key], abs=1e-6), key
+    assert metrics["memory_bank_size"] == cli["memory_bank_size"]
+
+
+def test_05_collects_the_runs_and_writes_the_summary(executed_04):
+    reports, _ = executed_04
+    papermill.execute_notebook(str(NB05), str(reports / "05.ipynb"), cwd=str(ROOT / "notebooks"),
+                               progress_bar=False, parameters=dict(reports_dir=str(reports)))
+    for name in ("summary.md", "summary.csv", "summary.png"):
+        assert (reports / name).is_file(), name
+    text = (reports / "summary.md").read_text()
+    assert "| tiny |" in text and "mean (1)" in text
+    import pandas as pd
+
+    table = pd.read_csv(reports / "summary.csv")
+    assert set(table["category"]) == {"tiny", "mean (1)"}
+
+
+def test_wrong_parameter_type_fails_with_a_clear_message(tiny_root, tmp_path):
+    with pytest.raises(papermill.PapermillExecutionError) as info:
+        papermill.execute_notebook(str(NB04), str(tmp_path / "bad.ipynb"), cwd=str(ROOT / "notebooks"),
+                                   progress_bar=False,
+                                   parameters=dict(data_root=str(tiny_root), category="tiny", imagesize="abc",
+                                                   reports_dir=str(tmp_path)))
+    assert "ConfigError" in str(info.value)
+    assert "notebook parameter 'imagesize' must be int, got str 'abc'" in str(info.value)

@@ -1,0 +1,242 @@
+"""The study runner (skip-if-complete, HTML rendering, presets) and the report helpers, on tiny notebooks."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+pytest.importorskip("papermill")
+
+from patchcore_lib import study  # noqa: E402
+from patchcore_lib.errors import ConfigError  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _write_notebook(path: Path, parameters: str, body: str) -> Path:
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    params = new_code_cell(parameters)
+    params.metadata["tags"] = ["parameters"]
+    nb = new_notebook(cells=[params, new_code_cell(body)],
+                      metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nbformat.write(nb, str(path))
+    return path
+
+
+COUNTER = """from pathlib import Path
+log = Path(reports_dir) / "calls.txt"
+log.write_text(log.read_text() + f"{NAME}:{category}\\n" if log.exists() else f"{NAME}:{category}\\n")
+print("hello from", NAME, category)
+"""
+
+
+@pytest.fixture
+def tiny_study(tmp_path):
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    _write_notebook(notebooks / "01_first.ipynb", 'data_root = ""\ncategory = ""   # a = b in a comment\n'
+                    'reports_dir = None\nfactor = 1', "NAME = 'first'\n" + COUNTER)
+    _write_notebook(notebooks / "05_report.ipynb", "reports_dir = None\ncategories = []",
+                    "NAME = 'report'\ncategory = ','.join(categories)\n" + COUNTER)
+    _write_notebook(notebooks / "06_more.ipynb", 'category = ""\nreports_dir = None', "NAME = 'more'\n" + COUNTER)
+    return notebooks, tmp_path / "reports"
+
+
+def _calls(reports: Path) -> list[str]:
+    path = reports / "calls.txt"
+    return path.read_text().split() if path.exists() else []
+
+
+def test_discover_orders_report_notebooks_last(tiny_study):
+    notebooks, _ = tiny_study
+    assert [p.stem for p in study.discover_notebooks(notebooks)] == ["01_first", "06_more", "05_report"]
+    assert [p.stem for p in study.discover_notebooks(notebooks, only=["05"])] == ["05_report"]
+
+
+def test_notebook_parameters_survive_comments_with_equals(tiny_study):
+    notebooks, _ = tiny_study
+    assert list(study.notebook_parameters(notebooks / "01_first.ipynb")) == ["data_root", "category",
+                                                                              "reports_dir", "factor"]
+
+
+def test_runner_skips_complete_runs_and_renders_html(tiny_study):
+    notebooks, reports = tiny_study
+    preset = {"name": "t", "parameters": {"factor": 2, "unknown_to_all": 1}, "notebook_parameters": {}}
+    runs = study.run_study(preset, categories=["a", "b"], data_root="", reports_dir=reports, notebooks_dir=notebooks,
+                           log=lambda s: None)
+    assert [r["status"] for r in runs] == ["done"] * 5
+    assert _calls(reports) == ["first:a", "first:b", "more:a", "more:b", "report:a,b"]
+    executed = reports / "executed"
+    for stem in ("01_first-a", "01_first-b", "06_more-a", "06_more-b", "05_report"):
+        assert (executed / f"{stem}.ipynb").is_file()
+        html = (executed / f"{stem}.html").read_text()
+        assert "<html" in html.lower() and "hello from" in html
+        done = json.loads((executed / f"{stem}.done.json").read_text())
+        assert "unknown_to_all" not in done["parameters"]
+    assert json.loads((executed / "01_first-a.done.json").read_text())["parameters"]["factor"] == 2
+
+    # same parameters: nothing runs
+    runs = study.run_study(preset, categories=["a", "b"], data_root="", reports_dir=reports,
+                           notebooks_dir=notebooks, log=lambda s: None)
+    assert [r["status"] for r in runs] == ["skipped"] * 5
+    assert len(_calls(reports)) == 5
+
+    # a changed parameter re-runs only the notebooks that declare it
+    preset["parameters"]["factor"] = 3
+    runs = study.run_study(preset, categories=["a"], data_root="", reports_dir=reports, notebooks_dir=notebooks,
+                           log=lambda s: None, only=["01", "06"])
+    assert [r["status"] for r in runs] == ["done", "skipped"]
+    assert _calls(reports)[-1] == "first:a"
+
+    # a missing HTML file makes the run incomplete
+    (executed / "06_more-a.html").unlink()
+    runs = study.run_study(preset, categories=["a"], data_root="", reports_dir=reports, notebooks_dir=notebooks,
+                           log=lambda s: None, only=["06"])
+    assert [r["status"] for r in runs] == ["done"]
+
+
+def test_failed_notebook_is_reported_and_not_marked_done(tmp_path):
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    _write_notebook(notebooks / "01_bad.ipynb", "reports_dir = None", "raise ValueError('broken on purpose')")
+    reports = tmp_path / "reports"
+    lines: list[str] = []
+    with pytest.raises(study.StudyError, match="01_bad.ipynb"):
+        study.run_study({"name": "t"}, categories=["x"], data_root="", reports_dir=reports, notebooks_dir=notebooks,
+                        log=lines.append)
+    assert not (reports / "executed" / "01_bad.done.json").exists()
+    assert (reports / "executed" / "01_bad.html").is_file(), "the failed notebook is still rendered for reading"
+    assert any("FAILED" in line and "broken on purpose" in line for line in lines)
+
+
+def test_run_hash_depends_on_code_and_parameters(tmp_path):
+    a = _write_notebook(tmp_path / "a.ipynb", "x = 1", "print(x)")
+    b = _write_notebook(tmp_path / "b.ipynb", "x = 1", "print(x + 1)")
+    assert study.run_hash(a, {"x": 1}) == study.run_hash(a, {"x": 1})
+    assert study.run_hash(a, {"x": 1}) != study.run_hash(a, {"x": 2})
+    assert study.run_hash(a, {"x": 1}) != study.run_hash(b, {"x": 1})
+
+
+@pytest.mark.parametrize("name", ["quick", "paper_im224_wr50", "paper_im320_wr50", "ensemble_im320"])
+def test_presets_load_and_validate(name):
+    from patchcore_lib.notebook_utils import PARAMETER_TYPES
+
+    preset = study.load_preset(ROOT / "params" / f"{name}.yaml")
+    for key, value in preset["parameters"].items():
+        types = PARAMETER_TYPES.get(key)
+        assert types is None or isinstance(value, types), (key, value)
+    config = study.config_from_params(preset["parameters"])
+    if name == "paper_im224_wr50":
+        assert (config.backbone, config.layers, config.resize, config.imagesize, config.coreset_ratio) == \
+            ("wide_resnet50_2", ("layer2", "layer3"), 256, 224, 0.1)
+    if name == "quick":
+        assert preset["data_root"] == "" and config.backbone == "efficientnet_lite0"
+
+
+def test_bad_preset_is_refused(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("parameters: {}\ncategoriez: [a]\n")
+    with pytest.raises(ConfigError, match="categoriez"):
+        study.load_preset(path)
+    path.write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="mapping"):
+        study.load_preset(path)
+
+
+def test_reference_tables():
+    from patchcore_lib import reference
+
+    paper = reference.paper_table()
+    means = paper[paper["category"] == "mean"].set_index("method")
+    assert means.loc["PatchCore-25%", "image_auroc"] == pytest.approx(0.991)
+    assert means.loc["PatchCore-10%", "pro"] == pytest.approx(0.935)
+    assert means.loc["PatchCore-1%", "pixel_auroc"] == pytest.approx(0.980)
+    assert means.loc["PaDiM", "image_auroc"] == pytest.approx(0.953)
+    assert reference.official_mean()["pro"] == pytest.approx(0.944, abs=5e-4)  # README headline of IM224 WR50
+    assert set(reference.official_results()["category"]) - {"mean"} == set(reference.MVTEC_CATEGORIES)
+    assert reference.official_run_for({"backbone": "wide_resnet50_2", "imagesize": 320, "coreset_ratio": 0.01}) == \
+        "IM320_WR50_L2-3_P001_D1024-1024_PS-3_AN-1"
+    assert len(reference.reference_for("bottle")) >= 6
+    assert reference.reference_for("synthetic_texture").empty
+    with pytest.raises(ConfigError):
+        reference.official_results("nope")
+
+
+def test_summary_table_and_markdown(tmp_path):
+    import pandas as pd
+
+    config = {"backbone": "wide_resnet50_2", "layers": ["layer2", "layer3"], "imagesize": 224, "coreset_ratio": 0.1,
+              "patch_size": 3, "num_nn": 1}
+    runs = pd.DataFrame([
+        {"method": "PatchCore", "setting": study.setting_name(config), "category": "bottle", "image_auroc": 1.0,
+         "pixel_auroc": 0.98, "pro": 0.95, "config": config},
+        {"method": "PatchCore", "setting": study.setting_name(config), "category": "mine", "image_auroc": 0.9,
+         "pixel_auroc": 0.9, "pro": 0.8, "config": config},
+    ])
+    table = study.summary_table(runs)
+    bottle = table[table["category"] == "bottle"].iloc[0]
+    assert bottle["official_run"] == "IM224_WR50_L2-3_P01_D1024-1024_PS-3_AN-1"
+    assert bottle["diff_official_pixel_auroc"] == pytest.approx(98.0 - 98.48388278688711)
+    assert pd.isna(table[table["category"] == "mine"].iloc[0]["official_image_auroc"])
+    assert table.iloc[-1]["category"] == "mean (2)"
+    study.style_summary(table).to_html()
+    paths = study.write_summary(tmp_path, table)
+    text = paths["md"].read_text()
+    assert "IM224_WR50_L2-3_P01_D1024-1024_PS-3_AN-1" in text and "| bottle |" in text
+
+
+def test_parse_overrides():
+    assert study.parse_overrides(["imagesize=128", "weights=/m/w.pth", "layers=[layer2, layer3]"]) == \
+        {"imagesize": 128, "weights": "/m/w.pth", "layers": ["layer2", "layer3"]}
+    with pytest.raises(ConfigError, match="NAME=VALUE"):
+        study.parse_overrides(["imagesize"])
+
+
+def test_collect_runs_and_baselines(tmp_path):
+    from patchcore_lib.notebook_utils import write_metrics
+
+    config = {"backbone": "efficientnet_lite0", "layers": ["blocks.2", "blocks.4"], "imagesize": 64,
+              "coreset_ratio": 0.1}
+    for run, auroc in (("bottle-old", 0.5), ("bottle-new", 0.9)):
+        folder = tmp_path / "04_evaluate" / run
+        folder.mkdir(parents=True)
+        write_metrics(folder, {"category": "bottle", "image_auroc": auroc, "pixel_auroc": 0.9, "pro": 0.8,
+                               "fit_seconds": 1.0, "predict_seconds_per_image": 0.1, "memory_bank_size": 10,
+                               "config": config})
+        import os
+        import time
+
+        os.utime(folder / "metrics.json", (time.time() + (auroc > 0.6), time.time() + (auroc > 0.6)))
+    runs = study.collect_runs(tmp_path)
+    assert len(runs) == 1 and runs.iloc[0]["image_auroc"] == 0.9 and runs.iloc[0]["run_id"] == "bottle-new"
+    flat = tmp_path / "06_baselines" / "flat"
+    flat.mkdir(parents=True)
+    write_metrics(flat, {"method": "padim", "category": "bottle", "image_auroc": 0.95, "pixel_auroc": 0.97,
+                         "pro": 0.9})
+    nested = tmp_path / "06_baselines" / "nested"
+    nested.mkdir(parents=True)
+    write_metrics(nested, {"category": "cable", "padim": {"image_auroc": 0.9, "pixel_auroc": 0.9, "pro": 0.9},
+                           "orthoad": {"image_auroc": 0.8, "pixel_auroc": 0.8, "pro": 0.8}})
+    baselines = study.collect_baselines(tmp_path)
+    assert sorted(zip(baselines["method"], baselines["category"])) == [("orthoad", "cable"), ("padim", "bottle"),
+                                                                       ("padim", "cable")]
+    assert study.collect_baselines(tmp_path / "nowhere").empty
+
+
+def test_collect_baselines_runs_list_format(tmp_path):
+    from patchcore_lib.notebook_utils import write_metrics
+
+    folder = tmp_path / "06_baselines" / "x"
+    folder.mkdir(parents=True)
+    write_metrics(folder, {"category": "bottle", "backbone": "resnet18", "runs": [
+        {"source": "this run", "method": "patchcore", "run": "PatchCore", "image_auroc": 1.0, "pixel_auroc": 1.0,
+         "pro": 1.0},
+        {"source": "this run", "method": "padim", "run": "PaDiM d=100", "image_auroc": 0.9, "pixel_auroc": 0.9,
+         "pro": 0.9},
+        {"source": "PaDiM paper", "method": "padim", "run": "paper", "image_auroc": 0.95, "pixel_auroc": 0.97,
+         "pro": 0.92}]})
+    baselines = study.collect_baselines(tmp_path)
+    assert list(baselines["method"]) == ["padim"] and baselines.iloc[0]["setting"] == "PaDiM d=100, resnet18"
