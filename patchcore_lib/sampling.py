@@ -37,7 +37,7 @@ DeviceLike = Optional[Union[str, torch.device]]
 _PROJECTION_CHUNK = 65536  # rows projected at a time
 _WORK_ROWS = 32768  # rows processed per distance chunk (bounds temporaries)
 _DEFAULT_MAX_MATRIX_BYTES = 4 * 1024**3
-_BLOCKS_FACTOR = 1.0  # number of k-means blocks ~ factor * sqrt(N)
+_BLOCKS_FACTOR = 4.0  # number of k-means blocks ~ factor * sqrt(N): small blocks prune tightly (bottle: 26 s vs 55 s at 1.0)
 _CAP_FACTOR = 1.0  # block size cap ~ factor * N / num_blocks (bigger clusters are split)
 
 
@@ -81,10 +81,9 @@ def point_distances(x: torch.Tensor, x_sq: torch.Tensor, s: torch.Tensor, s_sq: 
         s: ``[P]`` the point; s_sq: its squared norm (0-d tensor).
     Returns:
         ``[...]`` ``sqrt(clamp(-2 x.s + |x|^2 + |s|^2, min=0))`` (official formula and order).
-        The dot product is ``(x * s).sum(-1)``: each row is reduced on its own, so the value of a
-        row does not depend on which other rows are in the batch.
+        The dot product is a BLAS matrix-vector product ``x @ s`` like the official ``mm``.
     """
-    dot = (x * s).sum(-1)
+    dot = torch.matmul(x, s)
     return (-2 * dot + x_sq + s_sq).clamp_min(0).sqrt()
 
 

@@ -32,14 +32,14 @@ def _single_thread():
 def reference_approx_greedy(reduced: torch.Tensor, start_points, count: int) -> list:
     """Plain official approximate-greedy loop over the full running-distance vector.
 
-    Distances: sqrt(clamp(-2 a.b + |a|^2 + |b|^2, 0)) with a.b = (a * b).sum(1), |a|^2 = (a * a).sum(1).
+    Distances: sqrt(clamp(-2 a.b + |a|^2 + |b|^2, 0)) with a.b = a @ b (BLAS, like the official mm), |a|^2 = (a * a).sum(1).
     Start distance = mean over the start points; then argmax / running min, ``count`` times.
     """
     sq = (reduced * reduced).sum(1)
 
     def dist(j: int) -> torch.Tensor:
         s = reduced[j]
-        return (-2 * (reduced * s).sum(1) + sq + sq[j]).clamp_min(0).sqrt()
+        return (-2 * (reduced @ s) + sq + sq[j]).clamp_min(0).sqrt()
 
     running = torch.stack([dist(int(j)) for j in start_points], dim=-1).mean(-1)
     selected = []
