@@ -133,6 +133,31 @@ def _state_fingerprint(module: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+@torch.no_grad()
+def predict_over_dataset(predict: Any, dataset: torch.utils.data.Dataset, batch_size: int, imagesize: int,
+                         show_progress: bool = True) -> Predictions:
+    """Run ``predict(images [B, 3, S, S]) -> (scores [B], maps [B, S, S])`` over a test split."""
+    loader = make_loader(dataset, batch_size)
+    n = len(dataset)
+    scores = np.empty(n, dtype=np.float32)
+    maps = np.empty((n, imagesize, imagesize), dtype=np.float32)
+    masks = np.empty((n, imagesize, imagesize), dtype=np.uint8)
+    labels, defects, paths = [], [], []
+    position = 0
+    start = time.perf_counter()
+    for batch in tqdm(loader, desc="Scoring test images", disable=not show_progress, leave=False):
+        batch_scores, batch_maps = predict(batch["image"])
+        count = len(batch_scores)
+        scores[position:position + count] = batch_scores.numpy()
+        maps[position:position + count] = batch_maps.numpy()
+        masks[position:position + count] = batch["mask"][:, 0].numpy().astype(np.uint8)
+        labels.extend(batch["label"].tolist())
+        defects.extend(batch["defect_type"])
+        paths.extend(batch["path"])
+        position += count
+    return Predictions(scores, maps, masks, np.asarray(labels), defects, paths, time.perf_counter() - start)
+
+
 class PatchCore:
     """PatchCore anomaly detector (Roth et al., CVPR 2022)."""
 
@@ -234,32 +259,13 @@ class PatchCore:
         features, grid = self.embed(images)
         return self.score_features(features, grid, tuple(images.shape[-2:]))
 
-    @torch.no_grad()
     def predict_dataset(self, dataset: torch.utils.data.Dataset, show_progress: bool = True) -> Predictions:
         """Scores, maps, masks and labels for every image of ``dataset`` (an MVTecDataset test split)."""
         self._require_fitted()
-        loader = make_loader(dataset, self.config.batch_size)
-        size = self.config.imagesize
-        n = len(dataset)
-        scores = np.empty(n, dtype=np.float32)
-        maps = np.empty((n, size, size), dtype=np.float32)
-        masks = np.empty((n, size, size), dtype=np.uint8)
-        labels, defects, paths = [], [], []
-        position = 0
-        start = time.perf_counter()
-        for batch in tqdm(loader, desc="Scoring test images", disable=not show_progress, leave=False):
-            batch_scores, batch_maps = self.predict(batch["image"])
-            count = len(batch_scores)
-            scores[position:position + count] = batch_scores.numpy()
-            maps[position:position + count] = batch_maps.numpy()
-            masks[position:position + count] = batch["mask"][:, 0].numpy().astype(np.uint8)
-            labels.extend(batch["label"].tolist())
-            defects.extend(batch["defect_type"])
-            paths.extend(batch["path"])
-            position += count
-        seconds = time.perf_counter() - start
-        self.timings["predict_seconds"] = seconds
-        return Predictions(scores, maps, masks, np.asarray(labels), defects, paths, seconds)
+        predictions = predict_over_dataset(self.predict, dataset, self.config.batch_size, self.config.imagesize,
+                                           show_progress)
+        self.timings["predict_seconds"] = predictions.seconds
+        return predictions
 
     # ------------------------------------------------------------------ save / load
     def save(self, path: str | os.PathLike) -> Path:

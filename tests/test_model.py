@@ -107,3 +107,24 @@ def test_num_nn_larger_than_bank_is_refused(synthetic_root):
     model = PatchCore(backbone="resnet18", weights="random", resize=64, imagesize=64, coreset_ratio=0.001, num_nn=50)
     with pytest.raises(ConfigError, match=r"num_nn \(50\) is larger than the memory bank"):
         model.fit(MVTecDataset(synthetic_root, "tiny", "train", 64, 64), show_progress=False)
+
+
+def test_seeds_change_only_the_random_parts_and_metrics_barely(synthetic_root):
+    from patchcore_lib.evaluate import prediction_metrics
+
+    train = MVTecDataset(synthetic_root, "tiny", "train", 128, 128)
+    test = MVTecDataset(synthetic_root, "tiny", "test", 128, 128)
+    metrics, banks, features = [], [], None
+    for seed in (0, 1, 2):
+        model = PatchCore(**SMALL, seed=seed)
+        extracted = model.extract_features(train, show_progress=False)
+        if features is None:
+            features = extracted
+        assert torch.equal(extracted, features)  # the backbone features do not depend on the seed
+        model.fit(extracted, show_progress=False)
+        banks.append(model.memory_bank)
+        metrics.append(prediction_metrics(model.predict_dataset(test, show_progress=False)))
+    assert not torch.equal(banks[0], banks[1]) and not torch.equal(banks[1], banks[2])  # the coreset is random
+    for key in ("image_auroc", "pixel_auroc", "pro"):
+        values = [m[key] for m in metrics]
+        assert max(values) - min(values) <= 0.03, (key, values)

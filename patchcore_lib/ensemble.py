@@ -1,0 +1,74 @@
+"""Ensembles of PatchCore members (e.g. several backbones, as in the paper's WR101/ResNeXt101/DN201 run).
+
+Each member keeps its own memory bank. Member scores live on different scales, so each member is
+standardised with statistics of nominal data: after fitting, a member scores a few training images and
+the mean / standard deviation of those anomaly-map pixels become its offset / scale. The ensemble's image
+score and map are the means of the standardised member scores and maps. (The official code instead
+min-max normalises each member over the whole test set, which needs all test images at once; ours scores
+single images the same way at any time.)
+"""
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+from typing import Any, Sequence
+
+import torch
+
+from .data import make_loader
+from .errors import ConfigError
+from .model import PatchCore, PatchCoreConfig, Predictions, predict_over_dataset
+
+
+class PatchCoreEnsemble:
+    """Several PatchCore members sharing the image geometry; ``predict`` -> (scores [B], maps [B, S, S])."""
+
+    def __init__(self, configs: Sequence[PatchCoreConfig], calibration_images: int = 8) -> None:
+        if len(configs) < 2:
+            raise ConfigError(f"an ensemble needs at least two member configurations, got {len(configs)}")
+        geometry = {(c.resize, c.imagesize) for c in configs}
+        if len(geometry) != 1:
+            raise ConfigError(f"ensemble members must share resize/imagesize, got {sorted(geometry)}")
+        self.members = [PatchCore(c) for c in configs]
+        first = configs[0]
+        self.config = SimpleNamespace(batch_size=first.batch_size, imagesize=first.imagesize, resize=first.resize,
+                                      method="patchcore_ensemble",
+                                      to_dict=lambda: {"members": [c.to_dict() for c in configs]})
+        self.calibration_images = calibration_images
+        self.offsets = torch.zeros(len(configs))
+        self.scales = torch.ones(len(configs))
+        self.timings: dict[str, float] = {}
+        self.memory_bank_size = 0
+
+    def fit(self, dataset: torch.utils.data.Dataset, show_progress: bool = True) -> "PatchCoreEnsemble":
+        """Fit every member on the nominal images, then calibrate each member's scale on them."""
+        start = time.perf_counter()
+        calibration = next(iter(make_loader(dataset, min(self.calibration_images, len(dataset)))))["image"]
+        for index, member in enumerate(self.members):
+            member.fit(dataset, show_progress=show_progress)
+            _, maps = member.predict(calibration)
+            self.offsets[index] = maps.mean()
+            self.scales[index] = maps.std().clamp_min(1e-12)
+        self.memory_bank_size = sum(len(m.memory_bank) for m in self.members)
+        self.timings["fit_seconds"] = time.perf_counter() - start
+        return self
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean of the members' standardised image scores [B] and anomaly maps [B, S, S]."""
+        scores, maps = [], []
+        for index, member in enumerate(self.members):
+            member_scores, member_maps = member.predict(images)
+            scores.append((member_scores - self.offsets[index]) / self.scales[index])
+            maps.append((member_maps - self.offsets[index]) / self.scales[index])
+        return torch.stack(scores).mean(0), torch.stack(maps).mean(0)
+
+    def predict_dataset(self, dataset: torch.utils.data.Dataset, show_progress: bool = True) -> Predictions:
+        predictions = predict_over_dataset(self.predict, dataset, self.config.batch_size, self.config.imagesize,
+                                           show_progress)
+        self.timings["predict_seconds"] = predictions.seconds
+        return predictions
+
+    def member_predictions(self, images: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Raw (unstandardised) predictions of each member, for analysis."""
+        return [member.predict(images) for member in self.members]

@@ -1,0 +1,45 @@
+"""Ensembles: members standardised on nominal data, then averaged; geometry must agree."""
+import pytest
+import torch
+
+from patchcore_lib.data import MVTecDataset
+from patchcore_lib.ensemble import PatchCoreEnsemble
+from patchcore_lib.errors import ConfigError
+from patchcore_lib.evaluate import evaluate_category
+from patchcore_lib.model import PatchCoreConfig
+
+MEMBERS = [PatchCoreConfig(backbone="resnet18", weights="random", resize=64, imagesize=64, coreset_ratio=0.2),
+           PatchCoreConfig(backbone="efficientnet_lite0", resize=64, imagesize=64, coreset_ratio=0.2)]
+
+
+def test_ensemble_is_the_mean_of_standardised_members(synthetic_root):
+    ensemble = PatchCoreEnsemble(MEMBERS, calibration_images=4)
+    train = MVTecDataset(synthetic_root, "tiny", "train", 64, 64)
+    ensemble.fit(train, show_progress=False)
+    images = torch.stack([MVTecDataset(synthetic_root, "tiny", "test", 64, 64)[i]["image"] for i in (0, 6)])
+    scores, maps = ensemble.predict(images)
+    members = ensemble.member_predictions(images)
+    # calibration: the members' maps of the first 4 training images have mean 0 / std 1 after standardising
+    calib = torch.stack([train[i]["image"] for i in range(4)])
+    for index, member in enumerate(ensemble.members):
+        _, m = member.predict(calib)
+        z = (m - ensemble.offsets[index]) / ensemble.scales[index]
+        assert abs(z.mean().item()) < 1e-4 and abs(z.std().item() - 1) < 1e-4
+    expected = sum((s - o) / c for (s, _), o, c in zip(members, ensemble.offsets, ensemble.scales)) / 2
+    torch.testing.assert_close(scores, expected)
+    assert maps.shape == (2, 64, 64)
+    assert ensemble.memory_bank_size == sum(len(m.memory_bank) for m in ensemble.members)
+
+
+def test_ensemble_evaluates_like_a_single_model(synthetic_root):
+    row, predictions = evaluate_category(synthetic_root, "tiny", MEMBERS[0], model=PatchCoreEnsemble(MEMBERS),
+                                         show_progress=False)
+    assert 0.5 <= row["image_auroc"] <= 1 and predictions.maps.shape[1:] == (64, 64)
+    assert row["memory_bank_size"] > 0
+
+
+def test_ensemble_members_must_share_geometry():
+    with pytest.raises(ConfigError, match="share resize/imagesize"):
+        PatchCoreEnsemble([MEMBERS[0], PatchCoreConfig(backbone="resnet18", weights="random", resize=96, imagesize=96)])
+    with pytest.raises(ConfigError, match="at least two"):
+        PatchCoreEnsemble(MEMBERS[:1])
