@@ -1,17 +1,16 @@
 """Atomic file writes: a temporary file in the same folder, then an atomic rename."""
 from __future__ import annotations
 
-import io
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 from .errors import OutputError
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` so that readers see either the old or the complete new file."""
+def _atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
+    """Call ``write(handle)`` on a temporary file beside ``path``, fsync, then rename it onto ``path``."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -20,7 +19,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         raise OutputError(f"cannot write to output directory {path.parent}: {exc.strerror or exc}") from exc
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -33,18 +32,21 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return path
 
 
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` so that readers see either the old or the complete new file."""
+    return _atomic_write(path, lambda handle: handle.write(data))
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Atomically write UTF-8 text."""
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """Atomically write ``torch.save(obj)``."""
+    """Atomically write ``torch.save(obj)``, streamed to the temporary file (no in-memory copy)."""
     import torch
 
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return _atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
 def check_writable_dir(path: str | os.PathLike) -> Path:

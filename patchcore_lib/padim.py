@@ -40,9 +40,7 @@ Here nothing per training image is kept:
 from __future__ import annotations
 
 import dataclasses
-import io
 import os
-import tempfile
 import time
 import zipfile
 from dataclasses import dataclass
@@ -59,6 +57,7 @@ from .anomaly_map import anomaly_maps
 from .backbones import FeatureExtractor, check_layers, get_spec
 from .data import make_loader
 from .errors import ConfigError, ModelFileError
+from .io_utils import atomic_torch_save
 from .model import Predictions, _state_fingerprint, resolve_device
 
 GAUSSIAN_FORMAT = "patchcore_lib.gaussian/1"
@@ -216,31 +215,6 @@ def mahalanobis(x: torch.Tensor, mean: torch.Tensor, precision: torch.Tensor) ->
     diff = x - mean.unsqueeze(1).to(x.dtype)
     product = torch.bmm(diff, precision.to(x.dtype))
     return (product * diff).sum(-1).clamp_min(0).sqrt()
-
-
-def _atomic_torch_save_streaming(obj: Any, path: Path) -> Path:
-    """``torch.save`` to a temporary file next to ``path``, fsync, rename: no in-memory copy of the payload."""
-    from .errors import OutputError
-
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise OutputError(f"cannot write to output directory {path.parent}: {exc.strerror or exc}") from exc
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
 
 
 def legacy_pixel_auroc(masks: Any, maps: Any, num_samples: int = 1000, at_fpr: float = 1.0) -> float:
@@ -539,7 +513,7 @@ class GaussianAD:
             "projection": self.projection,
             "backbone_fingerprint": _state_fingerprint(self.backbone),
         }
-        return _atomic_torch_save_streaming(payload, Path(path))
+        return atomic_torch_save(payload, Path(path))
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | None = None, backbone: str | None = None) -> "GaussianAD":
