@@ -74,6 +74,7 @@ def check_study_parameters(params: dict[str, Any]) -> dict[str, Any]:
                 "every sigma must be a number >= 0")
     _check_list(params, "distances", lambda v: v in DISTANCES, f"valid distances: {', '.join(DISTANCES)}")
     _check_list(params, "bank_imagesizes", lambda v: _is_int(v, 1), "every image size must be an integer >= 1")
+    _check_list(params, "spread_seeds", lambda v: _is_int(v, 0), "every seed must be an integer >= 0")
     for name, minimum in (("max_exact_greedy", 0), ("gallery_size", 1), ("pca_points", 10), ("num_samples", 1)):
         if name in params and not _is_int(params[name], minimum):
             raise ConfigError(f"notebook parameter '{name}' must be an integer >= {minimum}, got {params[name]!r}")
@@ -493,6 +494,53 @@ def coreset_ablation(model: PatchCore, train_features: torch.Tensor, test_featur
     columns = ["sampler", "ratio", "train_features", "bank_features", "selection_seconds", "coverage_radius",
                "image_auroc", "pixel_auroc", "pro", "scoring_seconds", "status"]
     return pd.DataFrame(rows).reindex(columns=columns)
+
+
+def seed_spread(model: PatchCore, train_features: torch.Tensor, test_features: torch.Tensor,
+                grid: tuple[int, int], targets: SplitTargets, seeds: Sequence[int], sampler: str = "approx_greedy",
+                ratio: float = 0.1) -> tuple[pd.DataFrame, dict[str, dict[str, float]]]:
+    """The same run with different seeds (only the random parts change: projection, start points,
+    random subsets). Returns (one row per seed, ``{metric: {mean, std, min, max, range}}``)."""
+    flat = train_features.reshape(-1, train_features.shape[-1])
+    rows = []
+    for seed in seeds:
+        sampler_obj = make_sampler(sampler, ratio, seed=int(seed), device=model.device, show_progress=False)
+        start = time.perf_counter()
+        indices = sampler_obj.select(flat)
+        selection_seconds = time.perf_counter() - start
+        scores, maps = score_split(fit_bank(model, flat[indices]), test_features, grid, targets.image_size)
+        rows.append({"seed": int(seed), "sampler": sampler, "ratio": float(ratio), "bank_features": len(indices),
+                     "selection_seconds": selection_seconds, **evaluate_scores(targets, scores, maps)})
+        del maps
+    table = pd.DataFrame(rows)
+    summary = {}
+    for metric in METRIC_NAMES:
+        values = table[metric].to_numpy(dtype=float)
+        summary[metric] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                           "min": float(values.min()), "max": float(values.max()),
+                           "range": float(values.max() - values.min())}
+    return table, summary
+
+
+def plot_seed_spread(table: pd.DataFrame, title: str = "") -> Any:
+    """One panel per metric: the value of each seed (dots) and their mean (line)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(METRIC_NAMES), figsize=(4 * len(METRIC_NAMES), 3.2))
+    for ax, (metric, label) in zip(axes, METRIC_NAMES.items()):
+        values = 100 * table[metric].to_numpy(dtype=float)
+        ax.plot(table["seed"].astype(str), values, "o", color="tab:orange", label="one seed")
+        ax.axhline(values.mean(), color="black", lw=1, label=f"mean {values.mean():.2f}")
+        spread = values.max() - values.min()
+        ax.set_title(f"{label}\nrange {spread:.2f} points")
+        ax.set_xlabel("seed")
+        ax.set_ylabel(f"{label} (%)")
+        pad = max(0.05, spread)
+        ax.set_ylim(values.min() - pad, values.max() + pad)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
 
 
 def ablation_display_table(table: pd.DataFrame) -> pd.DataFrame:

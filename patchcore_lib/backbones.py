@@ -100,6 +100,9 @@ register(BackboneSpec("wide_resnet50_2", _torchvision("wide_resnet50_2"), _resne
                       notes="paper default"))
 register(BackboneSpec("wide_resnet101_2", _torchvision("wide_resnet101_2"), _resnet_stages, _RESNET_LAYERS,
                       ("layer2", "layer3"), "wide_resnet101_2-32ee1156.pth", _TV + "wide_resnet101_2-32ee1156.pth"))
+register(BackboneSpec("resnext101_32x8d", _torchvision("resnext101_32x8d"), _resnet_stages, _RESNET_LAYERS,
+                      ("layer2", "layer3"), "resnext101_32x8d-8ba56ff5.pth", _TV + "resnext101_32x8d-8ba56ff5.pth",
+                      notes="paper ensemble member"))
 register(BackboneSpec("resnet50", _torchvision("resnet50"), _resnet_stages, _RESNET_LAYERS,
                       ("layer2", "layer3"), "resnet50-0676ba61.pth", _TV + "resnet50-0676ba61.pth"))
 register(BackboneSpec("resnet18", _torchvision("resnet18"), _resnet_stages,

@@ -22,9 +22,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev = commands.add_parser("evaluate", help="fit and evaluate PatchCore on MVTec-layout categories")
     ev.add_argument("--data-root", required=True, help="folder holding <category>/train, test, ground_truth")
     ev.add_argument("--category", action="append", required=True, help="category name (repeat for several)")
-    ev.add_argument("--method", default="patchcore", choices=("patchcore", "padim", "orthoad"),
-                    help="detector: patchcore (default), padim (random channel subset + per-position Gaussian) "
-                         "or orthoad (semi-orthogonal projection + per-position Gaussian)")
+    ev.add_argument("--method", default="patchcore", choices=("patchcore", "padim", "orthoad", "patchcore_ensemble"),
+                    help="detector: patchcore (default), padim (random channel subset + per-position Gaussian), "
+                         "orthoad (semi-orthogonal projection + per-position Gaussian) or patchcore_ensemble "
+                         "(one PatchCore per --ensemble-backbones entry, standardised and averaged)")
+    ev.add_argument("--ensemble-backbones", nargs="+", default=None, metavar="NAME",
+                    help="members of patchcore_ensemble, each with its default layers (default: the paper's "
+                         "wide_resnet101_2 resnext101_32x8d densenet201)")
     ev.add_argument("--orthoad-k", type=int, default=100, help="OrthoAD projection rank k (default 100)")
     ev.add_argument("--padim-d", type=int, default=None,
                     help="PaDiM number of random channels d (default: 100 for resnet18, 550 for wide_resnet50_2, "
@@ -67,7 +71,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         reweight_neighbourhood=args.reweight_neighbourhood, distance=args.distance, sigma=args.sigma,
         batch_size=args.batch_size, seed=args.seed, device=args.device)
     method_options: dict = {}
-    if args.method != "patchcore":
+    if args.method == "patchcore_ensemble":
+        method_options = {"backbones": tuple(args.ensemble_backbones)} if args.ensemble_backbones else {}
+    elif args.method != "patchcore":
         method_options = {"layers": tuple(args.layers) if args.layers else None,
                           "d": args.padim_d if args.method == "padim" else None,
                           "k": args.orthoad_k if args.method == "orthoad" else None}

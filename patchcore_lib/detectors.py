@@ -9,7 +9,8 @@ weights, resize, imagesize, sigma, batch size, seed, device -- are carried over;
 their own layers, the backbone's first three stages), a
 :class:`~patchcore_lib.padim.GaussianADConfig`, or None (defaults). ``method_options`` are
 method-specific: PatchCore: any PatchCoreConfig field; PaDiM: ``d``, ``layers``, ``epsilon``, ...;
-OrthoAD: ``k``, ``layers``, ``epsilon``, ...
+OrthoAD: ``k``, ``layers``, ``epsilon``, ...; ensemble (``patchcore_ensemble``): ``backbones`` (default
+the paper's WideResNet-101, ResNeXt-101, DenseNet-201, each with its default layers), ``calibration_images``.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from .errors import ConfigError, ModelFileError
 from .model import PatchCore, PatchCoreConfig
 from .padim import GaussianAD, GaussianADConfig, GAUSSIAN_FORMAT, OrthoAD, PaDiM
 
-METHODS = ("patchcore", "padim", "orthoad")
+METHODS = ("patchcore", "padim", "orthoad", "patchcore_ensemble")
 _SHARED = ("backbone", "weights", "resize", "imagesize", "sigma", "batch_size", "seed", "device")
 
 
@@ -33,6 +34,20 @@ def method_config(method: str, config: PatchCoreConfig | GaussianADConfig | None
     if method not in METHODS:
         raise ConfigError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
     options = {k: v for k, v in method_options.items() if v is not None}
+    if method == "patchcore_ensemble":
+        from .ensemble import PAPER_ENSEMBLE_BACKBONES, EnsembleConfig
+
+        if isinstance(config, EnsembleConfig) and not options:
+            return config
+        unknown = set(options) - {"backbones", "calibration_images"}
+        if unknown:
+            raise ConfigError(f"unknown patchcore_ensemble option(s) {', '.join(sorted(unknown))}; "
+                              "valid: backbones, calibration_images")
+        base = config.members[0] if isinstance(config, EnsembleConfig) else config
+        if not isinstance(base, PatchCoreConfig):
+            base = PatchCoreConfig(**{k: getattr(base, k) for k in _SHARED}) if base is not None else PatchCoreConfig()
+        return EnsembleConfig.from_backbones(base, tuple(options.get("backbones", PAPER_ENSEMBLE_BACKBONES)),
+                                             options.get("calibration_images", 8))
     if method == "patchcore":
         if isinstance(config, GaussianADConfig):
             config = PatchCoreConfig(**{k: getattr(config, k) for k in _SHARED})
@@ -65,6 +80,10 @@ def make_detector(method: str, config: PatchCoreConfig | GaussianADConfig | None
     full = method_config(method, config, **method_options)
     if method == "patchcore":
         return PatchCore(full)
+    if method == "patchcore_ensemble":
+        from .ensemble import PatchCoreEnsemble
+
+        return PatchCoreEnsemble(full)
     return {"padim": PaDiM, "orthoad": OrthoAD}[method](full)
 
 

@@ -9,8 +9,8 @@ single images the same way at any time.)
 """
 from __future__ import annotations
 
+import dataclasses
 import time
-from types import SimpleNamespace
 from typing import Any, Sequence
 
 import torch
@@ -19,22 +19,60 @@ from .data import make_loader
 from .errors import ConfigError
 from .model import PatchCore, PatchCoreConfig, Predictions, predict_over_dataset
 
+PAPER_ENSEMBLE_BACKBONES = ("wide_resnet101_2", "resnext101_32x8d", "densenet201")
+
+
+@dataclasses.dataclass(frozen=True)
+class EnsembleConfig:
+    """The members' configurations (same image geometry) and the calibration size."""
+
+    members: tuple[PatchCoreConfig, ...]
+    calibration_images: int = 8
+    method: str = "patchcore_ensemble"
+
+    def __post_init__(self) -> None:
+        if len(self.members) < 2:
+            raise ConfigError(f"an ensemble needs at least two member configurations, got {len(self.members)}")
+        geometry = {(c.resize, c.imagesize) for c in self.members}
+        if len(geometry) != 1:
+            raise ConfigError(f"ensemble members must share resize/imagesize, got {sorted(geometry)}")
+        if isinstance(self.calibration_images, bool) or not isinstance(self.calibration_images, int) \
+                or self.calibration_images < 1:
+            raise ConfigError(f"calibration_images must be a positive integer, got {self.calibration_images!r}")
+
+    @classmethod
+    def from_backbones(cls, base: PatchCoreConfig, backbones: Sequence[str], calibration_images: int = 8
+                       ) -> "EnsembleConfig":
+        """One member per backbone: ``base``'s settings with that backbone and its default layers."""
+        if isinstance(backbones, str) or len(backbones) < 2:
+            raise ConfigError(f"an ensemble needs at least two backbones, got {backbones!r}")
+        members = tuple(dataclasses.replace(base, backbone=name, layers=None) for name in backbones)
+        return cls(members, calibration_images)
+
+    # the shared settings, read by evaluation and prediction code like a PatchCoreConfig's
+    resize = property(lambda self: self.members[0].resize)
+    imagesize = property(lambda self: self.members[0].imagesize)
+    batch_size = property(lambda self: self.members[0].batch_size)
+    backbone = property(lambda self: "+".join(c.backbone for c in self.members))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "calibration_images": self.calibration_images,
+                "backbone": self.backbone, "imagesize": self.imagesize, "resize": self.resize,
+                **{key: getattr(self.members[0], key) for key in ("coreset_ratio", "sampler", "patch_size", "num_nn",
+                                                                  "score", "seed")},
+                "members": [c.to_dict() for c in self.members]}
+
 
 class PatchCoreEnsemble:
     """Several PatchCore members sharing the image geometry; ``predict`` -> (scores [B], maps [B, S, S])."""
 
-    def __init__(self, configs: Sequence[PatchCoreConfig], calibration_images: int = 8) -> None:
-        if len(configs) < 2:
-            raise ConfigError(f"an ensemble needs at least two member configurations, got {len(configs)}")
-        geometry = {(c.resize, c.imagesize) for c in configs}
-        if len(geometry) != 1:
-            raise ConfigError(f"ensemble members must share resize/imagesize, got {sorted(geometry)}")
-        self.members = [PatchCore(c) for c in configs]
-        first = configs[0]
-        self.config = SimpleNamespace(batch_size=first.batch_size, imagesize=first.imagesize, resize=first.resize,
-                                      method="patchcore_ensemble",
-                                      to_dict=lambda: {"members": [c.to_dict() for c in configs]})
-        self.calibration_images = calibration_images
+    def __init__(self, configs: Sequence[PatchCoreConfig] | EnsembleConfig, calibration_images: int = 8) -> None:
+        if not isinstance(configs, EnsembleConfig):
+            configs = EnsembleConfig(tuple(configs), calibration_images)
+        self.config = configs
+        self.members = [PatchCore(c) for c in configs.members]
+        self.calibration_images = configs.calibration_images
+        configs = configs.members
         self.offsets = torch.zeros(len(configs))
         self.scales = torch.ones(len(configs))
         self.timings: dict[str, float] = {}
@@ -72,3 +110,6 @@ class PatchCoreEnsemble:
     def member_predictions(self, images: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Raw (unstandardised) predictions of each member, for analysis."""
         return [member.predict(images) for member in self.members]
+
+    def save(self, path: Any) -> None:
+        raise ConfigError("saving an ensemble is not supported; save each member (ensemble.members[i].save(path))")

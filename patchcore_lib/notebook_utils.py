@@ -27,7 +27,8 @@ PARAMETER_TYPES: dict[str, tuple[type, ...]] = {
     "run_id": (str, type(None)), "cache_dir": (str, type(None)), "method": (str,), "methods": (list, tuple),
     "k_values": (list, tuple), "b_values": (list, tuple), "sigmas": (list, tuple), "categories": (list, tuple),
     "max_exact_greedy": (int,), "seeds": (list, tuple), "target_embed_dimension": (int, type(None)),
-    "batch_size": (int,), "orthoad_k": (list, tuple), "padim_d": (int,),
+    "batch_size": (int,), "orthoad_k": (list, tuple), "padim_d": (int,), "spread_seeds": (list, tuple),
+    "spread_ratio": (float, int), "ensemble_backbones": (list, tuple),
 }
 
 
@@ -59,6 +60,10 @@ def validate_parameters(params: dict[str, Any], synthetic_kind: str = "texture")
         spec = get_spec(out["backbone"])
         if out.get("layers"):
             out["layers"] = list(check_layers(spec, out["layers"]))
+    for name in out.get("ensemble_backbones") or ():
+        get_spec(name)  # ConfigError listing the valid backbones
+    if len(out.get("ensemble_backbones") or ()) == 1:
+        raise ConfigError("notebook parameter 'ensemble_backbones' needs at least two backbones (or [] for none)")
     for name in ("resize", "imagesize", "num_nn", "batch_size"):
         if name in out and out[name] < 1:
             raise ConfigError(f"notebook parameter '{name}' must be >= 1, got {out[name]!r}")
@@ -66,6 +71,8 @@ def validate_parameters(params: dict[str, Any], synthetic_kind: str = "texture")
         raise ConfigError(f"notebook parameter 'imagesize' ({out['imagesize']}) must not exceed 'resize' ({out['resize']})")
     if "coreset_ratio" in out and not 0 < out["coreset_ratio"] <= 1:
         raise ConfigError(f"notebook parameter 'coreset_ratio' must be in (0, 1], got {out['coreset_ratio']!r}")
+    if "spread_ratio" in out and not 0 < out["spread_ratio"] <= 1:
+        raise ConfigError(f"notebook parameter 'spread_ratio' must be in (0, 1], got {out['spread_ratio']!r}")
     for name in ("ratios",):
         for ratio in out.get(name, ()):
             if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
@@ -115,10 +122,16 @@ def save_table(table: Any, folder: Path, name: str) -> Path:
 
 
 def write_metrics(folder: Path, metrics: dict[str, Any], params: dict[str, Any] | None = None) -> Path:
-    """Write ``folder/metrics.json`` (metrics + parameters + versions) atomically."""
+    """Write ``folder/metrics.json`` atomically: metrics, parameters, package versions, git commit and,
+    when ``params`` name a dataset (``data_root`` + ``category``), its fingerprint (file names and sizes)."""
     from .evaluate import git_commit, package_versions
 
-    record = {"metrics": metrics, "parameters": params or {}, "versions": package_versions(), "git_commit": git_commit()}
+    params = params or {}
+    record = {"metrics": metrics, "parameters": params, "versions": package_versions(), "git_commit": git_commit()}
+    if params.get("data_root") and params.get("category"):
+        from .data import dataset_fingerprint
+
+        record["dataset_fingerprint"] = dataset_fingerprint(params["data_root"], params["category"])
     return atomic_write_text(Path(folder) / "metrics.json", json.dumps(record, indent=2, default=_json_default))
 
 

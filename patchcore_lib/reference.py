@@ -108,7 +108,8 @@ def official_run_for(config: dict[str, Any]) -> str:
     patch = int(config.get("patch_size", 3))
     k = int(config.get("num_nn", 1))
     size = "IM320" if imagesize >= 300 else "IM224"
-    net = "Ensemble" if backbone == "ensemble" else "WR50"
+    ensemble = backbone == "ensemble" or "+" in backbone or config.get("method") == "patchcore_ensemble"
+    net = "Ensemble" if ensemble else "WR50"
     pct = "P001" if ratio <= 0.03 else "P01"
     candidates = [r for r in official_runs() if r.startswith(f"{size}_{net}_") and f"_{pct}_" in r]
     for run in candidates:

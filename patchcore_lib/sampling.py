@@ -12,11 +12,13 @@ Same semantics as the official implementation (amazon-science/patchcore-inspecti
   then ``int(N * ratio)`` times: select the argmax (first index on ties), running distance =
   min(running distance, distance to the selected point).
 
-The approximate greedy sampler never builds an ``N x N`` matrix and is accelerated by an *exact*
-triangle-inequality pruning: points are grouped into compact blocks (k-means); a block whose
-points are provably all farther from the new selected point than its current largest running
-distance is skipped (it cannot change). The selected indices are identical to the plain loop
-(the distance of a point is always computed by :func:`point_distances`, bit for bit the same).
+The approximate greedy sampler never builds an ``N x N`` matrix and is accelerated *exactly*:
+points are grouped into compact blocks (k-means); the running distances are updated lazily, block
+by block, only when a block's (stale, hence upper-bound) maximum could be the global maximum; and a
+selection is not applied to a block when the triangle inequality proves it cannot lower any of the
+block's running distances. Every distance that is computed is bit for bit the value the plain loop
+computes (same BLAS matrix-vector kernel, same formula and order), so the selected indices are
+identical to the plain loop's.
 """
 from __future__ import annotations
 
@@ -37,8 +39,8 @@ DeviceLike = Optional[Union[str, torch.device]]
 _PROJECTION_CHUNK = 65536  # rows projected at a time
 _WORK_ROWS = 32768  # rows processed per distance chunk (bounds temporaries)
 _DEFAULT_MAX_MATRIX_BYTES = 4 * 1024**3
-_BLOCKS_FACTOR = 4.0  # number of k-means blocks ~ factor * sqrt(N): small blocks prune tightly (bottle: 26 s vs 55 s at 1.0)
-_CAP_FACTOR = 1.0  # block size cap ~ factor * N / num_blocks (bigger clusters are split)
+_BLOCKS_FACTOR = 1.0  # k-means blocks of the lazy loop ~ factor * sqrt(N)
+_LAZY_CHUNK = 256  # selections applied to a block at once
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -232,120 +234,51 @@ class GreedyCoresetSampler(_ProjectingSampler):
 
 
 # ----------------------------------------------------------------------------- approximate greedy
-class _Blocks:
-    """Projected points stored block by block, padded: ``x [K, B, P]``, ``sq [K, B]``, ``orig [K, B]``.
-
-    Inside a block the rows are in increasing original index; padding rows have ``orig = N``.
-    ``centre [K, P]`` (float64), ``radius [K]`` and ``max_norm [K]`` (float64) bound the block.
-    """
-
-    def __init__(self, x, sq, orig, valid, centre, radius, max_norm):
-        self.x, self.sq, self.orig, self.valid = x, sq, orig, valid
-        self.centre, self.radius, self.max_norm = centre, radius, max_norm
-        self.k, self.b = x.shape[0], x.shape[1]
+_MV_ROWS = 4  # MKL's sgemv computes rows in groups of 4; the last (rows % 4) rows use another kernel
 
 
-def _kmeans_labels(x: torch.Tensor, k: int, seed: int, iters: int = 5, sample: int = 20_000) -> torch.Tensor:
-    """Deterministic Lloyd k-means on a subsample, then assignment of all ``x [N, P]`` -> ``[N]``."""
+def _kmeans_centres(x: torch.Tensor, k: int, seed: int, iters: int = 5, sample: int = 20_000) -> torch.Tensor:
+    """Deterministic Lloyd k-means of a subsample of ``x [N, P]`` -> centres ``[k', P]`` float64 (k' <= k)."""
     n = x.shape[0]
     gen = torch.Generator().manual_seed(seed + 12345)
     m = min(n, max(sample, 16 * k))
-    sub_idx = torch.randperm(n, generator=gen)[:m].to(x.device)
-    sub = x[sub_idx]
+    sub = x[torch.randperm(n, generator=gen)[:m].to(x.device)].double()
     centres = sub[torch.randperm(m, generator=gen)[:k].to(x.device)].clone()
-
-    def assign(points: torch.Tensor, cents: torch.Tensor) -> torch.Tensor:
-        c_sq = squared_norms(cents)
-        out = torch.empty(points.shape[0], dtype=torch.long, device=points.device)
-        step = max(1024, (1 << 24) // max(1, cents.shape[0]))  # ~64 MB of scores at a time
-        for s in range(0, points.shape[0], step):
-            scores = points[s : s + step].mm(cents.T).mul_(-2).add_(c_sq)
-            out[s : s + step] = scores.argmin(1)
-        return out
-
     for _ in range(iters):
-        labels = assign(sub, centres)
+        labels = _nearest(sub, centres)
         sums = torch.zeros_like(centres).index_add_(0, labels, sub)
-        counts = torch.bincount(labels, minlength=k).to(sub.dtype)
+        counts = torch.bincount(labels, minlength=centres.shape[0]).to(sub.dtype)
         nonempty = counts > 0
-        centres[nonempty] = sums[nonempty] / counts[nonempty, None]
-    return assign(x, centres)
+        centres = sums[nonempty] / counts[nonempty, None]
+    return centres
 
 
-def _build_blocks(x: torch.Tensor, x_sq: torch.Tensor, num_blocks: int, seed: int, cluster: bool) -> _Blocks:
-    """Group ``x [N, P]`` into at most ~``2 * num_blocks`` compact blocks of at most ``cap`` rows."""
-    n, p = x.shape
-    device = x.device
-    avg = math.ceil(n / num_blocks)
-    cap = max(16, int(_CAP_FACTOR * avg))
-    pieces = []  # list of LongTensor (original indices, increasing), each of length <= cap
-    if not cluster or num_blocks <= 1:
-        pieces = [torch.arange(s, min(n, s + avg), device=device) for s in range(0, n, avg)]
-    else:
-        labels = _kmeans_labels(x, num_blocks, seed)
-        order = torch.sort(labels, stable=True).indices
-        counts = torch.bincount(labels, minlength=num_blocks).cpu().tolist()
-        offset = 0
-        for c in counts:
-            if c == 0:
-                continue
-            members = order[offset : offset + c]
-            offset += c
-            if c <= cap:
-                pieces.append(members)
-                continue
-            # split a big cluster spatially: order its points along its widest direction
-            pts = x[members].double()
-            centred = pts - pts.mean(0)
-            far = centred[centred.pow(2).sum(1).argmax()]
-            key = centred @ far
-            members = members[torch.argsort(key)]
-            parts = math.ceil(c / cap)
-            size = math.ceil(c / parts)
-            for s in range(0, c, size):
-                pieces.append(torch.sort(members[s : s + size]).values)
-    k = len(pieces)
-    b = max(int(piece.numel()) for piece in pieces)
-    lengths = torch.tensor([piece.numel() for piece in pieces], device=device)
-    flat = torch.cat(pieces)
-    block_id = torch.repeat_interleave(torch.arange(k, device=device), lengths)
-    starts = torch.cumsum(lengths, 0) - lengths
-    slot = torch.arange(n, device=device) - starts[block_id]
-    pos = block_id * b + slot  # padded position of each row of `flat`
+def _nearest(points: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """Index of the nearest of ``centres [K, P]`` for each of ``points [M, P]`` -> ``[M]`` (chunked)."""
+    c_sq = squared_norms(centres)
+    out = torch.empty(points.shape[0], dtype=torch.long, device=points.device)
+    step = max(1024, (1 << 22) // max(1, centres.shape[0]))
+    for s in range(0, points.shape[0], step):
+        chunk = points[s : s + step].to(centres.dtype)
+        out[s : s + step] = chunk.mm(centres.T).mul_(-2).add_(c_sq).argmin(1)
+    return out
 
-    xb = torch.zeros(k * b, p, dtype=x.dtype, device=device)
-    sqb = torch.zeros(k * b, dtype=x.dtype, device=device)
-    orig = torch.full((k * b,), n, dtype=torch.long, device=device)
-    for s in range(0, n, _WORK_ROWS):  # chunked scatter: bounded temporaries
-        src_rows, dst = flat[s : s + _WORK_ROWS], pos[s : s + _WORK_ROWS]
-        xb[dst] = x[src_rows]
-        sqb[dst] = x_sq[src_rows]
-        orig[dst] = src_rows
-    xb, sqb, orig = xb.view(k, b, p), sqb.view(k, b), orig.view(k, b)
-    valid = orig < n
-    del flat, pos, block_id, slot, starts
 
-    # float64 bounds: centre = mean, radius = max |x - centre|, max_norm = max |x|
-    centre = torch.empty(k, p, dtype=torch.float64, device=device)
-    radius = torch.empty(k, dtype=torch.float64, device=device)
-    max_norm = torch.empty(k, dtype=torch.float64, device=device)
-    group = max(1, _WORK_ROWS // b)
-    for g in range(0, k, group):
-        xg = xb[g : g + group].double()  # padding rows are zeros
-        vg = valid[g : g + group]
-        cg = xg.sum(1) / lengths[g : g + group, None].double()
-        centre[g : g + group] = cg
-        zero = torch.zeros((), dtype=torch.float64, device=device)
-        radius[g : g + group] = torch.where(vg, (xg - cg[:, None]).norm(dim=2), zero).amax(1)
-        max_norm[g : g + group] = xg.norm(dim=2).amax(1)
-    return _Blocks(xb, sqb, orig, valid, centre, radius, max_norm)
+def all_point_distances(x: torch.Tensor, x_sq: torch.Tensor, s: torch.Tensor, s_sq: torch.Tensor) -> torch.Tensor:
+    """:func:`point_distances` of every row of ``x [N, P]`` -> ``[N]``, in chunks of ``_WORK_ROWS``
+    rows (a multiple of 4: every row gets the same BLAS kernel, hence the same bits, as one full pass)."""
+    out = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
+    for start in range(0, x.shape[0], _WORK_ROWS):
+        end = start + _WORK_ROWS
+        out[start:end] = point_distances(x[start:end], x_sq[start:end], s, s_sq)
+    return out
 
 
 class ApproximateGreedyCoresetSampler(_ProjectingSampler):
     """Approximate greedy coreset (official ``ApproximateGreedyCoresetSampler``), exact-pruned.
 
-    Memory: the projected bank ``[N, projection_dim]`` float32 (stored once more in padded block
-    order) plus ``O(N)`` vectors; never an ``N x N`` matrix.
+    Memory: the projected bank ``[N, projection_dim]`` float32 (and once more in block order) plus
+    ``O(N)`` vectors; never an ``N x N`` matrix.
     """
 
     def __init__(
@@ -404,24 +337,22 @@ class ApproximateGreedyCoresetSampler(_ProjectingSampler):
         if start_points.numel() == 0 or int(start_points.min()) < 0 or int(start_points.max()) >= n:
             raise ConfigError(f"start points must be non-empty indices in [0, {n})")
         reduced = reduced.to(torch.float32).contiguous()
+        pruning = self.pruning
+        if pruning is None:
+            # Pruning pays off once the loop is long compared with the k-means set-up.
+            pruning = n >= 4096 and count >= 64
         with torch.no_grad():
             x_sq = squared_norms_chunked(reduced)
-            pruning = self.pruning
-            if pruning is None:
-                # Pruning pays off once the loop is long compared with the k-means set-up.
-                pruning = n >= 4096 and count >= 64
-            if pruning:
-                num_blocks = max(1, int(round(_BLOCKS_FACTOR * math.sqrt(n))))
-            else:  # plain loop: the points in original order, in chunks of _WORK_ROWS rows
-                num_blocks = max(1, math.ceil(n / _WORK_ROWS))
-            blocks = _build_blocks(reduced, x_sq, num_blocks, self.seed, cluster=pruning)
-            start_vecs = reduced[start_points.to(reduced.device)]
-            start_sq = x_sq[start_points.to(reduced.device)]
-            del reduced, x_sq
+            running = torch.stack(
+                [all_point_distances(reduced, x_sq, reduced[j], x_sq[j]) for j in start_points.to(reduced.device)],
+                dim=-1,
+            ).mean(-1)
             self.last_stats = {}
-            return _greedy_blocks(
-                blocks, start_vecs, start_sq, count, pruning, self._progress(count, "Coreset"), self.last_stats
-            )
+            progress = self._progress(count, "Coreset")
+            if not pruning:
+                return _greedy_plain(reduced, x_sq, running, count, progress, self.last_stats)
+            num_blocks = max(1, int(round(_BLOCKS_FACTOR * math.sqrt(n))))
+            return _greedy_lazy(reduced, x_sq, running, count, num_blocks, self.seed, progress, self.last_stats)
 
 
 def squared_norms_chunked(x: torch.Tensor) -> torch.Tensor:
@@ -432,98 +363,177 @@ def squared_norms_chunked(x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _greedy_blocks(
-    blocks: _Blocks,
-    start_vecs: torch.Tensor,
-    start_sq: torch.Tensor,
-    count: int,
-    pruning: bool,
-    progress,
-    stats: dict,
+def _greedy_plain(
+    x: torch.Tensor, x_sq: torch.Tensor, running: torch.Tensor, count: int, progress, stats: dict
 ) -> torch.Tensor:
-    """Runs the approximate greedy loop on ``blocks``; returns LongTensor ``[count]`` (cpu).
+    """The official loop: argmax, then running minimum with the distances of all N points."""
+    selected = torch.empty(count, dtype=torch.long, device=running.device)
+    for i in progress:
+        idx = torch.argmax(running)  # first maximum on ties, like the official code
+        selected[i] = idx
+        torch.minimum(running, all_point_distances(x, x_sq, x[idx], x_sq[idx]), out=running)
+    n = running.numel()
+    stats.update(points=n, iterations=count, rows_processed=n * count)
+    return selected.cpu()
 
-    ``stats`` receives counters (blocks, rows processed, ...)."""
-    k, b, p = blocks.k, blocks.b, blocks.x.shape[2]
-    device = blocks.x.device
-    group = max(1, _WORK_ROWS // b)  # blocks per work chunk
-    n = int(blocks.valid.sum())
-    neg_inf = torch.tensor(float("-inf"), dtype=torch.float32, device=device)
 
-    # initial running distance: mean distance to the start points (padding -> -inf, never selected)
-    running = torch.empty(k, b, dtype=torch.float32, device=device)
-    for g in range(0, k, group):
-        xs, sqs = blocks.x[g : g + group], blocks.sq[g : g + group]
-        dists = torch.stack([point_distances(xs, sqs, sv, ss) for sv, ss in zip(start_vecs, start_sq)], dim=-1)
-        running[g : g + group] = torch.where(blocks.valid[g : g + group], dists.mean(-1), neg_inf)
+class _Blocks:
+    """The projected points regrouped into compact blocks (k-means clusters), stored contiguously.
 
-    orig_flat = blocks.orig.reshape(-1)
+    Block ``b`` owns rows ``offset[b] : offset[b] + length[b]`` of ``x [T, P]``, in increasing original
+    index, padded with zero rows (``orig = N``) to a multiple of 4 so that BLAS computes every row with
+    its main kernel. The last ``N % 4`` original rows, which a full ``x @ s`` computes with BLAS's tail
+    kernel, form a block of their own, unpadded: their distances come out bit for bit as in a full pass.
+    ``centre [K, P]``, ``radius [K]`` and ``max_norm [K]`` (float64) bound each block.
+    """
 
-    def refresh(rows: torch.Tensor, first: int, ids: Optional[torch.Tensor]) -> None:
-        """Block max / argmax of ``rows [A, B]`` (blocks ``ids``, or ``first..first+A`` if None)."""
-        # first maximum = smallest original index (rows are sorted by original index, padding -inf)
-        vals, arg = rows.max(1)
-        if ids is None:
-            ids_ = torch.arange(first, first + rows.shape[0], device=device)
-            bmax[first : first + rows.shape[0]] = vals
-            bslot[first : first + rows.shape[0]] = arg
-            borig[first : first + rows.shape[0]] = orig_flat.index_select(0, ids_ * b + arg)
-        else:
-            bmax.index_copy_(0, ids, vals)
-            bslot.index_copy_(0, ids, arg)
-            borig.index_copy_(0, ids, orig_flat.index_select(0, ids * b + arg))
+    def __init__(self, x: torch.Tensor, x_sq: torch.Tensor, num_blocks: int, seed: int) -> None:
+        n, p = x.shape
+        device = x.device
+        tail_start = n - n % _MV_ROWS
+        centres = _kmeans_centres(x, num_blocks, seed)
+        labels = _nearest(x[:tail_start], centres)
+        order = torch.sort(labels, stable=True).indices  # increasing original index inside a cluster
+        counts = torch.bincount(labels, minlength=centres.shape[0]).tolist()
+        cap = max(16, 2 * math.ceil(n / max(1, centres.shape[0])))
+        pieces: list[torch.Tensor] = []
+        start = 0
+        for c in counts:
+            members = order[start : start + c]
+            start += c
+            for s in range(0, c, cap):  # oversized clusters are cut into pieces (bounds stay valid)
+                pieces.append(members[s : s + cap])
+        pieces = [piece for piece in pieces if piece.numel()]
+        padded = [-(-piece.numel() // _MV_ROWS) * _MV_ROWS for piece in pieces]
+        if tail_start < n:
+            pieces.append(torch.arange(tail_start, n, device=device))
+            padded.append(n - tail_start)
+        self.num_blocks = len(pieces)
+        self.offset = [0] * self.num_blocks
+        for i in range(1, self.num_blocks):
+            self.offset[i] = self.offset[i - 1] + padded[i - 1]
+        self.length = padded
+        total = self.offset[-1] + padded[-1]
+        self.x = torch.zeros(total, p, dtype=x.dtype, device=device)
+        self.sq = torch.zeros(total, dtype=x.dtype, device=device)
+        self.orig = torch.full((total,), n, dtype=torch.long, device=device)
+        positions = torch.cat([torch.arange(o, o + piece.numel(), device=device)
+                               for o, piece in zip(self.offset, pieces)])
+        flat = torch.cat(pieces)
+        for s in range(0, n, _WORK_ROWS):  # chunked scatter: bounded temporaries
+            dst, src_rows = positions[s : s + _WORK_ROWS], flat[s : s + _WORK_ROWS]
+            self.x[dst] = x[src_rows]
+            self.sq[dst] = x_sq[src_rows]
+            self.orig[dst] = src_rows
+        self.position = torch.empty(n, dtype=torch.long, device=device)  # original index -> row
+        self.position[flat] = positions
+        self.centre = torch.empty(self.num_blocks, p, dtype=torch.float64, device=device)
+        self.radius = torch.empty(self.num_blocks, dtype=torch.float64, device=device)
+        self.max_norm = torch.empty(self.num_blocks, dtype=torch.float64, device=device)
+        for b, piece in enumerate(pieces):
+            pts = x[piece].double()
+            centre = pts.mean(0)
+            self.centre[b] = centre
+            self.radius[b] = (pts - centre).norm(dim=1).max()
+            self.max_norm[b] = pts.norm(dim=1).max()
 
-    bmax = torch.empty(k, dtype=torch.float32, device=device)
-    bslot = torch.empty(k, dtype=torch.long, device=device)
-    borig = torch.empty(k, dtype=torch.long, device=device)
-    for g in range(0, k, group):
-        refresh(running[g : g + group], g, None)
+
+def _greedy_lazy(
+    x: torch.Tensor, x_sq: torch.Tensor, running: torch.Tensor, count: int, num_blocks: int, seed: int,
+    progress, stats: dict,
+) -> torch.Tensor:
+    """The official loop, evaluated lazily per block; the selected indices are the plain loop's.
+
+    Running distances only decrease, so a block's maximum computed before the latest selections is
+    an upper bound of its current maximum. Each step refreshes only blocks whose stale maximum is the
+    largest (applying the selections they have not seen yet), until the largest belongs to an
+    up-to-date block: that is the global maximum. While refreshing, a selection is skipped when the
+    triangle inequality proves (with margins for float rounding, including the error of the
+    ``|x|^2 + |s|^2 - 2 x.s`` formula) that it cannot lower any running distance of the block.
+    Every distance is computed by :func:`point_distances` on the block's rows, bit for bit the
+    value of a full pass, so ties resolve as in the plain loop (first index).
+    """
+    blocks = _Blocks(x, x_sq, num_blocks, seed)
+    n, p = x.shape
+    device = x.device
+    rows_run = torch.full((blocks.x.shape[0],), float("-inf"), dtype=torch.float32, device=device)
+    valid = blocks.orig < n
+    rows_run[valid] = running[blocks.orig[valid]]
+    del running
+    k = blocks.num_blocks
+    offset, length = blocks.offset, blocks.length
+    bound = np.empty(k, dtype=np.float32)  # stale block maxima (upper bounds)
+    best_row = np.empty(k, dtype=np.int64)  # row of the block maximum (first on ties)
+    seen = np.zeros(k, dtype=np.int64)  # number of selections applied to the block
+    orig_np = blocks.orig.cpu().numpy()
+    for b in range(k):
+        val, arg = rows_run[offset[b] : offset[b] + length[b]].max(0)
+        bound[b], best_row[b] = float(val), offset[b] + int(arg)
 
     # error bound of the float32 distance formula: |fl(d^2) - d^2| <= gamma * (|x| + |s|)^2
     gamma = (2 * p + 8) * 2.0**-24 * 1.01
-    big = torch.tensor(n + 1, dtype=torch.long, device=device)
-    selected = torch.empty(count, dtype=torch.long, device=device)
-    blocks_processed = 0
-    centre_sq = (blocks.centre * blocks.centre).sum(1)
+    centre, centre_sq = blocks.centre, (blocks.centre * blocks.centre).sum(1)
+    radius, max_norm = blocks.radius, blocks.max_norm
+    sel_x = torch.empty(count, p, dtype=torch.float32, device=device)
+    sel_sq = torch.empty(count, dtype=torch.float32, device=device)
+    sel_x64 = torch.empty(count, p, dtype=torch.float64, device=device)
+    sel_norm2 = torch.empty(count, dtype=torch.float64, device=device)
+    selected = np.empty(count, dtype=np.int64)
+    dots_buffer = torch.empty(_LAZY_CHUNK, max(length), dtype=torch.float32, device=device)
+    counters = {"refreshes": 0, "rows_processed": 0, "selections_applied": 0}
+
+    def refresh(b: int, upto: int) -> None:
+        first = int(seen[b])
+        seen[b] = upto
+        o, ln = offset[b], length[b]
+        sd, s_norm2 = sel_x64[first:upto], sel_norm2[first:upto]
+        # lower bound of |x - s| over the block: |centre - s| - radius (float64, with margins)
+        dc2 = centre_sq[b] - 2 * (sd @ centre[b]) + s_norm2
+        dc2 = dc2 - 1e-12 * (centre_sq[b] + s_norm2)
+        lower = (dc2.clamp_min(0).sqrt() * (1 - 1e-7) - radius[b] * (1 + 1e-7)).clamp_min(0)
+        slack = gamma * (max_norm[b] + s_norm2.sqrt()) ** 2
+        limit = float(bound[b]) ** 2 * (1 + 1e-9) + 1e-30
+        useful = (lower * lower - slack <= limit).nonzero().squeeze(1) + first
+        counters["refreshes"] += 1
+        if not useful.numel():
+            return
+        xs, sqs, rr = blocks.x[o : o + ln], blocks.sq[o : o + ln], rows_run[o : o + ln]
+        for chunk in useful.split(_LAZY_CHUNK):
+            # one BLAS matrix-vector product per selection (the official mm's values, bit for bit),
+            # then the rest of point_distances' formula, in the same order, on all of them at once
+            dots = dots_buffer[: chunk.numel(), :ln]
+            for row, j in enumerate(chunk.tolist()):
+                torch.mv(xs, sel_x[j], out=dots[row])
+            dist = dots.mul_(-2).add_(sqs).add_(sel_sq[chunk, None]).clamp_min_(0).sqrt_()
+            torch.minimum(rr, dist.amin(0), out=rr)
+        counters["rows_processed"] += ln * useful.numel()
+        counters["selections_applied"] += useful.numel()
+        val, arg = rr.max(0)
+        bound[b], best_row[b] = float(val), o + int(arg)
 
     for i in progress:
-        # global argmax: largest block max, ties -> smallest original index
-        best = int(torch.where(bmax == bmax.max(), borig, big).argmin())
-        slot = int(bslot[best])
-        selected[i] = borig[best]
-        s = blocks.x[best, slot]
-        s_sq = blocks.sq[best, slot]
-        if pruning:
-            # lower bound of |x - s| over block points: |centre - s| - radius (float64, with margins)
-            sd = s.double()
-            s_norm2 = (sd * sd).sum()
-            dc2 = centre_sq - 2 * (blocks.centre @ sd) + s_norm2
-            dc2 = dc2 - 1e-12 * (centre_sq + s_norm2)  # float64 rounding of the expansion
-            dc = dc2.clamp_min(0).sqrt()
-            lower = (dc * (1 - 1e-7) - blocks.radius * (1 + 1e-7)).clamp_min(0)
-            slack = gamma * (blocks.max_norm + s_norm2.sqrt()) ** 2
-            bm = bmax.double()
-            # a block can only change if some computed distance may fall below its max running distance
-            ids = (lower * lower - slack <= bm * bm * (1 + 1e-9) + 1e-30).nonzero().squeeze(1)
-            num_active = ids.numel()
-        else:
-            num_active = k
-        blocks_processed += num_active
-        if num_active == k:  # every block: contiguous slices, no gather
-            for g in range(0, k, group):
-                rows = running[g : g + group]
-                d = point_distances(blocks.x[g : g + group], blocks.sq[g : g + group], s, s_sq)
-                torch.minimum(rows, d, out=rows)
-                refresh(rows, g, None)
-        else:
-            for g in range(0, num_active, group):
-                sub = ids[g : g + group]
-                d = point_distances(blocks.x.index_select(0, sub), blocks.sq.index_select(0, sub), s, s_sq)
-                rows = torch.minimum(running.index_select(0, sub), d)
-                running.index_copy_(0, sub, rows)
-                refresh(rows, 0, sub)
-    stats.update(blocks=k, block_rows=b, points=n, rows_processed=blocks_processed * b, iterations=count)
-    return selected.cpu()
+        while True:
+            b = int(np.argmax(bound))
+            if seen[b] < i:
+                refresh(b, i)
+                continue
+            ties = np.flatnonzero(bound == bound[b])
+            if ties.size > 1:  # exact ties: every tied block up to date, then the smallest index
+                stale = ties[seen[ties] < i]
+                if stale.size:
+                    for t in stale.tolist():
+                        refresh(t, i)
+                    continue
+                b = int(ties[np.argmin(orig_np[best_row[ties]])])
+            break
+        row = int(best_row[b])
+        selected[i] = orig_np[row]
+        sel_x[i] = blocks.x[row]
+        sel_sq[i] = blocks.sq[row]
+        sel_x64[i] = sel_x[i].double()
+        sel_norm2[i] = (sel_x64[i] * sel_x64[i]).sum()
+    stats.update(points=n, iterations=count, blocks=k, **counters)
+    return torch.from_numpy(selected)
 
 
 # ----------------------------------------------------------------------------- factory

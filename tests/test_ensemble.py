@@ -43,3 +43,32 @@ def test_ensemble_members_must_share_geometry():
         PatchCoreEnsemble([MEMBERS[0], PatchCoreConfig(backbone="resnet18", weights="random", resize=96, imagesize=96)])
     with pytest.raises(ConfigError, match="at least two"):
         PatchCoreEnsemble(MEMBERS[:1])
+
+
+def test_ensemble_through_the_factory_and_the_cli(synthetic_root, tmp_path, capsys):
+    import csv
+    import json
+
+    from patchcore_lib.cli import main
+    from patchcore_lib.detectors import make_detector, method_config
+    from patchcore_lib.ensemble import EnsembleConfig
+
+    base = PatchCoreConfig(backbone="resnet18", weights="random", resize=64, imagesize=64, coreset_ratio=0.2)
+    config = method_config("patchcore_ensemble", base, backbones=("resnet18", "efficientnet_lite0"))
+    assert isinstance(config, EnsembleConfig) and config.backbone == "resnet18+efficientnet_lite0"
+    assert [m.layers for m in config.members] == [("layer2", "layer3"), ("blocks.2", "blocks.4")]
+    assert isinstance(make_detector("patchcore_ensemble", config), PatchCoreEnsemble)
+    with pytest.raises(ConfigError, match="at least two backbones"):
+        method_config("patchcore_ensemble", base, backbones=("resnet18",))
+    with pytest.raises(ConfigError, match="unknown patchcore_ensemble option"):
+        method_config("patchcore_ensemble", base, k=3)
+
+    out = tmp_path / "out"
+    code = main(["evaluate", "--data-root", str(synthetic_root), "--category", "tiny", "--resize", "64",
+                 "--imagesize", "64", "--coreset-ratio", "0.2", "--method", "patchcore_ensemble",
+                 "--ensemble-backbones", "efficientnet_lite0", "efficientnet_lite1", "--quiet", "--out", str(out)])
+    assert code == 0
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert rows[0]["method"] == "patchcore_ensemble" and 0.5 <= float(rows[0]["image_auroc"]) <= 1
+    record = json.loads((out / "tiny" / "metrics.json").read_text())
+    assert [m["backbone"] for m in record["config"]["members"]] == ["efficientnet_lite0", "efficientnet_lite1"]

@@ -1,4 +1,4 @@
-"""Patch features: the fused convolution form equals a literal transcription of the official pipeline."""
+"""Patch features: the banded (sparse) aggregation equals a literal transcription of the official pipeline."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -46,6 +46,8 @@ def test_adaptive_pool_matrix_matches_torch_pooling():
     ("resnet18", ("layer2", "layer3"), (1024, 1024), 3),
     ("resnet18", ("layer2", "layer3"), (256, 100), 5),
     ("efficientnet_lite0", ("blocks.2", "blocks.4"), (1024, 384), 3),
+    ("resnet18", ("layer1", "layer2", "layer3"), (512, 300), 3),  # output windows straddle layers
+    ("resnet18", ("layer3",), (1024, 256), 1),
 ])
 def test_fused_features_equal_official_chain(backbone, layers, dims, patch):
     torch.manual_seed(0)
@@ -55,8 +57,9 @@ def test_fused_features_equal_official_chain(backbone, layers, dims, patch):
     features, grid = extractor(images)
     maps = extractor.backbone(images)
     expected = official_patch_features([maps[l] for l in extractor.layers], patch, *dims)
-    assert grid == (12, 12)
-    assert features.shape == (2, 144, dims[1])
+    side = 96 // extractor.backbone.strides[0]
+    assert grid == (side, side)
+    assert features.shape == (2, side * side, dims[1])
     torch.testing.assert_close(features.reshape(-1, dims[1]), expected, rtol=1e-4, atol=1e-5)
 
 

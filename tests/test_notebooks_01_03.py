@@ -19,14 +19,14 @@ EXPECTED = {
     "01_feature_extraction": ["sample_inputs.png", "layer_shapes.csv", "receptive_field.png", "receptive_field.csv",
                               "feature_cache.csv", "pca_patches.png", "memory_bank.csv", "memory_bank.png"],
     "02_coreset_ablation": ["coreset_ablation.csv", "coreset_ablation_display.csv", "coreset_metrics.png",
-                            "coreset_coverage.png", "paper_comparison.csv"],
+                            "coreset_coverage.png", "paper_comparison.csv", "seed_spread.csv", "seed_spread.png"],
     "03_knn_scoring": ["knn_scoring.csv", "variant_metrics.png", "score_histograms.png", "anomaly_gallery.png"],
 }
 EXTRA = {
     "01_feature_extraction": {"ratios": [0.1, 1.0], "bank_imagesizes": [64, 128], "num_samples": 2,
                               "pca_points": 200},
     "02_coreset_ablation": {"samplers": ["random", "approx_greedy", "greedy"], "ratios": [0.05, 1.0],
-                            "max_exact_greedy": 20000},
+                            "max_exact_greedy": 20000, "spread_seeds": [0, 1, 2], "spread_ratio": 0.1},
     "03_knn_scoring": {"coreset_ratio": 0.2, "k_values": [1, 3], "b_values": [3], "sigmas": [0, 4],
                        "gallery_size": 4},
 }
@@ -53,11 +53,17 @@ def execute(name: str, base: Path, params: dict) -> Path:
 
 
 def check_outputs(folder: Path, name: str) -> dict:
+    from patchcore_lib.data import dataset_fingerprint
+
     missing = [f for f in EXPECTED[name] + ["metrics.json"] if not (folder / f).is_file()]
     assert not missing, f"{folder}: missing outputs {missing}"
     for png in folder.glob("*.png"):
         assert png.stat().st_size > 2000, f"{png} looks empty"
-    return json.loads((folder / "metrics.json").read_text())
+    record = json.loads((folder / "metrics.json").read_text())
+    params = record["parameters"]
+    assert record["dataset_fingerprint"] == dataset_fingerprint(params["data_root"], params["category"])
+    assert record["versions"]["torch"] and "git_commit" in record
+    return record
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +114,12 @@ def test_02_coreset_ablation(run_02):
     table = pd.read_csv(run_02 / "coreset_ablation.csv")
     assert len(table) == 6 and table.status.str.startswith("ok").all()
     assert table.image_auroc.between(0, 1).all() and (table.coverage_radius >= 0).all()
+    # the seed spread: three runs that differ only in the seed, and their summary
+    spread = pd.read_csv(run_02 / "seed_spread.csv")
+    assert spread.seed.tolist() == [0, 1, 2] and spread.image_auroc.between(0, 1).all()
+    summary = metrics["seed_spread"]
+    for metric in ("image_auroc", "pixel_auroc", "pro"):
+        assert summary[metric]["range"] == pytest.approx(spread[metric].max() - spread[metric].min())
 
 
 def test_03_knn_scoring(run_03):

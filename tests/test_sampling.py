@@ -80,8 +80,8 @@ def _compare(features: torch.Tensor, ratio: float, pruning, seed: int = 0, num_s
     "kind,n,d,ratio",
     [
         ("uniform", 3000, 64, 0.01),
-        ("uniform", 3000, 256, 0.1),
-        ("gauss", 3000, 128, 0.3),
+        ("uniform", 3001, 256, 0.1),  # N % 4 != 0: BLAS computes the last rows with its tail kernel
+        ("gauss", 3003, 128, 0.3),
         ("clustered", 3000, 64, 0.3),
         ("clustered", 3000, 256, 0.1),
         ("duplicates", 3000, 64, 0.3),

@@ -134,6 +134,14 @@ def test_presets_load_and_validate(name):
             ("wide_resnet50_2", ("layer2", "layer3"), 256, 224, 0.1)
     if name == "quick":
         assert preset["data_root"] == "" and config.backbone == "efficientnet_lite0"
+    if name == "ensemble_im320":  # notebook 04 builds the paper's three-backbone ensemble from it
+        from patchcore_lib.ensemble import EnsembleConfig
+
+        ensemble = EnsembleConfig.from_backbones(config, preset["parameters"]["ensemble_backbones"])
+        assert [(m.backbone, m.layers) for m in ensemble.members] == [
+            ("wide_resnet101_2", ("layer2", "layer3")), ("resnext101_32x8d", ("layer2", "layer3")),
+            ("densenet201", ("features.denseblock2", "features.denseblock3"))]
+        assert {(m.resize, m.imagesize, m.coreset_ratio) for m in ensemble.members} == {(366, 320, 0.01)}
 
 
 def test_bad_preset_is_refused(tmp_path):
