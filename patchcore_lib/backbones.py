@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .errors import ConfigError, WeightsNotFoundError
+from .runtime import tune_allocator
 
 
 @dataclass(frozen=True)
@@ -213,6 +214,7 @@ class FeatureExtractor(nn.Module):
     def __init__(self, name: str, layers: tuple[str, ...] | list[str] | None = None,
                  weights: str | os.PathLike | None = None) -> None:
         super().__init__()
+        tune_allocator()  # CPU forward passes 2-2.5x faster on glibc (see patchcore_lib.runtime)
         self.spec = get_spec(name)
         self.layers = check_layers(self.spec, layers or self.spec.default_layers)
         model = self.spec.build()
