@@ -90,20 +90,28 @@ def config_hash(config: PatchCoreConfig) -> str:
 
 
 @contextmanager
-def output_lock(out_dir: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``out_dir`` for the duration of a study; refuse clearly if held."""
+def output_lock(out_dir: Path, option: str = "--out") -> Iterator[None]:
+    """Hold an exclusive lock on ``out_dir`` for the duration of a study; refuse clearly if held
+    (``option`` is the command-line option that chooses the folder, named in the message)."""
     import fcntl
 
     path = out_dir / ".lock"
-    handle = open(path, "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "another process"
+    while True:
+        handle = open(path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise OutputError(f"output directory {out_dir} is in use by another study ({holder}); "
+                              f"wait for it to finish or choose another {option}") from None
+        try:  # the holder removes the file when it finishes: make sure ours is still the one at `path`
+            if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
+                break
+        except FileNotFoundError:
+            pass
         handle.close()
-        raise OutputError(f"output directory {out_dir} is in use by another study ({holder}); "
-                          "wait for it to finish or choose another --out") from None
     handle.seek(0)
     handle.truncate()
     handle.write(f"pid {os.getpid()}")
@@ -111,6 +119,7 @@ def output_lock(out_dir: Path) -> Iterator[None]:
     try:
         yield
     finally:
+        path.unlink(missing_ok=True)  # while still holding the lock: no stale .lock is left behind
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()
 
@@ -225,33 +234,42 @@ def evaluate(data_root: str | Path, categories: Sequence[str], config: PatchCore
         config = method_config(method, config, **(method_options or {}))
     for category in categories:
         check_category(data_root, category)
+    created = not Path(out_dir).exists()
     out = check_writable_dir(out_dir)
     fingerprints = {c: dataset_fingerprint(data_root, c) for c in categories}
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + config_hash(config)
     rows: list[dict[str, Any]] = []
-    with output_lock(out):
-        run_info = {
-            "run_id": run_id,
-            "config": config.to_dict(),
-            "data_root": str(Path(data_root).resolve()),
-            "categories": list(categories),
-            "dataset_fingerprints": fingerprints,
-            "versions": package_versions(),
-            "git_commit": git_commit(),
-            "command": sys.argv,
-        }
-        atomic_write_text(out / "run.json", json.dumps(run_info, indent=2))
-        for category in categories:
-            done = _finished_row(out / category, config, fingerprints[category]) if resume else None
-            if done is not None:
-                print(f"{category}: already done with the same settings, reusing {out / category / 'metrics.json'}",
-                      file=sys.stderr)
-                rows.append(done)
-            else:
-                row, _ = evaluate_category(data_root, category, config, out, save_model, show_progress, run_id,
-                                           method=method, method_options=None)
-                rows.append(row)
-            write_results_csv(out / "results.csv", rows)
+    run_info = {
+        "run_id": run_id,
+        "config": config.to_dict(),
+        "data_root": str(Path(data_root).resolve()),
+        "categories": list(categories),
+        "dataset_fingerprints": fingerprints,
+        "versions": package_versions(),
+        "git_commit": git_commit(),
+        "command": sys.argv,
+        "reused": {},  # category -> run id of the earlier run whose finished result was kept
+    }
+    try:
+        with output_lock(out):
+            for category in categories:
+                done = _finished_row(out / category, config, fingerprints[category]) if resume else None
+                if done is not None:
+                    print(f"{category}: already done with the same settings, reusing "
+                          f"{out / category / 'metrics.json'}", file=sys.stderr)
+                    run_info["reused"][category] = done.get("run_id", "")
+                    rows.append(done)
+                else:
+                    row, _ = evaluate_category(data_root, category, config, out, save_model, show_progress, run_id,
+                                               method=method, method_options=None)
+                    rows.append(row)
+                # run record and table only once a category is finished: a failed run leaves no result files
+                atomic_write_text(out / "run.json", json.dumps(run_info, indent=2))
+                write_results_csv(out / "results.csv", rows)
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # the folder this run created holds nothing: do not leave it behind
+        raise
     return rows
 
 

@@ -753,28 +753,11 @@ def resolve_categories(data_root: str, categories: Sequence[str]) -> list[str]:
     return [default_category("texture")]
 
 
-def run_study(preset: dict[str, Any], *, categories: Sequence[str] | None = None, data_root: str | None = None,
-              reports_dir: str | Path | None = None, notebooks_dir: str | Path | None = None,
-              only: Sequence[str] | None = None, force: bool = False, kernel: str | None = None,
-              log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Run (or skip, when complete with the same parameters) every notebook of the study; return the runs
-    with ``status`` (``done``, ``skipped`` or ``failed``) and ``seconds``. Raises :class:`StudyError` at the
-    end when a notebook failed (the others still run)."""
+def _execute_runs(runs: list[dict[str, Any]], force: bool, kernel: str | None,
+                  log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Execute (or skip) each planned run in order; returns the failed ones."""
     from .io_utils import atomic_write_text
-    from .notebook_utils import default_reports_dir, repository_root
 
-    start = time.perf_counter()
-    data_root = preset.get("data_root", "") if data_root is None else data_root
-    data_root = str(Path(data_root).expanduser().resolve()) if data_root else ""
-    categories = resolve_categories(data_root, categories or preset.get("categories") or [])
-    reports = Path(reports_dir or default_reports_dir()).expanduser().resolve()
-    folder = Path(notebooks_dir or repository_root() / "notebooks")
-    notebooks = discover_notebooks(folder, only or preset.get("notebooks"))
-    if not notebooks:
-        raise ConfigError(f"no notebooks found in {folder}")
-    runs = plan_runs(preset, notebooks, categories, data_root, reports)
-    log(f"study '{preset.get('name', 'study')}': {len(notebooks)} notebooks x categories {', '.join(categories)} "
-        f"-> {len(runs)} runs; reports in {reports}")
     failures = []
     for k, run in enumerate(runs, 1):
         label = f"[{k}/{len(runs)}] {run['ipynb'].stem}"
@@ -808,6 +791,34 @@ def run_study(preset: dict[str, Any], *, categories: Sequence[str] | None = None
             failures.append(run)
             log(f"{label}: FAILED after {seconds:.1f} s: {type(error).__name__}: "
                 f"{str(error).strip().splitlines()[-1] if str(error).strip() else ''} (see {run['ipynb']})")
+    return failures
+
+
+def run_study(preset: dict[str, Any], *, categories: Sequence[str] | None = None, data_root: str | None = None,
+              reports_dir: str | Path | None = None, notebooks_dir: str | Path | None = None,
+              only: Sequence[str] | None = None, force: bool = False, kernel: str | None = None,
+              log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Run (or skip, when complete with the same parameters) every notebook of the study; return the runs
+    with ``status`` (``done``, ``skipped`` or ``failed``) and ``seconds``. Raises :class:`StudyError` at the
+    end when a notebook failed (the others still run)."""
+    from .evaluate import output_lock
+    from .notebook_utils import default_reports_dir, repository_root
+
+    start = time.perf_counter()
+    data_root = preset.get("data_root", "") if data_root is None else data_root
+    data_root = str(Path(data_root).expanduser().resolve()) if data_root else ""
+    categories = resolve_categories(data_root, categories or preset.get("categories") or [])
+    reports = Path(reports_dir or default_reports_dir()).expanduser().resolve()
+    folder = Path(notebooks_dir or repository_root() / "notebooks")
+    notebooks = discover_notebooks(folder, only or preset.get("notebooks"))
+    if not notebooks:
+        raise ConfigError(f"no notebooks found in {folder}")
+    runs = plan_runs(preset, notebooks, categories, data_root, reports)
+    log(f"study '{preset.get('name', 'study')}': {len(notebooks)} notebooks x categories {', '.join(categories)} "
+        f"-> {len(runs)} runs; reports in {reports}")
+    reports.mkdir(parents=True, exist_ok=True)
+    with output_lock(reports, "--reports-dir"):  # two studies into one reports folder: the second refuses
+        failures = _execute_runs(runs, force, kernel, log)
     wall = time.perf_counter() - start
     log(f"study wall time: {wall:.1f} s ({wall / 60:.1f} min); "
         f"{sum(r['status'] == 'done' for r in runs)} run, {sum(r['status'] == 'skipped' for r in runs)} skipped, "

@@ -2,13 +2,16 @@
 import csv
 import json
 import os
+import re
 import signal
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from patchcore_lib.cli import main
 from patchcore_lib.errors import OutputError
@@ -37,7 +40,10 @@ def test_evaluate_writes_results_scores_and_run_record(synthetic_root, tmp_path)
     assert len(scores) == int(rows[0]["num_test"]) and {"path", "defect_type", "label", "score"} <= set(scores[0])
     run = json.loads((out / "run.json").read_text())
     assert run["config"]["backbone"] == "resnet18" and "torch" in run["versions"]
-    assert "tiny" in run["dataset_fingerprints"] and "git_commit" in run
+    assert "tiny" in run["dataset_fingerprints"] and run["run_id"] == rows[0]["run_id"]
+    if (Path(__file__).resolve().parents[1] / ".git").exists():  # a git checkout: its commit is recorded
+        assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", run["git_commit"] or ""), run["git_commit"]
+    assert not (out / ".lock").exists()  # the lock is released and removed
     assert (out / "tiny" / "model.pt").is_file()
     assert not list(out.rglob("*.tmp"))
 
@@ -49,6 +55,7 @@ def test_evaluate_writes_results_scores_and_run_record(synthetic_root, tmp_path)
     (["--data-root", "{root}", "--category", "tiny", "--layers", "layer9"], "unknown layer(s) 'layer9'"),
     (["--data-root", "{root}", "--category", "tiny", "--imagesize", "16", "--resize", "16"], "too small"),
     (["--data-root", "{root}", "--category", "tiny", "--num-nn", "100000"], "larger than the memory bank"),
+    (["--data-root", "{root}", "--category", "tiny", "--backbone", "vgg"], "unknown backbone 'vgg'; valid backbones:"),
 ])
 def test_bad_input_is_one_line_on_stderr_without_traceback(synthetic_root, tmp_path, args, message):
     args = [a.format(tmp=tmp_path, root=synthetic_root) for a in args]
@@ -57,7 +64,48 @@ def test_bad_input_is_one_line_on_stderr_without_traceback(synthetic_root, tmp_p
     assert message.format(tmp=tmp_path) in result.stderr
     assert "Traceback" not in result.stderr
     assert len([line for line in result.stderr.splitlines() if line.startswith("error:")]) == 1
-    assert not (tmp_path / "out" / "results.csv").exists()
+    assert not (tmp_path / "out").exists()  # no partial results, not even an empty folder
+
+
+def _broken_copy(root: Path, tmp_path: Path, damage: str) -> tuple[Path, Path]:
+    """A copy of the ``tiny`` category with one defect; returns (data root, the file at fault)."""
+    data = tmp_path / "data"
+    shutil.copytree(root / "tiny", data / "tiny")
+    category = data / "tiny"
+    train = sorted((category / "train" / "good").iterdir())
+    defect_dir = next(d for d in sorted((category / "test").iterdir()) if d.name != "good")
+    defect_image = sorted(defect_dir.iterdir())[0]
+    mask = category / "ground_truth" / defect_dir.name / f"{defect_image.stem}_mask.png"
+    if damage == "empty_train":
+        for path in train:
+            path.unlink()
+        return data, category / "train" / "good"
+    if damage == "truncated_image":
+        train[0].write_bytes(train[0].read_bytes()[:200])
+        return data, train[0]
+    if damage == "non_image":
+        stray = defect_dir / "notes.txt"
+        stray.write_text("not an image")
+        return data, stray
+    if damage == "missing_mask":
+        mask.unlink()
+        return data, defect_image
+    if damage == "mask_size":
+        Image.open(mask).resize((17, 17)).save(mask)
+        return data, mask
+    raise ValueError(damage)
+
+
+@pytest.mark.parametrize("damage", ["empty_train", "truncated_image", "non_image", "missing_mask", "mask_size"])
+def test_bad_dataset_is_one_line_naming_the_file_and_leaves_nothing(synthetic_root, tmp_path, damage):
+    data, culprit = _broken_copy(synthetic_root, tmp_path, damage)
+    out = tmp_path / "out"
+    result = run_cli("evaluate", "--data-root", str(data), "--category", "tiny", *FAST, "--out", str(out))
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(culprit) in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
 
 
 def test_debug_flag_shows_the_traceback(tmp_path):
@@ -85,6 +133,8 @@ def test_unwritable_output_path_is_clear(synthetic_root, tmp_path):
     result = run_cli("evaluate", "--data-root", str(synthetic_root), "--category", "tiny", *FAST,
                      "--out", str(blocker / "out"))
     assert result.returncode != 0 and f"output directory {blocker / 'out'} is not writable" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len([line for line in result.stderr.splitlines() if line.startswith("error:")]) == 1
 
 
 def test_killed_study_resumes_without_redoing_finished_categories(tmp_path):
@@ -112,6 +162,10 @@ def test_killed_study_resumes_without_redoing_finished_categories(tmp_path):
     assert (out / "cat_a" / "metrics.json").read_text() == finished_a
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert [r["category"] for r in rows] == ["cat_a", "cat_b", "cat_c", "mean"]
+    first_run = json.loads(finished_a)["row"]["run_id"]
+    run = json.loads((out / "run.json").read_text())
+    assert run["reused"] == {"cat_a": first_run} and rows[0]["run_id"] == first_run  # provenance of each row
+    assert rows[1]["run_id"] == rows[2]["run_id"] == run["run_id"] != first_run
     assert not list(out.rglob("*.tmp"))
 
 
@@ -123,6 +177,8 @@ def test_second_study_into_the_same_directory_is_refused(tmp_path):
         assert result.returncode != 0 and "is in use by another study (pid" in result.stderr
     with output_lock(tmp_path):  # released: usable again
         pass
+    assert not (tmp_path / ".lock").exists()
+
 
 
 def test_feature_cache_rebuilds_corrupt_or_foreign_entries(synthetic_root, tmp_path):
@@ -149,3 +205,20 @@ def test_feature_cache_rebuilds_corrupt_or_foreign_entries(synthetic_root, tmp_p
     other = PatchCore(backbone="resnet18", weights="random", resize=64, imagesize=64, patch_size=5)
     _, _, cached = cached_split_features(other, synthetic_root, "tiny", "train", tmp_path, show_progress=False)
     assert not cached and len(list(tmp_path.glob("*.pt"))) == 2
+
+
+def test_feature_cache_notices_weights_replaced_at_the_same_path(synthetic_root, tmp_path):
+    import torch
+    import torchvision
+
+    from patchcore_lib.feature_cache import cached_split_features
+    from patchcore_lib.model import PatchCore
+
+    weights = tmp_path / "resnet18.pth"
+    cache = tmp_path / "cache"
+    for seed, expect_cached in ((0, False), (0, True), (1, False)):
+        torch.manual_seed(seed)
+        torch.save(torchvision.models.resnet18().state_dict(), weights)
+        model = PatchCore(backbone="resnet18", weights=str(weights), resize=64, imagesize=64)
+        _, _, cached = cached_split_features(model, synthetic_root, "tiny", "train", cache, show_progress=False)
+        assert cached == expect_cached, seed

@@ -75,7 +75,7 @@ def test_seeded_fit_is_deterministic_across_processes(synthetic_root, tmp_path):
     code = (
         "import sys, torch; from patchcore_lib.model import PatchCore; from patchcore_lib.data import MVTecDataset\n"
         "root = sys.argv[1]\n"
-        "m = PatchCore(backbone='resnet18', weights='random', resize=64, imagesize=64, coreset_ratio=0.2, seed=3)\n"
+        "m = PatchCore(backbone='resnet18', weights='random', resize=64, imagesize=64, coreset_ratio=0.2, seed=3, device='cpu')\n"
         "m.fit(MVTecDataset(root, 'tiny', 'train', 64, 64), show_progress=False)\n"
         "x = torch.stack([MVTecDataset(root, 'tiny', 'test', 64, 64)[i]['image'] for i in range(4)])\n"
         "s, maps = m.predict(x); torch.save({'bank': m.memory_bank, 's': s, 'maps': maps}, sys.argv[2])\n"

@@ -120,7 +120,7 @@ def test_run_hash_depends_on_code_and_parameters(tmp_path):
     assert study.run_hash(a, {"x": 1}) != study.run_hash(b, {"x": 1})
 
 
-@pytest.mark.parametrize("name", ["quick", "paper_im224_wr50", "paper_im320_wr50", "ensemble_im320"])
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "params").glob("*.yaml")))
 def test_presets_load_and_validate(name):
     from patchcore_lib.notebook_utils import PARAMETER_TYPES
 
@@ -134,6 +134,10 @@ def test_presets_load_and_validate(name):
             ("wide_resnet50_2", ("layer2", "layer3"), 256, 224, 0.1)
     if name == "quick":
         assert preset["data_root"] == "" and config.backbone == "efficientnet_lite0"
+    if name == "real_lite0":  # the README's measurements: the CLI's defaults with the offline backbone
+        from patchcore_lib.model import PatchCoreConfig
+
+        assert config == PatchCoreConfig(backbone="efficientnet_lite0")
     if name == "ensemble_im320":  # notebook 04 builds the paper's three-backbone ensemble from it
         from patchcore_lib.ensemble import EnsembleConfig
 
@@ -248,3 +252,19 @@ def test_collect_baselines_runs_list_format(tmp_path):
          "pro": 0.92}]})
     baselines = study.collect_baselines(tmp_path)
     assert list(baselines["method"]) == ["padim"] and baselines.iloc[0]["setting"] == "PaDiM d=100, resnet18"
+
+
+def test_second_study_into_the_same_reports_folder_is_refused(tmp_path):
+    from patchcore_lib.errors import OutputError
+    from patchcore_lib.evaluate import output_lock
+
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    _write_notebook(notebooks / "01_x.ipynb", "reports_dir = None", "print(reports_dir)")
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    with output_lock(reports):  # as a running study holds it
+        with pytest.raises(OutputError, match="is in use by another study.*choose another --reports-dir"):
+            study.run_study({"name": "t", "parameters": {}}, reports_dir=reports, notebooks_dir=notebooks,
+                            log=lambda line: None)
+    assert not list(reports.rglob("*.ipynb"))  # nothing was executed
