@@ -268,3 +268,12 @@ def test_second_study_into_the_same_reports_folder_is_refused(tmp_path):
             study.run_study({"name": "t", "parameters": {}}, reports_dir=reports, notebooks_dir=notebooks,
                             log=lambda line: None)
     assert not list(reports.rglob("*.ipynb"))  # nothing was executed
+
+
+@pytest.mark.parametrize("notebook", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.stem)
+def test_papermill_reads_every_declared_parameter(notebook):
+    """papermill's own line parser (used for `papermill --help-notebook` and its warnings) sees them all."""
+    from papermill.translators import PythonTranslator
+
+    cell = next(c for c in nbformat.read(str(notebook), as_version=4).cells if "parameters" in c.metadata.get("tags", []))
+    assert [p.name for p in PythonTranslator.inspect(cell)] == list(study.notebook_parameters(notebook))
