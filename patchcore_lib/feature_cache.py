@@ -58,10 +58,10 @@ def cached_split_features(model: Any, data_root: str | Path, category: str, spli
     Returns (features, grid, was_cached). ``model`` is a PatchCore (its config gives the settings).
     """
     config = model.config
-    from .model import _state_fingerprint
+    from .model import state_fingerprint
 
     # the weights' content, not only their file name: a file replaced at the same path is a different key
-    settings = dict(config.feature_key(), backbone_fingerprint=_state_fingerprint(model.extractor.backbone))
+    settings = dict(config.feature_key(), backbone_fingerprint=state_fingerprint(model.extractor.backbone))
     key = feature_cache_key(data_root, category, split, settings)
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = folder / f"{category}-{split}-{_key_name(key)}.pt"

@@ -125,7 +125,8 @@ class Predictions:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _state_fingerprint(module: torch.nn.Module) -> str:
+def state_fingerprint(module: torch.nn.Module) -> str:
+    """sha256 (16 hex digits) of a module's state dict: names and tensor bytes, in order."""
     digest = hashlib.sha256()
     for name, tensor in module.state_dict().items():
         digest.update(name.encode())
@@ -276,7 +277,7 @@ class PatchCore:
             "library_version": __version__,
             "config": self.config.to_dict(),
             "memory_bank": self.memory_bank.detach().cpu(),
-            "backbone_fingerprint": _state_fingerprint(self.extractor.backbone),
+            "backbone_fingerprint": state_fingerprint(self.extractor.backbone),
         }
         return atomic_torch_save(payload, path)
 
@@ -301,7 +302,7 @@ class PatchCore:
         if device is not None:
             config = dataclasses.replace(config, device=device)
         model = cls(config)
-        fingerprint = _state_fingerprint(model.extractor.backbone)
+        fingerprint = state_fingerprint(model.extractor.backbone)
         if fingerprint != payload["backbone_fingerprint"]:
             raise ModelFileError(f"model file {path}: the {config.backbone} weights found on this machine differ "
                                  "from those the model was fitted with; scores would be wrong")

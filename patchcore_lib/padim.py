@@ -58,7 +58,7 @@ from .backbones import FeatureExtractor, check_layers, get_spec
 from .data import make_loader
 from .errors import ConfigError, ModelFileError
 from .io_utils import atomic_torch_save
-from .model import Predictions, _state_fingerprint, resolve_device
+from .model import Predictions, resolve_device, state_fingerprint
 
 GAUSSIAN_FORMAT = "patchcore_lib.gaussian/1"
 GAUSSIAN_METHODS = ("padim", "orthoad")
@@ -511,7 +511,7 @@ class GaussianAD:
             "precision": self.precision.detach().cpu(),
             "channel_index": self.channel_index,
             "projection": self.projection,
-            "backbone_fingerprint": _state_fingerprint(self.backbone),
+            "backbone_fingerprint": state_fingerprint(self.backbone),
         }
         return atomic_torch_save(payload, Path(path))
 
@@ -546,7 +546,7 @@ class GaussianAD:
             config = dataclasses.replace(config, device=device)
         target = {"padim": PaDiM, "orthoad": OrthoAD}[config.method] if cls.method is None else cls
         model = target(config)
-        if _state_fingerprint(model.backbone) != payload.get("backbone_fingerprint"):
+        if state_fingerprint(model.backbone) != payload.get("backbone_fingerprint"):
             raise ModelFileError(f"model file {path}: the {config.backbone} weights found on this machine differ "
                                  "from those the model was fitted with; scores would be wrong")
         mean, precision = payload.get("mean"), payload.get("precision")

@@ -153,14 +153,13 @@ def plot_per_defect(table: Any, title: str = ""):
     plt = _plt()
     fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(table) + 2), 4))
     values = 100 * table["image_auroc"].astype(float).to_numpy()
-    bars = ax.bar(table["defect_type"], values, color="C0", label="image AUROC (good + this type)")
+    bars = ax.bar(table["defect_type"], values, color="C0")
     for bar, value in zip(bars, values):
         ax.annotate(f"{value:.1f}", (bar.get_x() + bar.get_width() / 2, value), ha="center", va="bottom",
                     fontsize=8)
     low = np.nanmin(values) if len(values) and np.isfinite(values).any() else 50.0
-    ax.set(ylim=(max(0.0, min(low - 5, 90.0)), 101), xlabel="defect type", ylabel="image AUROC (%)",
-           title=title or "Image AUROC per defect type")
-    ax.legend(loc="lower right")
+    ax.set(ylim=(max(0.0, min(low - 5, 90.0)), 101), xlabel="defect type",
+           ylabel="image AUROC (%), good vs this type", title=title or "Image AUROC per defect type")
     plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
     fig.tight_layout()
     return fig
