@@ -537,6 +537,7 @@ def plot_seed_spread(table: pd.DataFrame, title: str = "") -> Any:
         ax.set_ylabel(f"{label} (%)")
         pad = max(0.05, spread)
         ax.set_ylim(values.min() - pad, values.max() + pad)
+        ax.ticklabel_format(axis="y", useOffset=False)  # plain percentages, no "+1e2" offset
         ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
@@ -576,9 +577,10 @@ def plot_coreset_metrics(table: pd.DataFrame, paper: pd.DataFrame = PAPER_CORESE
         ax.set_ylabel(f"{label} (%)")
         ax.set_title(label)
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(loc="lower right", fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()  # one legend below the panels: it hides no marker
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9, frameon=False)
     fig.suptitle(title or "Coreset subsampling: detection and localisation vs memory-bank size")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig
 
 
