@@ -61,7 +61,6 @@ def matmul_gflops(device: torch.device, m: int = 2048, k: int = 1024, n: int = 4
         a, b = torch.randn(rows, inner, device=device), torch.randn(inner, cols, device=device)
         seconds = best_time(lambda: a @ b, device)
         best = max(best, 2 * rows * inner * cols / seconds / 1e9)
-        del a, b
     return best
 
 

@@ -18,20 +18,17 @@ import csv
 import dataclasses
 import io
 import json
-import os
 import platform
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from .data import MVTecDataset, check_category, dataset_fingerprint
-from .errors import OutputError
-from .io_utils import atomic_write_text, check_writable_dir
+from .io_utils import atomic_write_text, check_writable_dir, output_lock
 from .metrics import image_auroc, per_defect_image_auroc, pixel_auroc, pro_score
 from .model import PatchCore, PatchCoreConfig, Predictions
 
@@ -87,41 +84,6 @@ def config_hash(config: PatchCoreConfig) -> str:
     import hashlib
 
     return hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
-
-
-@contextmanager
-def output_lock(out_dir: Path, option: str = "--out") -> Iterator[None]:
-    """Hold an exclusive lock on ``out_dir`` for the duration of a study; refuse clearly if held
-    (``option`` is the command-line option that chooses the folder, named in the message)."""
-    import fcntl
-
-    path = out_dir / ".lock"
-    while True:
-        handle = open(path, "a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            handle.close()
-            raise OutputError(f"output directory {out_dir} is in use by another study ({holder}); "
-                              f"wait for it to finish or choose another {option}") from None
-        try:  # the holder removes the file when it finishes: make sure ours is still the one at `path`
-            if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
-                break
-        except FileNotFoundError:
-            pass
-        handle.close()
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"pid {os.getpid()}")
-    handle.flush()
-    try:
-        yield
-    finally:
-        path.unlink(missing_ok=True)  # while still holding the lock: no stale .lock is left behind
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
 
 
 def _write_scores(path: Path, predictions: Predictions) -> None:

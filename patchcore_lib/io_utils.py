@@ -1,10 +1,12 @@
-"""Atomic file writes: a temporary file in the same folder, then an atomic rename."""
+"""Safe output: atomic file writes (a temporary file in the same folder, then an atomic rename), writable
+output folders, and the lock that keeps two studies out of one output folder."""
 from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Iterator
 
 from .errors import OutputError
 
@@ -60,3 +62,38 @@ def check_writable_dir(path: str | os.PathLike) -> Path:
     except OSError as exc:
         raise OutputError(f"output directory {path} is not writable: {exc.strerror or exc}") from exc
     return path
+
+
+@contextmanager
+def output_lock(out_dir: Path, option: str = "--out") -> Iterator[None]:
+    """Hold an exclusive lock on ``out_dir`` for the duration of a study; refuse clearly if held
+    (``option`` is the command-line option that chooses the folder, named in the message)."""
+    import fcntl
+
+    path = out_dir / ".lock"
+    while True:
+        handle = open(path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise OutputError(f"output directory {out_dir} is in use by another study ({holder}); "
+                              f"wait for it to finish or choose another {option}") from None
+        try:  # the holder removes the file when it finishes: make sure ours is still the one at `path`
+            if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        handle.close()
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # while still holding the lock: no stale .lock is left behind
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()

@@ -14,6 +14,7 @@ Set ``PATCHCORE_MALLOC_TUNING=0`` to leave the allocator alone.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import sys
 
@@ -22,13 +23,10 @@ _M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_BYTES = 32 * 1024**2  # glibc's maximum on 64-bit systems
 TRIM_THRESHOLD_BYTES = 1024**3
 
-_state: dict[str, bool] = {}
 
-
+@functools.cache  # once per process
 def tune_allocator() -> bool:
     """Apply the glibc settings above once per process; True when they are in effect."""
-    if "tuned" in _state:
-        return _state["tuned"]
     tuned = False
     if sys.platform.startswith("linux") and os.environ.get("PATCHCORE_MALLOC_TUNING", "1") != "0":
         try:
@@ -37,5 +35,4 @@ def tune_allocator() -> bool:
                 bool(libc.mallopt(_M_TRIM_THRESHOLD, ctypes.c_int(TRIM_THRESHOLD_BYTES)))
         except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to do
             tuned = False
-    _state["tuned"] = tuned
     return tuned

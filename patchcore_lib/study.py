@@ -800,7 +800,7 @@ def run_study(preset: dict[str, Any], *, categories: Sequence[str] | None = None
     """Run (or skip, when complete with the same parameters) every notebook of the study; return the runs
     with ``status`` (``done``, ``skipped`` or ``failed``) and ``seconds``. Raises :class:`StudyError` at the
     end when a notebook failed (the others still run)."""
-    from .evaluate import output_lock
+    from .io_utils import output_lock
     from .notebook_utils import default_reports_dir, repository_root
 
     start = time.perf_counter()

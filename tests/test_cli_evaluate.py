@@ -14,8 +14,7 @@ import pytest
 from PIL import Image
 
 from patchcore_lib.cli import main
-from patchcore_lib.errors import OutputError
-from patchcore_lib.evaluate import output_lock
+from patchcore_lib.io_utils import output_lock
 
 FAST = ["--backbone", "resnet18", "--weights", "random", "--resize", "64", "--imagesize", "64",
         "--coreset-ratio", "0.2", "--quiet"]
@@ -171,7 +170,7 @@ def test_killed_study_resumes_without_redoing_finished_categories(tmp_path):
 
 def test_second_study_into_the_same_directory_is_refused(tmp_path):
     with output_lock(tmp_path):
-        code = ("import sys; from pathlib import Path; from patchcore_lib.evaluate import output_lock\n"
+        code = ("import sys; from pathlib import Path; from patchcore_lib.io_utils import output_lock\n"
                 "with output_lock(Path(sys.argv[1])): pass\n")
         result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
         assert result.returncode != 0 and "is in use by another study (pid" in result.stderr

@@ -256,7 +256,7 @@ def test_collect_baselines_runs_list_format(tmp_path):
 
 def test_second_study_into_the_same_reports_folder_is_refused(tmp_path):
     from patchcore_lib.errors import OutputError
-    from patchcore_lib.evaluate import output_lock
+    from patchcore_lib.io_utils import output_lock
 
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()
