@@ -14,9 +14,11 @@ Same semantics as the official implementation (amazon-science/patchcore-inspecti
 
 The approximate greedy sampler never builds an ``N x N`` matrix and is accelerated *exactly*:
 points are grouped into compact blocks (k-means); the running distances are updated lazily, block
-by block, only when a block's (stale, hence upper-bound) maximum could be the global maximum; and a
+by block, only when a block's (stale, hence upper-bound) maximum could be the global maximum; a
 selection is not applied to a block when the triangle inequality proves it cannot lower any of the
-block's running distances. Every distance that is computed is bit for bit the value the plain loop
+block's running distances; and the selections left are screened with one matrix product per block,
+so that only those that can lower a running distance (given bounds on rounding) are computed
+exactly. Every distance that updates a running distance is bit for bit the value the plain loop
 computes (same BLAS matrix-vector kernel, same formula and order), so the selected indices are
 identical to the plain loop's.
 """
@@ -413,6 +415,7 @@ class _Blocks:
         for i in range(1, self.num_blocks):
             self.offset[i] = self.offset[i - 1] + padded[i - 1]
         self.length = padded
+        self.real = [piece.numel() for piece in pieces]  # rows before the zero padding
         total = self.offset[-1] + padded[-1]
         self.x = torch.zeros(total, p, dtype=x.dtype, device=device)
         self.sq = torch.zeros(total, dtype=x.dtype, device=device)
@@ -450,8 +453,11 @@ def _greedy_lazy(
     up-to-date block: that is the global maximum. While refreshing, a selection is skipped when the
     triangle inequality proves (with margins for float rounding, including the error of the
     ``|x|^2 + |s|^2 - 2 x.s`` formula) that it cannot lower any running distance of the block.
-    Every distance is computed by :func:`point_distances` on the block's rows, bit for bit the
-    value of a full pass, so ties resolve as in the plain loop (first index).
+    The remaining selections are screened with one matrix product per block (its rounding differs
+    from the matrix-vector product's, so it only decides, with the same margins, which selections
+    could lower a running distance: a few percent of them). Those are computed by
+    :func:`point_distances`' kernel and formula on the block's rows, bit for bit the value of a full
+    pass, so the running distances are the plain loop's and ties resolve as there (first index).
     """
     blocks = _Blocks(x, x_sq, num_blocks, seed)
     n, p = x.shape
@@ -472,42 +478,67 @@ def _greedy_lazy(
 
     # error bound of the float32 distance formula: |fl(d^2) - d^2| <= gamma * (|x| + |s|)^2
     gamma = (2 * p + 8) * 2.0**-24 * 1.01
-    centre, centre_sq = blocks.centre, (blocks.centre * blocks.centre).sum(1)
-    radius, max_norm = blocks.radius, blocks.max_norm
+    largest_norm = float(blocks.max_norm.max())  # bounds |s| for every selection
+    centre_neg2 = -2 * blocks.centre  # [K, P] float64
+    # per block: squared centre norm (with the float64 margin), radius, and the formula error bound
+    centre_sq = ((blocks.centre * blocks.centre).sum(1) * (1 - 1e-12)).tolist()
+    radius = blocks.radius.tolist()
+    slack = [gamma * (m + largest_norm) ** 2 for m in blocks.max_norm.tolist()]
     sel_x = torch.empty(count, p, dtype=torch.float32, device=device)
     sel_sq = torch.empty(count, dtype=torch.float32, device=device)
     sel_x64 = torch.empty(count, p, dtype=torch.float64, device=device)
-    sel_norm2 = torch.empty(count, dtype=torch.float64, device=device)
+    sel_norm2 = torch.empty(count, dtype=torch.float64, device=device)  # (1 - 1e-12) |s|^2
     selected = np.empty(count, dtype=np.int64)
     dots_buffer = torch.empty(_LAZY_CHUNK, max(length), dtype=torch.float32, device=device)
-    counters = {"refreshes": 0, "rows_processed": 0, "selections_applied": 0}
+    screen_buffer = torch.empty(_LAZY_CHUNK * max(length), dtype=torch.float32, device=device)
+    counters = {"refreshes": 0, "rows_processed": 0, "selections_applied": 0, "exact_selections": 0}
 
     def refresh(b: int, upto: int) -> None:
+        """Applies selections ``seen[b]:upto`` to block ``b``; updates its bound and best row."""
         first = int(seen[b])
         seen[b] = upto
-        o, ln = offset[b], length[b]
-        sd, s_norm2 = sel_x64[first:upto], sel_norm2[first:upto]
-        # lower bound of |x - s| over the block: |centre - s| - radius (float64, with margins)
-        dc2 = centre_sq[b] - 2 * (sd @ centre[b]) + s_norm2
-        dc2 = dc2 - 1e-12 * (centre_sq[b] + s_norm2)
-        lower = (dc2.clamp_min(0).sqrt() * (1 - 1e-7) - radius[b] * (1 + 1e-7)).clamp_min(0)
-        slack = gamma * (max_norm[b] + s_norm2.sqrt()) ** 2
-        limit = float(bound[b]) ** 2 * (1 + 1e-9) + 1e-30
-        useful = (lower * lower - slack <= limit).nonzero().squeeze(1) + first
         counters["refreshes"] += 1
+        o, ln, real = offset[b], length[b], blocks.real[b]
+        limit = float(bound[b]) ** 2 * (1 + 1e-9) + 1e-30  # >= every running distance^2 of the block
+        # 1. Triangle inequality: |x - s| >= |centre - s| - radius. A selection can lower a running
+        # distance only if (|centre - s| - radius)^2 - slack <= limit, i.e. if
+        # |s|^2 - 2 s.centre <= reach^2 - |centre|^2 (float64, with margins for its rounding).
+        reach = (math.sqrt(limit + slack[b]) + radius[b] * (1 + 1e-7)) / (1 - 1e-7)
+        near = torch.addmv(sel_norm2[first:upto], sel_x64[first:upto], centre_neg2[b])
+        useful = (near <= reach * reach - centre_sq[b]).nonzero().squeeze(1)
         if not useful.numel():
             return
+        useful += first
+        counters["rows_processed"] += ln * useful.numel()
+        counters["selections_applied"] += useful.numel()
         xs, sqs, rr = blocks.x[o : o + ln], blocks.sq[o : o + ln], rows_run[o : o + ln]
-        for chunk in useful.split(_LAZY_CHUNK):
-            # one BLAS matrix-vector product per selection (the official mm's values, bit for bit),
-            # then the rest of point_distances' formula, in the same order, on all of them at once
+        # 2. Screen: one matrix product gives, up to rounding, screen[j, r] = |x_r - s_j|^2 - rr_r^2
+        # - |s_j|^2 for the block's real rows. A selection can lower a running distance only if
+        # min_r screen[j, r] + |s_j|^2 is below the error bound of the two computations; the few
+        # that can are computed exactly in step 3 (a matrix product's bits may differ from mv's).
+        shift = torch.addcmul(sqs[:real], rr[:real], rr[:real], value=-(1 + 2.0**-20))
+        tolerance = 4 * slack[b] + 2.0**-20 * limit
+        exact_parts = []
+        for start in range(0, useful.numel(), _LAZY_CHUNK):
+            part = useful[start : start + _LAZY_CHUNK]
+            screen = screen_buffer[: part.numel() * real].view(part.numel(), real)
+            torch.addmm(shift, sel_x.index_select(0, part), xs[:real].T, alpha=-2, out=screen)
+            closest = screen.amin(1).add_(sel_sq.index_select(0, part))
+            if not float(closest.min()) >= tolerance:  # NaN-safe: odd values are computed exactly
+                exact_parts.append(part[~(closest >= tolerance)])
+        if not exact_parts:
+            return
+        exact = exact_parts[0] if len(exact_parts) == 1 else torch.cat(exact_parts)
+        counters["exact_selections"] += exact.numel()
+        # 3. Exact: one BLAS matrix-vector product per selection (the official mm's values, bit for
+        # bit), then the rest of point_distances' formula, in the same order, on all of them at once.
+        for start in range(0, exact.numel(), _LAZY_CHUNK):
+            chunk = exact[start : start + _LAZY_CHUNK]
             dots = dots_buffer[: chunk.numel(), :ln]
             for row, j in enumerate(chunk.tolist()):
                 torch.mv(xs, sel_x[j], out=dots[row])
-            dist = dots.mul_(-2).add_(sqs).add_(sel_sq[chunk, None]).clamp_min_(0).sqrt_()
+            dist = dots.mul_(-2).add_(sqs).add_(sel_sq.index_select(0, chunk).unsqueeze(1)).clamp_min_(0).sqrt_()
             torch.minimum(rr, dist.amin(0), out=rr)
-        counters["rows_processed"] += ln * useful.numel()
-        counters["selections_applied"] += useful.numel()
         val, arg = rr.max(0)
         bound[b], best_row[b] = float(val), o + int(arg)
 
@@ -531,7 +562,7 @@ def _greedy_lazy(
         sel_x[i] = blocks.x[row]
         sel_sq[i] = blocks.sq[row]
         sel_x64[i] = sel_x[i].double()
-        sel_norm2[i] = (sel_x64[i] * sel_x64[i]).sum()
+        sel_norm2[i] = (sel_x64[i] * sel_x64[i]).sum() * (1 - 1e-12)
     stats.update(points=n, iterations=count, blocks=k, **counters)
     return torch.from_numpy(selected)
 

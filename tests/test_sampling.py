@@ -85,6 +85,8 @@ def _compare(features: torch.Tensor, ratio: float, pruning, seed: int = 0, num_s
         ("clustered", 3000, 64, 0.3),
         ("clustered", 3000, 256, 0.1),
         ("duplicates", 3000, 64, 0.3),
+        ("near_duplicates", 3000, 64, 0.3),
+        ("far_from_origin", 3000, 64, 0.3),  # rounding of |x|^2 dominates: needs the screen's margins
     ],
 )
 def test_approx_greedy_equals_reference(kind, n, d, ratio):
@@ -95,9 +97,15 @@ def test_approx_greedy_equals_reference(kind, n, d, ratio):
         x = torch.randn(n, d, generator=g) * 5 + 10
     elif kind == "clustered":
         x = clustered(n, d, 20, seed=d)
-    else:  # only 400 distinct rows: many exact ties and zero distances
+    elif kind == "far_from_origin":
+        x = torch.randn(n, d, generator=g) + 300
+    elif kind == "duplicates":  # only 400 distinct rows: many exact ties and zero distances
         base = torch.randn(400, d, generator=g)
         x = base[torch.randint(0, 400, (n,), generator=g)]
+    else:  # 400 rows repeated with noise at the level of float32 rounding: distances are rounding noise
+        base = torch.randn(400, d, generator=g) * 4
+        x = base[torch.randint(0, 400, (n,), generator=g)]
+        x = x + x * torch.randn(n, d, generator=g) * 2.0**-22
     _compare(x, ratio, pruning=True)
 
 
