@@ -56,8 +56,11 @@ class SparseAggregation(nn.Module):
     Only rows ``row_start:row_stop`` of W can be non-zero (``weight`` keeps those), and each of them
     has a short band of non-zeros. On CPU the product is a sparse (CSR) x dense matrix product per
     image with the unfolded neighbourhoods; on CUDA it is a dense convolution with the kept rows.
-    ``forward``: ``x [B, C, h, w]`` -> ``[B, row_stop - row_start, h, w]``.
+    ``method`` ("auto", "csr" or "conv") forces one of the two on any device (tests run the CUDA
+    method on CPU). ``forward``: ``x [B, C, h, w]`` -> ``[B, row_stop - row_start, h, w]``.
     """
+
+    METHODS = ("auto", "csr", "conv")
 
     def __init__(self, matrix: torch.Tensor, channels: int, patch_size: int) -> None:
         super().__init__()
@@ -67,6 +70,7 @@ class SparseAggregation(nn.Module):
         self.row_start, self.row_stop = int(rows.min()), int(rows.max()) + 1
         self.register_buffer("weight", matrix[self.row_start:self.row_stop].float().contiguous(), persistent=False)
         self.channels, self.patch_size = channels, patch_size
+        self.method = "auto"
         self._sparse: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
 
     def _sparse_weight(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -81,7 +85,9 @@ class SparseAggregation(nn.Module):
         batch, channels, height, width = x.shape
         padding = (self.patch_size - 1) // 2
         rows = self.row_stop - self.row_start
-        if x.device.type != "cpu":
+        if self.method not in self.METHODS:
+            raise ConfigError(f"unknown aggregation method {self.method!r}; valid: {', '.join(self.METHODS)}")
+        if self.method == "conv" or (self.method == "auto" and x.device.type != "cpu"):
             kernel = self.weight.view(rows, channels, self.patch_size, self.patch_size).to(dtype=x.dtype)
             return F.conv2d(x, kernel, padding=padding)
         sparse = self._sparse_weight(x.device, x.dtype)

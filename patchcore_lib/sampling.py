@@ -267,8 +267,12 @@ def _nearest(points: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
 
 
 def all_point_distances(x: torch.Tensor, x_sq: torch.Tensor, s: torch.Tensor, s_sq: torch.Tensor) -> torch.Tensor:
-    """:func:`point_distances` of every row of ``x [N, P]`` -> ``[N]``, in chunks of ``_WORK_ROWS``
-    rows (a multiple of 4: every row gets the same BLAS kernel, hence the same bits, as one full pass)."""
+    """:func:`point_distances` of every row of ``x [N, P]`` -> ``[N]``. On CPU in chunks of
+    ``_WORK_ROWS`` rows (a multiple of 4: every row gets the same BLAS kernel, hence the same bits, as
+    one full pass); on other devices in one pass (few kernel launches, and cuBLAS may choose its
+    kernel by the number of rows)."""
+    if x.device.type != "cpu":
+        return point_distances(x, x_sq, s, s_sq)
     out = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
     for start in range(0, x.shape[0], _WORK_ROWS):
         end = start + _WORK_ROWS
@@ -293,8 +297,9 @@ class ApproximateGreedyCoresetSampler(_ProjectingSampler):
         show_progress: bool = True,
         pruning: Optional[bool] = None,
     ) -> None:
-        """``pruning``: ``None`` = automatic, ``True`` = k-means blocks + triangle-inequality pruning,
-        ``False`` = plain loop over all points (same result, for testing / tiny problems)."""
+        """``pruning``: ``None`` = automatic (on CPU for N >= 4096 and >= 64 selections; never on a
+        GPU), ``True`` = k-means blocks, triangle-inequality pruning and screening, ``False`` = plain
+        loop over all points (same result; for testing, tiny problems and GPUs)."""
         super().__init__(ratio, seed, projection_dim, device, show_progress)
         if int(num_starting_points) < 1:
             raise ConfigError(f"num_starting_points must be >= 1, got {num_starting_points}")
@@ -341,8 +346,10 @@ class ApproximateGreedyCoresetSampler(_ProjectingSampler):
         reduced = reduced.to(torch.float32).contiguous()
         pruning = self.pruning
         if pruning is None:
-            # Pruning pays off once the loop is long compared with the k-means set-up.
-            pruning = n >= 4096 and count >= 64
+            # On CPU pruning pays off once the loop is long compared with the k-means set-up. On a GPU
+            # the plain loop is a few kernel launches per selection with no host synchronisation,
+            # while the lazy loop synchronises several times per block refresh: plain is the default.
+            pruning = n >= 4096 and count >= 64 and reduced.device.type == "cpu"
         with torch.no_grad():
             x_sq = squared_norms_chunked(reduced)
             running = torch.stack(

@@ -49,10 +49,13 @@ def test_adaptive_pool_matrix_matches_torch_pooling():
     ("resnet18", ("layer1", "layer2", "layer3"), (512, 300), 3),  # output windows straddle layers
     ("resnet18", ("layer3",), (1024, 256), 1),
 ])
-def test_fused_features_equal_official_chain(backbone, layers, dims, patch):
+@pytest.mark.parametrize("method", ["csr", "conv"])  # conv is what CUDA runs: tested here on CPU
+def test_fused_features_equal_official_chain(backbone, layers, dims, patch, method):
     torch.manual_seed(0)
     weights = "random" if backbone == "resnet18" else None
     extractor = PatchFeatureExtractor(backbone, layers, patch, *dims, weights=weights)
+    for aggregation in extractor.aggregations:
+        aggregation.method = method
     images = torch.randn(2, 3, 96, 96)
     features, grid = extractor(images)
     maps = extractor.backbone(images)
@@ -65,6 +68,10 @@ def test_fused_features_equal_official_chain(backbone, layers, dims, patch):
 
 def test_too_small_image_and_bad_patch_size_are_clear_errors():
     extractor = PatchFeatureExtractor("resnet18", weights="random")
+    extractor.aggregations[0].method = "dense"
+    with pytest.raises(ConfigError, match="unknown aggregation method 'dense'"):
+        extractor(torch.randn(1, 3, 64, 64))
+    extractor.aggregations[0].method = "auto"
     with pytest.raises(ConfigError, match="at least 32 px"):
         extractor(torch.randn(1, 3, 24, 24))
     with pytest.raises(ConfigError, match="patch_size"):
