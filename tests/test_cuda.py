@@ -9,6 +9,7 @@ from patchcore_lib.features import PatchFeatureExtractor
 from patchcore_lib.knn import NearestNeighbourSearch
 from patchcore_lib.model import PatchCore, state_fingerprint
 from patchcore_lib.sampling import ApproximateGreedyCoresetSampler
+from test_sampling import reference_approx_greedy
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -38,16 +39,8 @@ def test_coreset_on_cuda_is_the_plain_loop_on_cuda():
     sampler = ApproximateGreedyCoresetSampler(0.05, show_progress=False)  # automatic: plain loop on a GPU
     reduced = sampler.project(features)
     assert reduced.device.type == "cuda"
-    sq = (reduced * reduced).sum(1)
-
-    def dist(j: int) -> torch.Tensor:
-        return (-2 * (reduced @ reduced[j]) + sq + sq[j]).clamp_min(0).sqrt()
-
-    running = torch.stack([dist(int(j)) for j in sampler.start_points(len(features))], -1).mean(-1)
-    expected = []
-    for _ in range(int(len(features) * 0.05)):
-        expected.append(int(torch.argmax(running)))
-        running = torch.minimum(running, dist(expected[-1]))
+    starts = sampler.start_points(len(features)).tolist()
+    expected = reference_approx_greedy(reduced, starts, int(len(features) * 0.05))  # on the CUDA tensors
     assert sampler.select(features).tolist() == expected
 
 
