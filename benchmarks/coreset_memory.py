@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from patchcore_lib.sampling import ApproximateGreedyCoresetSampler
+from patchcore_lib.components.sampling import ApproximateGreedyCoresetSampler
 
 
 def make_features(n: int, dim: int, clusters: int, seed: int) -> torch.Tensor:

@@ -75,9 +75,9 @@ def copy_gbps(device: torch.device, mib: int = 512) -> float:
 # ---------------------------------------------------------------- dataset mode
 def bench_dataset(args: argparse.Namespace) -> dict[str, Any]:
     from patchcore_lib.data import MVTecDataset
-    from patchcore_lib.knn import NearestNeighbourSearch
-    from patchcore_lib.model import PatchCore, PatchCoreConfig
-    from patchcore_lib.sampling import make_sampler
+    from patchcore_lib.components.knn import NearestNeighbourSearch
+    from patchcore_lib.detectors.patchcore import PatchCore, PatchCoreConfig
+    from patchcore_lib.components.sampling import make_sampler
 
     config = PatchCoreConfig(backbone=args.backbone, weights=args.weights, resize=args.resize, imagesize=args.imagesize,
                              coreset_ratio=args.coreset_ratio, device=args.device, batch_size=args.batch_size)
@@ -172,8 +172,8 @@ def clustered_features(n: int, dim: int, clusters: int, seed: int, device: torch
 
 
 def bench_synthetic(args: argparse.Namespace) -> dict[str, Any]:
-    from patchcore_lib.knn import NearestNeighbourSearch
-    from patchcore_lib.sampling import make_sampler
+    from patchcore_lib.components.knn import NearestNeighbourSearch
+    from patchcore_lib.components.sampling import make_sampler
 
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     rows = []
@@ -211,7 +211,7 @@ def bench_mvtec_workload(args: argparse.Namespace) -> dict[str, Any]:
 
     ``--scale`` shrinks the counts (e.g. 0.02 for a CPU smoke test); 1.0 is the full 3,629 + 1,725 images.
     """
-    from patchcore_lib.model import PatchCore, PatchCoreConfig
+    from patchcore_lib.detectors.patchcore import PatchCore, PatchCoreConfig
 
     config = PatchCoreConfig(backbone=args.backbone, weights=args.weights, resize=args.imagesize,
                              imagesize=args.imagesize, coreset_ratio=args.coreset_ratio, device=args.device,
@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         args.device = result["device"]
     print_table(result)
     if args.out:
-        from patchcore_lib.io_utils import atomic_write_text
+        from patchcore_lib.utils.files import atomic_write_text
 
         atomic_write_text(Path(args.out), json.dumps(result, indent=2, default=str))
     return 0

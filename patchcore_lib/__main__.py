@@ -1,6 +1,6 @@
 """Entry point for ``python -m patchcore_lib``."""
 import sys
 
-from .cli import main
+from patchcore_lib.cli import main
 
 sys.exit(main())

@@ -1,86 +1,87 @@
-"""Command line: ``python -m patchcore_lib evaluate --data-root DIR --category NAME ... --out DIR``.
+"""Command line: ``patchcore evaluate --data-root DIR --category NAME ... --out DIR`` (also ``python -m patchcore_lib``).
 
-Errors are printed to stderr as one line and the exit code is non-zero (``--debug`` shows tracebacks).
+Every model option is generated from the configuration schema (:class:`PatchCoreConfig` and each registered
+detector's own options), so defaults, choices and checks live in one place. Errors are printed to stderr as
+one line and the exit code is non-zero (``--debug`` shows tracebacks).
 """
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
-from .errors import PatchCoreError
+from patchcore_lib import __version__
+from patchcore_lib.detectors import DETECTORS, SHARED_SETTINGS, Detector, PatchCoreConfig, make_detector
+from patchcore_lib.errors import ConfigError, PatchCoreError
+from patchcore_lib.evaluation.runner import evaluate
+from patchcore_lib.utils.schema import add_options, flag, options_from_args
+
+PROG = "patchcore"
+
+
+def _method_dest(cls: type, name: str) -> str:
+    return f"{cls.option_prefix}_{name}"
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> list[str]:
+    """``--method`` plus every PatchCore option and every detector's own options (``--<prefix>-<name>``)."""
+    parser.add_argument("--method", default="patchcore", choices=DETECTORS.names(),
+                        help="detector (default: patchcore)")
+    names = add_options(parser.add_argument_group("PatchCore options (ensemble members share them)"),
+                        PatchCoreConfig)
+    for method, cls in DETECTORS.items():
+        if cls.method_options:
+            add_options(parser.add_argument_group(f"{method} options"), cls.options_class,
+                        include=cls.method_options, prefix=cls.option_prefix)
+    return names
+
+
+def detector_from_args(args: argparse.Namespace, patchcore_names: Sequence[str]) -> Detector:
+    """The detector the options describe; options that do not apply to ``--method`` are an error."""
+    given = options_from_args(args, patchcore_names)
+    cls = DETECTORS.get(args.method)
+    method_options: dict[str, Any] = {}
+    for method, other in DETECTORS.items():
+        for name in other.method_options:
+            value = getattr(args, _method_dest(other, name), None)
+            if value is None:
+                continue
+            if other is not cls:
+                raise ConfigError(f"option {flag(_method_dest(other, name))} applies to --method {method}, "
+                                  f"not {args.method}")
+            method_options[name] = value
+    if args.method == "patchcore" or args.method == "patchcore_ensemble":
+        base = PatchCoreConfig(**given)
+    else:
+        unused = sorted(set(given) - set(SHARED_SETTINGS) - {"layers"})
+        if unused:
+            raise ConfigError(f"option(s) {', '.join(flag(n) for n in unused)} do not apply to --method {args.method}")
+        if "layers" in given:
+            method_options.setdefault("layers", given.pop("layers"))
+        base = PatchCoreConfig(**{k: v for k, v in given.items() if k != "layers"})
+    return make_detector(args.method, base, **method_options)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .backbones import BACKBONES
-    from .knn import DISTANCES
-    from .sampling import SAMPLER_NAMES
-    from .scoring import SCORE_MODES
-
-    parser = argparse.ArgumentParser(prog="python -m patchcore_lib", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    ev = commands.add_parser("evaluate", help="fit and evaluate PatchCore on MVTec-layout categories")
+    ev = commands.add_parser("evaluate", help="fit and evaluate a detector on MVTec-layout categories")
     ev.add_argument("--data-root", required=True, help="folder holding <category>/train, test, ground_truth")
     ev.add_argument("--category", action="append", required=True, help="category name (repeat for several)")
-    ev.add_argument("--method", default="patchcore", choices=("patchcore", "padim", "orthoad", "patchcore_ensemble"),
-                    help="detector: patchcore (default), padim (random channel subset + per-position Gaussian), "
-                         "orthoad (semi-orthogonal projection + per-position Gaussian) or patchcore_ensemble "
-                         "(one PatchCore per --ensemble-backbones entry, standardised and averaged)")
-    ev.add_argument("--ensemble-backbones", nargs="+", default=None, metavar="NAME",
-                    help="members of patchcore_ensemble, each with its default layers (default: the paper's "
-                         "wide_resnet101_2 resnext101_32x8d densenet201)")
-    ev.add_argument("--orthoad-k", type=int, default=100, help="OrthoAD projection rank k (default 100)")
-    ev.add_argument("--padim-d", type=int, default=None,
-                    help="PaDiM number of random channels d (default: 100 for resnet18, 550 for wide_resnet50_2, "
-                         "else min(100, D))")
-    ev.add_argument("--backbone", default="efficientnet_lite0", metavar="NAME",  # checked by the library
-                    help=f"one of: {', '.join(sorted(BACKBONES))} (default efficientnet_lite0, offline)")
-    ev.add_argument("--layers", nargs="+", default=None, metavar="L", help="feature layers (default: the backbone's)")
-    ev.add_argument("--weights", default=None, help="backbone weights file, or 'random'")
-    ev.add_argument("--resize", type=int, default=256)
-    ev.add_argument("--imagesize", type=int, default=224)
-    ev.add_argument("--patch-size", type=int, default=3)
-    ev.add_argument("--pretrain-embed-dimension", type=int, default=None)
-    ev.add_argument("--target-embed-dimension", type=int, default=None)
-    ev.add_argument("--coreset-ratio", type=float, default=0.1)
-    ev.add_argument("--sampler", default="approx_greedy", choices=SAMPLER_NAMES)
-    ev.add_argument("--num-nn", type=int, default=1)
-    ev.add_argument("--score", default="max", choices=SCORE_MODES)
-    ev.add_argument("--reweight-neighbourhood", type=int, default=3, help="b of the paper's Eq. 7")
-    ev.add_argument("--distance", default="sqeuclidean", choices=DISTANCES)
-    ev.add_argument("--sigma", type=float, default=4.0)
-    ev.add_argument("--batch-size", type=int, default=8)
-    ev.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--out", required=True, help="output directory")
     ev.add_argument("--save-model", action="store_true", help="write <out>/<category>/model.pt")
     ev.add_argument("--no-resume", action="store_true", help="recompute categories already finished in --out")
     ev.add_argument("--quiet", action="store_true", help="no progress bars")
-    ev.add_argument("--out", required=True, help="output directory")
     ev.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    ev.set_defaults(patchcore_names=add_model_options(ev))
     return parser
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import config_from_options, evaluate
-
-    config = config_from_options(
-        backbone=args.backbone, layers=tuple(args.layers) if args.layers else None, weights=args.weights,
-        resize=args.resize, imagesize=args.imagesize, patch_size=args.patch_size,
-        pretrain_embed_dimension=args.pretrain_embed_dimension, target_embed_dimension=args.target_embed_dimension,
-        sampler=args.sampler, coreset_ratio=args.coreset_ratio, num_nn=args.num_nn, score=args.score,
-        reweight_neighbourhood=args.reweight_neighbourhood, distance=args.distance, sigma=args.sigma,
-        batch_size=args.batch_size, seed=args.seed, device=args.device)
-    method_options: dict = {}
-    if args.method == "patchcore_ensemble":
-        method_options = {"backbones": tuple(args.ensemble_backbones)} if args.ensemble_backbones else {}
-    elif args.method != "patchcore":
-        method_options = {"layers": tuple(args.layers) if args.layers else None,
-                          "d": args.padim_d if args.method == "padim" else None,
-                          "k": args.orthoad_k if args.method == "orthoad" else None}
-        method_options = {k: v for k, v in method_options.items() if v is not None}
-    rows = evaluate(args.data_root, args.category, config, args.out, save_model=args.save_model,
-                    show_progress=not args.quiet, resume=not args.no_resume, method=args.method,
-                    method_options=method_options)
+    detector = detector_from_args(args, args.patchcore_names)
+    rows = evaluate(detector, args.data_root, args.category, args.out, save_model=args.save_model,
+                    show_progress=not args.quiet, resume=not args.no_resume)
     print(f"{'category':<16} {'image_auroc':>11} {'pixel_auroc':>11} {'pro':>7} {'fit_s':>7} {'s/img':>7}")
     for row in rows:
         print(f"{row['category']:<16} {row['image_auroc']:>11.4f} {row['pixel_auroc']:>11.4f} {row['pro']:>7.4f} "

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from patchcore_lib.anomaly_map import anomaly_maps, gaussian_blur
+from patchcore_lib.components.anomaly_map import anomaly_maps, gaussian_blur
 from patchcore_lib.errors import ConfigError
 
 

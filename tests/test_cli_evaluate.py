@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from patchcore_lib.cli import main
-from patchcore_lib.io_utils import output_lock
+from patchcore_lib.utils.files import output_lock
 
 FAST = ["--backbone", "resnet18", "--weights", "random", "--resize", "64", "--imagesize", "64",
         "--coreset-ratio", "0.2", "--quiet"]
@@ -50,7 +50,7 @@ def test_evaluate_writes_results_scores_and_run_record(synthetic_root, tmp_path)
 @pytest.mark.parametrize("args,message", [
     (["--data-root", "{tmp}/missing", "--category", "x"], "data root {tmp}/missing does not exist"),
     (["--data-root", "{root}", "--category", "carpet"], "category 'carpet' not found"),
-    (["--data-root", "{root}", "--category", "tiny", "--coreset-ratio", "0"], r"coreset ratio must be in (0, 1], got 0.0"),
+    (["--data-root", "{root}", "--category", "tiny", "--coreset-ratio", "0"], r"coreset_ratio must be in (0, 1], got 0.0"),
     (["--data-root", "{root}", "--category", "tiny", "--layers", "layer9"], "unknown layer(s) 'layer9'"),
     (["--data-root", "{root}", "--category", "tiny", "--imagesize", "16", "--resize", "16"], "too small"),
     (["--data-root", "{root}", "--category", "tiny", "--num-nn", "100000"], "larger than the memory bank"),
@@ -137,7 +137,7 @@ def test_unwritable_output_path_is_clear(synthetic_root, tmp_path):
 
 
 def test_killed_study_resumes_without_redoing_finished_categories(tmp_path):
-    from patchcore_lib.synthetic import make_synthetic_dataset
+    from patchcore_lib.data.synthetic import make_synthetic_dataset
 
     root = tmp_path / "data"
     for index, name in enumerate(("cat_a", "cat_b", "cat_c")):
@@ -170,7 +170,7 @@ def test_killed_study_resumes_without_redoing_finished_categories(tmp_path):
 
 def test_second_study_into_the_same_directory_is_refused(tmp_path):
     with output_lock(tmp_path):
-        code = ("import sys; from pathlib import Path; from patchcore_lib.io_utils import output_lock\n"
+        code = ("import sys; from pathlib import Path; from patchcore_lib.utils.files import output_lock\n"
                 "with output_lock(Path(sys.argv[1])): pass\n")
         result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
         assert result.returncode != 0 and "is in use by another study (pid" in result.stderr
@@ -183,8 +183,8 @@ def test_second_study_into_the_same_directory_is_refused(tmp_path):
 def test_feature_cache_rebuilds_corrupt_or_foreign_entries(synthetic_root, tmp_path):
     import torch
 
-    from patchcore_lib.feature_cache import cached_split_features
-    from patchcore_lib.model import PatchCore
+    from patchcore_lib.study.cache import cached_split_features
+    from patchcore_lib.detectors.patchcore import PatchCore
 
     model = PatchCore(backbone="resnet18", weights="random", resize=64, imagesize=64)
     first, grid, cached = cached_split_features(model, synthetic_root, "tiny", "train", tmp_path, show_progress=False)
@@ -210,8 +210,8 @@ def test_feature_cache_notices_weights_replaced_at_the_same_path(synthetic_root,
     import torch
     import torchvision
 
-    from patchcore_lib.feature_cache import cached_split_features
-    from patchcore_lib.model import PatchCore
+    from patchcore_lib.study.cache import cached_split_features
+    from patchcore_lib.detectors.patchcore import PatchCore
 
     weights = tmp_path / "resnet18.pth"
     cache = tmp_path / "cache"

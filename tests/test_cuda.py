@@ -5,10 +5,10 @@ test_features.py, test_knn_scoring.py and test_sampling.py."""
 import pytest
 import torch
 
-from patchcore_lib.features import PatchFeatureExtractor
-from patchcore_lib.knn import NearestNeighbourSearch
-from patchcore_lib.model import PatchCore, state_fingerprint
-from patchcore_lib.sampling import ApproximateGreedyCoresetSampler
+from patchcore_lib.components.features import PatchFeatureExtractor
+from patchcore_lib.components.knn import NearestNeighbourSearch
+from patchcore_lib.detectors.patchcore import PatchCore, state_fingerprint
+from patchcore_lib.components.sampling import ApproximateGreedyCoresetSampler
 from test_sampling import reference_approx_greedy
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

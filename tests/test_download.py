@@ -1,4 +1,4 @@
-"""Tests of patchcore_lib.download against a local HTTP server (no internet access needed)."""
+"""Tests of patchcore_lib.data.download against a local HTTP server (no internet access needed)."""
 from __future__ import annotations
 
 import hashlib
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from patchcore_lib.download import (
+from patchcore_lib.data.download import (
     MVTEC_CATEGORIES,
     MVTEC_SHA256,
     MVTEC_URL,

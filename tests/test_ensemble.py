@@ -3,10 +3,10 @@ import pytest
 import torch
 
 from patchcore_lib.data import MVTecDataset
-from patchcore_lib.ensemble import PatchCoreEnsemble
+from patchcore_lib.detectors.ensemble import PatchCoreEnsemble
 from patchcore_lib.errors import ConfigError
-from patchcore_lib.evaluate import evaluate_category
-from patchcore_lib.model import PatchCoreConfig
+from patchcore_lib.evaluation.runner import evaluate_category
+from patchcore_lib.detectors.patchcore import PatchCoreConfig
 
 MEMBERS = [PatchCoreConfig(backbone="resnet18", weights="random", resize=64, imagesize=64, coreset_ratio=0.2),
            PatchCoreConfig(backbone="efficientnet_lite0", resize=64, imagesize=64, coreset_ratio=0.2)]
@@ -32,7 +32,7 @@ def test_ensemble_is_the_mean_of_standardised_members(synthetic_root):
 
 
 def test_ensemble_evaluates_like_a_single_model(synthetic_root):
-    row, predictions = evaluate_category(synthetic_root, "tiny", MEMBERS[0], model=PatchCoreEnsemble(MEMBERS),
+    row, predictions = evaluate_category(PatchCoreEnsemble(MEMBERS), synthetic_root, "tiny",
                                          show_progress=False)
     assert 0.5 <= row["image_auroc"] <= 1 and predictions.maps.shape[1:] == (64, 64)
     assert row["memory_bank_size"] > 0
@@ -50,8 +50,8 @@ def test_ensemble_through_the_factory_and_the_cli(synthetic_root, tmp_path, caps
     import json
 
     from patchcore_lib.cli import main
-    from patchcore_lib.detectors import make_detector, method_config
-    from patchcore_lib.ensemble import EnsembleConfig
+    from patchcore_lib.detectors.registry import make_detector, method_config
+    from patchcore_lib.detectors.ensemble import EnsembleConfig
 
     base = PatchCoreConfig(backbone="resnet18", weights="random", resize=64, imagesize=64, coreset_ratio=0.2)
     config = method_config("patchcore_ensemble", base, backbones=("resnet18", "efficientnet_lite0"))

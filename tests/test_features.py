@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from patchcore_lib.errors import ConfigError
-from patchcore_lib.features import PatchFeatureExtractor, adaptive_pool_matrix
+from patchcore_lib.components.features import PatchFeatureExtractor, adaptive_pool_matrix
 
 
 def official_patch_features(maps: list[torch.Tensor], patch_size: int, pretrain_dim: int, target_dim: int) -> torch.Tensor:

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from patchcore_lib.errors import ConfigError
-from patchcore_lib.knn import NearestNeighbourSearch, faiss_available
-from patchcore_lib.scoring import image_scores_max, image_scores_reweighted, reweighting_factors
+from patchcore_lib.components.knn import NearestNeighbourSearch, faiss_available
+from patchcore_lib.components.scoring import image_scores_max, image_scores_reweighted, reweighting_factors
 
 BACKENDS = ["torch"] + (["faiss"] if faiss_available() else [])
 

@@ -1,4 +1,4 @@
-"""Tests of patchcore_lib.metrics: hand-computed AUROC / PRO cases and a slow PRO reference."""
+"""Tests of patchcore_lib.evaluation.metrics: hand-computed AUROC / PRO cases and a slow PRO reference."""
 from __future__ import annotations
 
 import math
@@ -11,7 +11,7 @@ import torch
 from scipy import ndimage
 
 from patchcore_lib.errors import ConfigError
-from patchcore_lib.metrics import (
+from patchcore_lib.evaluation.metrics import (
     UndefinedMetricWarning,
     image_auroc,
     per_defect_image_auroc,

@@ -8,8 +8,8 @@ import torch
 
 from patchcore_lib.data import MVTecDataset
 from patchcore_lib.errors import ConfigError, ModelFileError
-from patchcore_lib.evaluate import evaluate_category
-from patchcore_lib.model import PatchCore, PatchCoreConfig
+from patchcore_lib.evaluation.runner import evaluate_category
+from patchcore_lib.detectors.patchcore import PatchCore, PatchCoreConfig
 
 SMALL = dict(backbone="efficientnet_lite0", resize=128, imagesize=128, coreset_ratio=0.25, batch_size=8)
 
@@ -24,7 +24,7 @@ def fitted(synthetic_root):
 def test_pretrained_backbone_separates_synthetic_defects(default_synthetic):
     """Embedded default dataset, offline ImageNet backbone, official 224 px geometry."""
     root, category = default_synthetic
-    row, predictions = evaluate_category(root, category, PatchCoreConfig(), show_progress=False)
+    row, predictions = evaluate_category(PatchCore(PatchCoreConfig()), root, category, show_progress=False)
     assert row["image_auroc"] >= 0.9
     assert row["pixel_auroc"] >= 0.9
     assert 0 < row["pro"] <= 1
@@ -73,7 +73,7 @@ def test_load_refuses_truncated_foreign_and_mismatched_files(fitted, tmp_path):
 
 def test_seeded_fit_is_deterministic_across_processes(synthetic_root, tmp_path):
     code = (
-        "import sys, torch; from patchcore_lib.model import PatchCore; from patchcore_lib.data import MVTecDataset\n"
+        "import sys, torch; from patchcore_lib.detectors.patchcore import PatchCore; from patchcore_lib.data import MVTecDataset\n"
         "root = sys.argv[1]\n"
         "m = PatchCore(backbone='resnet18', weights='random', resize=64, imagesize=64, coreset_ratio=0.2, seed=3, device='cpu')\n"
         "m.fit(MVTecDataset(root, 'tiny', 'train', 64, 64), show_progress=False)\n"
@@ -89,7 +89,7 @@ def test_seeded_fit_is_deterministic_across_processes(synthetic_root, tmp_path):
 
 
 def test_config_validation_messages():
-    with pytest.raises(ConfigError, match=r"coreset ratio must be in \(0, 1\], got 1.5"):
+    with pytest.raises(ConfigError, match=r"coreset_ratio must be in \(0, 1\], got 1.5"):
         PatchCoreConfig(coreset_ratio=1.5)
     with pytest.raises(ConfigError, match="unknown backbone 'vgg'.*wide_resnet50_2"):
         PatchCoreConfig(backbone="vgg")
@@ -99,7 +99,7 @@ def test_config_validation_messages():
         PatchCoreConfig(resize=16, imagesize=16)
     with pytest.raises(ConfigError, match="unknown sampler"):
         PatchCoreConfig(sampler="kmeans")
-    with pytest.raises(ConfigError, match="num_nn must be a positive integer"):
+    with pytest.raises(ConfigError, match="num_nn must be >= 1, got 0"):
         PatchCoreConfig(num_nn=0)
 
 
@@ -110,7 +110,7 @@ def test_num_nn_larger_than_bank_is_refused(synthetic_root):
 
 
 def test_seeds_change_only_the_random_parts_and_metrics_barely(synthetic_root):
-    from patchcore_lib.evaluate import prediction_metrics
+    from patchcore_lib.evaluation.runner import prediction_metrics
 
     train = MVTecDataset(synthetic_root, "tiny", "train", 128, 128)
     test = MVTecDataset(synthetic_root, "tiny", "test", 128, 128)

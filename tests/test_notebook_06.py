@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from patchcore_lib.notebook_utils import repository_root
+from patchcore_lib.study.outputs import repository_root
 
 pytest.importorskip("papermill")
 
@@ -12,7 +12,7 @@ def test_notebook_06_runs_and_writes_outputs(tmp_path):
     import pandas as pd
     import papermill
 
-    from patchcore_lib.synthetic import make_synthetic_dataset
+    from patchcore_lib.data.synthetic import make_synthetic_dataset
 
     make_synthetic_dataset(tmp_path / "data", category="tiny", n_train=8, n_test_good=3, n_test_per_defect=2,
                            image_size=96)

@@ -34,7 +34,7 @@ EXTRA = {
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from patchcore_lib.synthetic import make_synthetic_dataset
+    from patchcore_lib.data.synthetic import make_synthetic_dataset
 
     base = tmp_path_factory.mktemp("notebooks")
     make_synthetic_dataset(base / "data", category="tiny", n_train=8, n_test_good=3, n_test_per_defect=2,
@@ -134,7 +134,7 @@ def test_03_knn_scoring(run_03):
 
 
 @pytest.mark.parametrize("name, bad, message", [
-    ("01_feature_extraction", {"imagesize": "64"}, "notebook parameter 'imagesize' must be int, got str"),
+    ("01_feature_extraction", {"imagesize": "64"}, "notebook parameter 'imagesize' must be an integer, got str"),
     ("02_coreset_ablation", {"samplers": ["fastest"]}, "unknown sampler 'fastest'"),
 ])
 def test_bad_parameter_fails_with_clear_message(tiny, name, bad, message):

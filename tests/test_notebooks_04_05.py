@@ -18,7 +18,7 @@ TINY = dict(resize=64, imagesize=64, coreset_ratio=0.2, seed=0, device="cpu")
 
 @pytest.fixture(scope="module")
 def tiny_root(tmp_path_factory) -> Path:
-    from patchcore_lib.synthetic import make_synthetic_dataset
+    from patchcore_lib.data.synthetic import make_synthetic_dataset
 
     root = tmp_path_factory.mktemp("nb_data")
     make_synthetic_dataset(root, category="tiny", kind="texture", image_size=96, n_train=8, n_test_good=3,
@@ -51,7 +51,7 @@ def test_notebook_is_committed_clean(path):
 
 
 def test_04_declares_the_documented_parameters():
-    from patchcore_lib.study import notebook_parameters
+    from patchcore_lib.study.runner import notebook_parameters
 
     declared = notebook_parameters(NB04)
     assert list(declared) == ["data_root", "category", "backbone", "layers", "weights", "resize", "imagesize",
@@ -106,4 +106,4 @@ def test_wrong_parameter_type_fails_with_a_clear_message(tiny_root, tmp_path):
                                    parameters=dict(data_root=str(tiny_root), category="tiny", imagesize="abc",
                                                    reports_dir=str(tmp_path)))
     assert "ConfigError" in str(info.value)
-    assert "notebook parameter 'imagesize' must be int, got str 'abc'" in str(info.value)
+    assert "notebook parameter 'imagesize' must be an integer, got str 'abc'" in str(info.value)

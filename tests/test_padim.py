@@ -6,12 +6,13 @@ import pytest
 import torch
 
 from patchcore_lib.data import MVTecDataset
-from patchcore_lib.detectors import load_detector, make_detector, method_config
+from patchcore_lib.detectors.registry import load_detector, make_detector, method_config
 from patchcore_lib.errors import ConfigError, ModelFileError
-from patchcore_lib.model import PatchCore, PatchCoreConfig
-from patchcore_lib.padim import (GaussianAD, GaussianADConfig, OrthoAD, PaDiM, REFERENCE_MVTEC_MEANS,
-                                 legacy_pixel_auroc, mahalanobis, random_channel_subset, reference_table,
-                                 semi_orthogonal_matrix)
+from patchcore_lib.detectors.patchcore import PatchCore, PatchCoreConfig
+from patchcore_lib.detectors.gaussian import (GaussianAD, GaussianADConfig, OrthoAD, PaDiM, mahalanobis,
+                                             random_channel_subset, semi_orthogonal_matrix)
+from patchcore_lib.evaluation.metrics import legacy_pixel_auroc
+from patchcore_lib.evaluation.reference import REFERENCE_MVTEC_MEANS, baseline_reference_table
 
 # efficientnet_lite0 blocks.1/2/4 -> D = 24 + 40 + 112 = 176 channels on a 16 x 16 grid at 64 px
 TINY = dict(backbone="efficientnet_lite0", weights="random", resize=64, imagesize=64, batch_size=6)
@@ -175,7 +176,7 @@ def test_factory_and_config_validation():
     ortho = method_config("orthoad", shared, k=300)
     assert ortho.k == 300 and ortho.total_channels == 448
     assert isinstance(make_detector("patchcore", shared), PatchCore)
-    with pytest.raises(ConfigError, match="unknown method 'spade'"):
+    with pytest.raises(ConfigError, match="unknown detector 'spade'"):
         make_detector("spade", shared)
     with pytest.raises(ConfigError, match="OrthoAD k=300 exceeds the 176 channels of efficientnet_lite0"):
         method_config("orthoad", None, k=300)
@@ -212,7 +213,7 @@ def test_legacy_pixel_auroc_and_reference_values():
     area = f[0] * p[0] / 2 + sum((f[i] - f[i - 1]) * (p[i] + p[i - 1]) / 2 for i in range(1, len(f) - 1))
     area += (1.0 - f[-2]) * ((p[-1] + p[-2]) / 2 + p[-2]) / 2
     assert legacy_pixel_auroc(masks, maps, num_samples=50) == pytest.approx(area, abs=1e-9)
-    table = reference_table()
+    table = baseline_reference_table()
     assert (table["scope"] == "MVTec AD mean (15 categories)").all() and len(table) == len(REFERENCE_MVTEC_MEANS)
     assert table.query("source == 'PaDiM paper'")["pixel_auroc"].item() == 0.975
 

@@ -1,4 +1,4 @@
-"""Tests of patchcore_lib.sampling (memory-bank subsamplers)."""
+"""Tests of patchcore_lib.components.sampling (memory-bank subsamplers)."""
 from __future__ import annotations
 
 import time
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from patchcore_lib.errors import ConfigError
-from patchcore_lib.sampling import (
+from patchcore_lib.components.sampling import (
     SAMPLER_NAMES,
     ApproximateGreedyCoresetSampler,
     GreedyCoresetSampler,

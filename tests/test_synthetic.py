@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from patchcore_lib import synthetic
+from patchcore_lib.data import synthetic
 from patchcore_lib.errors import ConfigError, DatasetError
-from patchcore_lib.synthetic import (
+from patchcore_lib.data.synthetic import (
     DEFAULT_DEFECTS,
     DEFECT_TYPES,
     MARKER_NAME,

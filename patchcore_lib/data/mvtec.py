@@ -1,0 +1,168 @@
+"""The MVTec AD folder layout: categories, splits, samples, masks, and the dataset fingerprint.
+
+Layout::
+
+    <root>/<category>/train/good/*.png
+    <root>/<category>/test/<defect>/*.png          (``good`` = normal test images)
+    <root>/<category>/ground_truth/<defect>/<stem>_mask.png
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from patchcore_lib.data.download import missing_dataset_message
+from patchcore_lib.data.layouts import LAYOUTS
+from patchcore_lib.data.preprocessing import IMAGE_EXTENSIONS, Preprocess, load_mask, load_rgb
+from patchcore_lib.errors import ConfigError, DatasetError
+
+SYSTEM_FILES = {".ds_store", "thumbs.db", "desktop.ini"}
+GOOD = "good"
+
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image of a split: its path, label (0 normal, 1 anomalous), defect type and mask path."""
+
+    path: Path
+    label: int
+    defect_type: str
+    mask_path: Path | None
+
+
+def _is_hidden_or_system(path: Path) -> bool:
+    return path.name.startswith(".") or path.name.lower() in SYSTEM_FILES
+
+
+def _list_images(folder: Path) -> list[Path]:
+    """Image files of ``folder`` (sorted); hidden/system files are skipped, other files are an error."""
+    images = []
+    for path in sorted(folder.iterdir()):
+        if _is_hidden_or_system(path) or path.is_dir():
+            continue
+        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            raise DatasetError(
+                f"{path}: not an image file (accepted extensions: {', '.join(IMAGE_EXTENSIONS)}); "
+                "remove it or move it out of the dataset folder"
+            )
+        images.append(path)
+    return images
+
+
+def list_categories(root: str | Path) -> list[str]:
+    """Categories under ``root``: sub-folders that contain ``train/good``."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "train" / GOOD).is_dir())
+
+
+def check_category(root: str | Path, category: str) -> Path:
+    """Return ``root/category`` or raise a DatasetError saying where we looked and how to get data."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"data root {root} does not exist. " + missing_dataset_message(root, category))
+    folder = root / category
+    if not (folder / "train" / GOOD).is_dir():
+        found = list_categories(root)
+        listing = ", ".join(found) if found else "none"
+        raise DatasetError(
+            f"category '{category}' not found: {folder / 'train' / GOOD} does not exist "
+            f"(categories found under {root}: {listing})"
+        )
+    return folder
+
+
+def find_samples(root: str | Path, category: str, split: str) -> list[Sample]:
+    """All samples of ``split`` ('train' or 'test') of a category, in a deterministic order."""
+    if split not in ("train", "test"):
+        raise ConfigError(f"split must be 'train' or 'test', got {split!r}")
+    folder = check_category(root, category)
+    samples: list[Sample] = []
+    if split == "train":
+        images = _list_images(folder / "train" / GOOD)
+        if not images:
+            raise DatasetError(f"{folder / 'train' / GOOD} contains no images: PatchCore needs normal training images")
+        return [Sample(p, 0, GOOD, None) for p in images]
+    test_dir = folder / "test"
+    if not test_dir.is_dir():
+        raise DatasetError(f"{test_dir} does not exist: a category needs a test folder")
+    for defect_dir in sorted(p for p in test_dir.iterdir() if p.is_dir() and not _is_hidden_or_system(p)):
+        defect = defect_dir.name
+        for image in _list_images(defect_dir):
+            if defect == GOOD:
+                samples.append(Sample(image, 0, GOOD, None))
+                continue
+            mask = _find_mask(folder / "ground_truth" / defect, image.stem)
+            if mask is None:
+                raise DatasetError(
+                    f"{image}: defect image without a ground-truth mask "
+                    f"(expected {folder / 'ground_truth' / defect / (image.stem + '_mask.png')})"
+                )
+            samples.append(Sample(image, 1, defect, mask))
+    if not samples:
+        raise DatasetError(f"{test_dir} contains no test images")
+    return samples
+
+
+def _find_mask(folder: Path, stem: str) -> Path | None:
+    for ext in IMAGE_EXTENSIONS:
+        for candidate in (folder / f"{stem}_mask{ext}", folder / f"{stem}{ext}"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+
+@LAYOUTS.register("mvtec")
+class MVTecDataset(torch.utils.data.Dataset):
+    """One category and split of an MVTec-AD-layout dataset, preprocessed as the official code.
+
+    Items are dicts: ``image`` [3, S, S] float, ``mask`` [1, S, S] float 0/1, ``label`` int,
+    ``defect_type`` str, ``path`` str (S = ``imagesize``).
+    """
+
+    def __init__(self, root: str | Path, category: str, split: str = "train", resize: int = 256, imagesize: int = 224) -> None:
+        self.root = Path(root)
+        self.category = category
+        self.split = split
+        self.preprocess = Preprocess(resize, imagesize)
+        self.samples = find_samples(self.root, category, split)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = self.samples[index]
+        img = load_rgb(sample.path)
+        mask = load_mask(sample.mask_path, img.size, sample.path) if sample.mask_path is not None else None
+        return {
+            "image": self.preprocess.image(img),
+            "mask": self.preprocess.mask(mask),
+            "label": sample.label,
+            "defect_type": sample.defect_type,
+            "path": str(sample.path),
+        }
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([s.label for s in self.samples], dtype=np.int64)
+
+    @property
+    def defect_types(self) -> list[str]:
+        return [s.defect_type for s in self.samples]
+
+
+def dataset_fingerprint(root: str | Path, category: str) -> str:
+    """SHA-256 over the relative paths and sizes of every file of a category (cheap, content-free)."""
+    folder = Path(root) / category
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not _is_hidden_or_system(p)):
+        digest.update(f"{path.relative_to(folder).as_posix()}\t{path.stat().st_size}\n".encode())
+    return digest.hexdigest()

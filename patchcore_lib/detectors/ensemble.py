@@ -1,0 +1,185 @@
+"""Ensembles of PatchCore members (e.g. several backbones, as in the paper's WR101/ResNeXt101/DN201 run).
+
+Each member keeps its own memory bank. Member scores live on different scales, so each member is
+standardised with statistics of nominal data: after fitting, a member scores a few training images and
+the mean / standard deviation of those anomaly-map pixels become its offset / scale. The ensemble's image
+score and map are the means of the standardised member scores and maps. (The official code instead
+min-max normalises each member over the whole test set, which needs all test images at once; ours scores
+single images the same way at any time.)
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Sequence
+
+import torch
+
+import os
+from pathlib import Path
+
+from patchcore_lib import __version__
+from patchcore_lib.components.backbones import BACKBONES
+from patchcore_lib.data import make_loader
+from patchcore_lib.detectors.base import DETECTORS, Predictions, predict_over_dataset, shared_settings
+from patchcore_lib.detectors.patchcore import PatchCore, PatchCoreConfig, check_options, read_model_file
+from patchcore_lib.errors import ConfigError, ModelFileError
+from patchcore_lib.utils.files import atomic_torch_save
+from patchcore_lib.utils.schema import check_fields, option
+
+PAPER_ENSEMBLE_BACKBONES = ("wide_resnet101_2", "resnext101_32x8d", "densenet201")
+ENSEMBLE_FORMAT = "patchcore_lib.ensemble/1"
+
+
+@dataclasses.dataclass
+class EnsembleOptions:
+    """The ensemble's own options (the members share every other PatchCore setting)."""
+
+    backbones: tuple[str, ...] = option(PAPER_ENSEMBLE_BACKBONES, "one PatchCore member per backbone, each with "
+                                        "its default layers (at least two)", choices=BACKBONES.names,
+                                        metavar="NAME")
+    calibration_images: int = option(8, "nominal images that standardise each member", minimum=1)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class EnsembleConfig:
+    """The members' configurations (same image geometry) and the calibration size."""
+
+    members: tuple[PatchCoreConfig, ...]
+    calibration_images: int = 8
+    method: str = "patchcore_ensemble"
+
+    def __post_init__(self) -> None:
+        if len(self.members) < 2:
+            raise ConfigError(f"an ensemble needs at least two member configurations, got {len(self.members)}")
+        geometry = {(c.resize, c.imagesize) for c in self.members}
+        if len(geometry) != 1:
+            raise ConfigError(f"ensemble members must share resize/imagesize, got {sorted(geometry)}")
+        if isinstance(self.calibration_images, bool) or not isinstance(self.calibration_images, int) \
+                or self.calibration_images < 1:
+            raise ConfigError(f"calibration_images must be a positive integer, got {self.calibration_images!r}")
+
+    @classmethod
+    def from_backbones(cls, base: PatchCoreConfig, backbones: Sequence[str], calibration_images: int = 8
+                       ) -> "EnsembleConfig":
+        """One member per backbone: ``base``'s settings with that backbone and its default layers."""
+        if isinstance(backbones, str) or len(backbones) < 2:
+            raise ConfigError(f"an ensemble needs at least two backbones, got {backbones!r}")
+        members = tuple(dataclasses.replace(base, backbone=name, layers=None) for name in backbones)
+        return cls(members, calibration_images)
+
+    # the shared settings, read by evaluation and prediction code like a PatchCoreConfig's
+    resize = property(lambda self: self.members[0].resize)
+    imagesize = property(lambda self: self.members[0].imagesize)
+    batch_size = property(lambda self: self.members[0].batch_size)
+    backbone = property(lambda self: "+".join(c.backbone for c in self.members))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "calibration_images": self.calibration_images,
+                "backbone": self.backbone, "imagesize": self.imagesize, "resize": self.resize,
+                **{key: getattr(self.members[0], key) for key in ("coreset_ratio", "sampler", "patch_size", "num_nn",
+                                                                  "score", "seed")},
+                "members": [c.to_dict() for c in self.members]}
+
+
+@DETECTORS.register("patchcore_ensemble")
+class PatchCoreEnsemble:
+    """Several PatchCore members sharing the image geometry; ``predict`` -> (scores [B], maps [B, S, S])."""
+
+    config_class = EnsembleConfig
+    options_class = EnsembleOptions
+    method_options = ("backbones", "calibration_images")
+    option_prefix = "ensemble"
+    file_format = ENSEMBLE_FORMAT
+
+    @classmethod
+    def make_config(cls, base: Any = None, **options: Any) -> EnsembleConfig:
+        """Members from ``base`` (a PatchCore or ensemble config, or None) and the ensemble options."""
+        options = {k: v for k, v in options.items() if v is not None}
+        check_options(options, set(cls.method_options), "patchcore_ensemble")
+        if isinstance(base, EnsembleConfig) and not options:
+            return base
+        member = base.members[0] if isinstance(base, EnsembleConfig) else base
+        if not isinstance(member, PatchCoreConfig):
+            member = PatchCoreConfig(**shared_settings(member))
+        chosen = EnsembleOptions(**options)
+        return EnsembleConfig.from_backbones(member, chosen.backbones, chosen.calibration_images)
+
+    def __init__(self, configs: Sequence[PatchCoreConfig] | EnsembleConfig, calibration_images: int = 8) -> None:
+        if not isinstance(configs, EnsembleConfig):
+            configs = EnsembleConfig(tuple(configs), calibration_images)
+        self.config = configs
+        self.members = [PatchCore(c) for c in configs.members]
+        self.calibration_images = configs.calibration_images
+        configs = configs.members
+        self.offsets = torch.zeros(len(configs))
+        self.scales = torch.ones(len(configs))
+        self.timings: dict[str, float] = {}
+        self.memory_bank_size = 0
+
+    def fit(self, dataset: torch.utils.data.Dataset, show_progress: bool = True) -> "PatchCoreEnsemble":
+        """Fit every member on the nominal images, then calibrate each member's scale on them."""
+        start = time.perf_counter()
+        calibration = next(iter(make_loader(dataset, min(self.calibration_images, len(dataset)))))["image"]
+        for index, member in enumerate(self.members):
+            member.fit(dataset, show_progress=show_progress)
+            _, maps = member.predict(calibration)
+            self.offsets[index] = maps.mean()
+            self.scales[index] = maps.std().clamp_min(1e-12)
+        self.memory_bank_size = sum(len(m.memory_bank) for m in self.members)
+        self.timings["fit_seconds"] = time.perf_counter() - start
+        return self
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean of the members' standardised image scores [B] and anomaly maps [B, S, S]."""
+        scores, maps = [], []
+        for index, member in enumerate(self.members):
+            member_scores, member_maps = member.predict(images)
+            scores.append((member_scores - self.offsets[index]) / self.scales[index])
+            maps.append((member_maps - self.offsets[index]) / self.scales[index])
+        return torch.stack(scores).mean(0), torch.stack(maps).mean(0)
+
+    def predict_dataset(self, dataset: torch.utils.data.Dataset, show_progress: bool = True) -> Predictions:
+        predictions = predict_over_dataset(self.predict, dataset, self.config.batch_size, self.config.imagesize,
+                                           show_progress)
+        self.timings["predict_seconds"] = predictions.seconds
+        return predictions
+
+    def member_predictions(self, images: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Raw (unstandardised) predictions of each member, for analysis."""
+        return [member.predict(images) for member in self.members]
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Every member's state, offsets and scales in one file (atomically)."""
+        if any(m.memory_bank is None for m in self.members):
+            raise ConfigError("the ensemble is not fitted: call fit() first")
+        payload = {"format": ENSEMBLE_FORMAT, "library_version": __version__,
+                   "calibration_images": self.calibration_images,
+                   "members": [m.state() for m in self.members],
+                   "offsets": self.offsets.clone(), "scales": self.scales.clone()}
+        return atomic_torch_save(payload, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | None = None, backbone: str | None = None
+             ) -> "PatchCoreEnsemble":
+        """Load a saved ensemble; errors name the file (see :meth:`PatchCore.from_state`)."""
+        path = Path(path)
+        payload = read_model_file(path, ENSEMBLE_FORMAT)
+        try:
+            members = [PatchCore.from_state(state, path, device) for state in payload["members"]]
+            offsets, scales = payload["offsets"].float(), payload["scales"].float()
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ModelFileError(f"model file {path}: not a valid ensemble ({type(exc).__name__}: {exc})") from exc
+        if len(members) < 2 or offsets.shape != (len(members),) or scales.shape != (len(members),):
+            raise ModelFileError(f"model file {path}: member count and calibration do not match")
+        ensemble = cls(EnsembleConfig(tuple(m.config for m in members), int(payload.get("calibration_images", 8))))
+        if backbone is not None and backbone != ensemble.config.backbone:
+            raise ModelFileError(f"model file {path} holds an ensemble of {ensemble.config.backbone}, not {backbone!r}")
+        ensemble.members = members
+        ensemble.offsets, ensemble.scales = offsets, scales
+        ensemble.memory_bank_size = sum(len(m.memory_bank) for m in members)
+        return ensemble

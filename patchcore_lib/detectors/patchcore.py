@@ -1,0 +1,282 @@
+"""PatchCore: fit a memory bank of nominal patch features, predict image scores and anomaly maps."""
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+from tqdm.auto import tqdm
+
+from patchcore_lib import __version__
+from patchcore_lib.components.anomaly_map import anomaly_maps
+from patchcore_lib.components.backbones import BACKBONES, check_layers, get_spec
+from patchcore_lib.data import make_loader
+from patchcore_lib.detectors.base import (DETECTORS, Predictions, predict_over_dataset, resolve_device, shared_settings,
+                                         state_fingerprint)
+from patchcore_lib.errors import ConfigError, ModelFileError
+from patchcore_lib.components.features import PatchFeatureExtractor
+from patchcore_lib.utils.files import atomic_torch_save
+from patchcore_lib.utils.schema import check_fields, config_dict, config_from_dict, option
+from patchcore_lib.components.knn import BACKENDS, DISTANCES, NearestNeighbourSearch
+from patchcore_lib.components.sampling import SAMPLERS, make_sampler
+from patchcore_lib.components.scoring import SCORE_MODES, image_scores_max, image_scores_reweighted, patch_scores_from_distances
+
+MODEL_FORMAT = "patchcore_lib.model/1"
+
+
+@dataclass
+class PatchCoreConfig:
+    """Every setting of a PatchCore model, declared once: CLI options and notebook-parameter checks derive
+    from these fields (help, choices, ranges in :func:`~patchcore_lib.utils.schema.option`).
+    ``None`` dimensions/layers mean the backbone's defaults."""
+
+    backbone: str = option("efficientnet_lite0", "feature backbone (efficientnet_lite0 works offline)",
+                           choices=BACKBONES.names, metavar="NAME")
+    layers: tuple[str, ...] | None = option(None, "feature layers (default: the backbone's)", metavar="L")
+    weights: str | None = option(None, "backbone weights file, or 'random' (default: hub cache / package)",
+                                 metavar="FILE")
+    resize: int = option(256, "resize the short image side to this many pixels", minimum=1)
+    imagesize: int = option(224, "centre crop size in pixels (<= resize)", minimum=1)
+    patch_size: int = option(3, "neighbourhood size p of the local patch aggregation", minimum=1)
+    pretrain_embed_dimension: int | None = option(None, "per-layer pooled dimension (default: the backbone's)",
+                                                  minimum=1)
+    target_embed_dimension: int | None = option(None, "patch feature dimension (default: the backbone's)",
+                                                minimum=1)
+    sampler: str = option("approx_greedy", "memory-bank subsampling", choices=SAMPLERS.names)
+    coreset_ratio: float = option(0.1, "fraction of patch features kept in the memory bank",
+                                  exclusive_minimum=0.0, maximum=1.0)
+    num_nn: int = option(1, "k nearest neighbours averaged into a patch score", minimum=1)
+    score: str = option("max", "image score: max patch score or the paper's Eq. 7 re-weighting",
+                        choices=SCORE_MODES)
+    reweight_neighbourhood: int = option(3, "b of the paper's Eq. 7", minimum=1)
+    distance: str = option("sqeuclidean", "patch distance of the anomaly maps", choices=DISTANCES)
+    sigma: float = option(4.0, "Gaussian blur of the anomaly maps in pixels (0: none)", minimum=0.0)
+    knn_backend: str = option("auto", "nearest-neighbour search backend", choices=BACKENDS)
+    batch_size: int = option(8, "images per forward pass", minimum=1)
+    seed: int = option(0, "seed of the coreset (and of random backbone weights)")
+    device: str = option("auto", "auto, cpu or cuda[:N]", metavar="DEVICE")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        spec = get_spec(self.backbone)
+        self.layers = check_layers(spec, tuple(self.layers) if self.layers else spec.default_layers)
+        pre, tgt = spec.embed_dims
+        self.pretrain_embed_dimension = int(self.pretrain_embed_dimension or pre)
+        self.target_embed_dimension = int(self.target_embed_dimension or tgt)
+        if self.imagesize > self.resize:
+            raise ConfigError(f"imagesize ({self.imagesize}) must not exceed resize ({self.resize})")
+        min_size = 2 * max(spec.layers[layer][1] for layer in self.layers)
+        if self.imagesize < min_size:
+            raise ConfigError(f"imagesize {self.imagesize} is too small for {self.backbone} layers "
+                              f"{', '.join(self.layers)}: it needs at least {min_size} px")
+        resolve_device(self.device)
+
+    def to_dict(self) -> dict[str, Any]:
+        return config_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PatchCoreConfig":
+        return config_from_dict(cls, data)
+
+    def feature_key(self) -> dict[str, Any]:
+        """The settings that determine the extracted patch features (cache key material)."""
+        return {k: self.to_dict()[k] for k in ("backbone", "layers", "weights", "resize", "imagesize", "patch_size",
+                                               "pretrain_embed_dimension", "target_embed_dimension", "seed")}
+
+
+def check_options(options: dict[str, Any], allowed: set[str], method: str) -> None:
+    """ConfigError naming the options ``method`` does not know."""
+    unknown = set(options) - allowed
+    if unknown:
+        raise ConfigError(f"unknown {method} option(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(allowed))}")
+
+
+@DETECTORS.register("patchcore")
+class PatchCore:
+    """PatchCore anomaly detector (Roth et al., CVPR 2022)."""
+
+    config_class = PatchCoreConfig
+    options_class = PatchCoreConfig
+    method_options: tuple[str, ...] = ()  # every PatchCoreConfig field is a top-level option
+    option_prefix = "patchcore"
+    file_format = MODEL_FORMAT
+
+    @classmethod
+    def make_config(cls, base: Any = None, **options: Any) -> PatchCoreConfig:
+        """``base`` (any detector's config, or None) with ``options`` (PatchCoreConfig fields) applied."""
+        options = {k: v for k, v in options.items() if v is not None}
+        check_options(options, {f.name for f in dataclasses.fields(PatchCoreConfig)}, "PatchCore")
+        if isinstance(base, PatchCoreConfig):
+            return dataclasses.replace(base, **options) if options else base
+        return PatchCoreConfig(**{**shared_settings(base), **options})
+
+    @property
+    def memory_bank_size(self) -> int:
+        """Number of stored patch features; 0 before fit."""
+        return 0 if self.memory_bank is None else int(len(self.memory_bank))
+
+    def __init__(self, config: PatchCoreConfig | None = None, **overrides: Any) -> None:
+        if config is None:
+            config = PatchCoreConfig(**overrides)
+        elif overrides:
+            config = dataclasses.replace(config, **overrides)
+        self.config = config
+        self.device = resolve_device(config.device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)  # makes "random" backbone weights reproducible
+            self.extractor = PatchFeatureExtractor(config.backbone, config.layers, config.patch_size,
+                                                   config.pretrain_embed_dimension, config.target_embed_dimension,
+                                                   weights=config.weights).to(self.device)
+        self.search = NearestNeighbourSearch(config.num_nn, config.distance, config.knn_backend)
+        self.memory_bank: torch.Tensor | None = None
+        self.timings: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ features
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Images [B, 3, S, S] -> (patch features [B, h*w, D] on self.device, grid (h, w))."""
+        return self.extractor(images.to(self.device, non_blocking=True))
+
+    @torch.no_grad()
+    def extract_features(self, data: Iterable[dict[str, Any]] | torch.utils.data.Dataset,
+                         show_progress: bool = True, desc: str = "Extracting features") -> torch.Tensor:
+        """Patch features of every image of a dataset/loader: [N_images * h * w, D] (preallocated, no copies)."""
+        loader = make_loader(data, self.config.batch_size) if isinstance(data, torch.utils.data.Dataset) else data
+        chunks: list[torch.Tensor] = []
+        out: torch.Tensor | None = None
+        total_images = len(loader.dataset) if hasattr(loader, "dataset") else None
+        position = 0
+        for batch in tqdm(loader, desc=desc, disable=not show_progress, leave=False):
+            images = batch["image"] if isinstance(batch, dict) else batch
+            features, _ = self.embed(images)
+            flat = features.reshape(-1, features.shape[-1])
+            if total_images is not None:
+                if out is None:
+                    per_image = features.shape[1]
+                    out = torch.empty(total_images * per_image, flat.shape[1], device=flat.device)
+                out[position:position + len(flat)] = flat
+                position += len(flat)
+            else:
+                chunks.append(flat)
+        if out is not None:
+            return out[:position]
+        if not chunks:
+            raise ConfigError("no images to extract features from")
+        return torch.cat(chunks)
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, data: Iterable[dict[str, Any]] | torch.utils.data.Dataset | torch.Tensor,
+            show_progress: bool = True) -> "PatchCore":
+        """Build the memory bank from nominal images (dataset, loader, or precomputed features [N, D])."""
+        start = time.perf_counter()
+        features = data.to(self.device) if isinstance(data, torch.Tensor) else self.extract_features(data, show_progress)
+        extracted = time.perf_counter()
+        sampler = make_sampler(self.config.sampler, self.config.coreset_ratio, seed=self.config.seed,
+                               device=self.device, show_progress=show_progress)
+        indices = sampler.select(features)
+        self.memory_bank = features[indices.to(features.device)].contiguous()
+        del features
+        selected = time.perf_counter()
+        self.search.fit(self.memory_bank)
+        end = time.perf_counter()
+        self.timings.update(extract_seconds=extracted - start, coreset_seconds=selected - extracted,
+                            index_seconds=end - selected, fit_seconds=end - start)
+        return self
+
+    # ------------------------------------------------------------------ predict
+    def _require_fitted(self) -> None:
+        if self.memory_bank is None:
+            raise ConfigError("the model is not fitted: call fit() or load() first")
+
+    @torch.no_grad()
+    def score_features(self, features: torch.Tensor, grid: tuple[int, int], image_size: tuple[int, int]
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patch features [B, h*w, D] -> (image scores [B], anomaly maps [B, H, W]) on CPU."""
+        self._require_fitted()
+        batch, per_image, dim = features.shape
+        distances, indices = self.search.query(features.reshape(-1, dim))
+        patch_scores = patch_scores_from_distances(distances).reshape(batch, per_image)
+        if self.config.score == "max":
+            scores = image_scores_max(patch_scores)
+        else:
+            scores = image_scores_reweighted(patch_scores, features, indices[:, 0].reshape(batch, per_image),
+                                             self.search, self.config.reweight_neighbourhood)
+        maps = anomaly_maps(patch_scores.reshape(batch, *grid), image_size, self.config.sigma)
+        return scores.float().cpu(), maps.float().cpu()
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images [B, 3, S, S] (preprocessed) -> (scores [B], maps [B, S, S]) as CPU tensors."""
+        self._require_fitted()
+        if images.ndim == 3:
+            images = images.unsqueeze(0)
+        features, grid = self.embed(images)
+        return self.score_features(features, grid, tuple(images.shape[-2:]))
+
+    def predict_dataset(self, dataset: torch.utils.data.Dataset, show_progress: bool = True) -> Predictions:
+        """Scores, maps, masks and labels for every image of ``dataset`` (an MVTecDataset test split)."""
+        self._require_fitted()
+        predictions = predict_over_dataset(self.predict, dataset, self.config.batch_size, self.config.imagesize,
+                                           show_progress)
+        self.timings["predict_seconds"] = predictions.seconds
+        return predictions
+
+    # ------------------------------------------------------------------ save / load
+    def state(self) -> dict[str, Any]:
+        """Config, memory bank (cpu) and backbone fingerprint: what a model file holds."""
+        self._require_fitted()
+        return {"config": self.config.to_dict(), "memory_bank": self.memory_bank.detach().cpu(),
+                "backbone_fingerprint": state_fingerprint(self.extractor.backbone)}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write config, memory bank and a backbone fingerprint to ``path`` (atomically)."""
+        payload = {"format": MODEL_FORMAT, "library_version": __version__, **self.state()}
+        return atomic_torch_save(payload, path)
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], path: Path, device: str | None = None,
+                   backbone: str | None = None) -> "PatchCore":
+        """A fitted model from :meth:`state`'s dict; ModelFileError naming ``path`` when it does not fit."""
+        config = PatchCoreConfig.from_dict(state["config"])
+        if backbone is not None and backbone != config.backbone:
+            raise ModelFileError(f"model file {path} was fitted with backbone {config.backbone!r}, "
+                                 f"not {backbone!r}")
+        if device is not None:
+            config = dataclasses.replace(config, device=device)
+        model = cls(config)
+        fingerprint = state_fingerprint(model.extractor.backbone)
+        if fingerprint != state["backbone_fingerprint"]:
+            raise ModelFileError(f"model file {path}: the {config.backbone} weights found on this machine differ "
+                                 "from those the model was fitted with; scores would be wrong")
+        bank = state["memory_bank"]
+        if bank.ndim != 2 or bank.shape[1] != config.target_embed_dimension:
+            raise ModelFileError(f"model file {path}: memory bank shape {tuple(bank.shape)} does not match its config")
+        model.memory_bank = bank.to(model.device)
+        model.search.fit(model.memory_bank)
+        return model
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | None = None, backbone: str | None = None) -> "PatchCore":
+        """Load a saved model; errors name the file when it is truncated, foreign, or of another backbone."""
+        path = Path(path)
+        return cls.from_state(read_model_file(path, MODEL_FORMAT), path, device, backbone)
+
+
+def read_model_file(path: Path, expected_format: str) -> dict[str, Any]:
+    """The payload dict of a model file of ``expected_format``; one ModelFileError naming the file otherwise."""
+    if not path.is_file():
+        raise ModelFileError(f"model file {path} does not exist")
+    try:
+        payload = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelFileError(f"model file {path} is truncated or not a patchcore_lib model ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != expected_format:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise ModelFileError(f"model file {path} has format {found!r}; this version reads {expected_format!r} "
+                             "(re-fit the model with this version)")
+    return payload

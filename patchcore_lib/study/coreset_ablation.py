@@ -1,0 +1,239 @@
+"""Notebook 02 (coreset ablation): every sampler x coreset ratio on cached features, the seed spread,
+and the paper's MVTec means beside ours."""
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any, Callable, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+
+from patchcore_lib.components.sampling import SAMPLERS, make_sampler
+from patchcore_lib.detectors import PatchCore
+from patchcore_lib.errors import ConfigError
+from patchcore_lib.study.shared import (METRIC_NAMES, SplitTargets, coverage_radius, evaluate_scores, fit_bank,
+                                        score_split)
+
+# Paper (Roth et al., CVPR 2022, Tab. 1/2): MVTec AD means of image AUROC / pixel AUROC / PRO, in %.
+PAPER_CORESET = pd.DataFrame(
+    [(0.25, 99.1, 98.1, 93.4), (0.10, 99.0, 98.1, 93.5), (0.01, 99.0, 98.0, 93.1)],
+    columns=["ratio", "image_auroc", "pixel_auroc", "pro"],
+)
+PAPER_LABEL = "paper (MVTec mean)"
+
+#: plot styles (colour, marker) of the samplers known when the plots were designed; any other registered
+#: sampler gets one from the fallback cycles, so adding a sampler needs no edit here
+SAMPLER_STYLE = {"random": ("tab:blue", "o"), "approx_greedy": ("tab:orange", "s"), "greedy": ("tab:green", "^"),
+                 "identity": ("tab:grey", "D")}
+_FALLBACK_COLOURS = ("tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
+_FALLBACK_MARKERS = ("v", "P", "X", "*", "h", "<", ">", "p")
+
+
+def sampler_style(name: str) -> tuple[str, str]:
+    """(colour, marker) of a sampler in the plots: fixed for the known ones, else from a cycle in
+    registration order (names not registered: from a hash of the name)."""
+    if name in SAMPLER_STYLE:
+        return SAMPLER_STYLE[name]
+    others = [n for n in SAMPLERS if n not in SAMPLER_STYLE]
+    if name in others:
+        index = others.index(name)
+    else:
+        index = int(hashlib.sha256(str(name).encode()).hexdigest(), 16)
+    return _FALLBACK_COLOURS[index % len(_FALLBACK_COLOURS)], _FALLBACK_MARKERS[index % len(_FALLBACK_MARKERS)]
+
+
+# ============================================================================ sampler x ratio
+def _bank_key(indices: torch.Tensor) -> str:
+    return hashlib.sha256(np.sort(indices.cpu().numpy()).tobytes()).hexdigest()
+
+
+def coreset_ablation(model: PatchCore, train_features: torch.Tensor, test_features: torch.Tensor,
+                     grid: tuple[int, int], targets: SplitTargets, samplers: Sequence[str], ratios: Sequence[float],
+                     max_exact_greedy: int = 20000, show_progress: bool = False,
+                     log: Callable[[str], None] | None = print) -> pd.DataFrame:
+    """Every sampler x ratio: bank size, selection seconds, coverage radius, image/pixel AUROC, PRO.
+
+    ``train_features``/``test_features`` are cached [N, h*w, D]. Exact greedy is skipped (status
+    ``n/a``) when N > ``max_exact_greedy`` or when the sampler refuses (matrix too big). Selections that
+    give the same bank (e.g. every sampler at ratio 1) are scored once.
+    """
+    flat = train_features.reshape(-1, train_features.shape[-1])
+    n = len(flat)
+    seen: dict[str, dict[str, Any]] = {}
+    rows = []
+    for sampler_name in samplers:
+        for ratio in ratios:
+            row: dict[str, Any] = {"sampler": sampler_name, "ratio": float(ratio), "train_features": n}
+            if sampler_name == "greedy" and ratio < 1 and n > max_exact_greedy:
+                row.update(status=f"n/a (N={n} > max_exact_greedy={max_exact_greedy})")
+                rows.append(row)
+                continue
+            sampler = make_sampler(sampler_name, ratio, seed=model.config.seed, device=model.device,
+                                   show_progress=show_progress)
+            start = time.perf_counter()
+            try:
+                indices = sampler.select(flat)
+            except ConfigError as exc:
+                row.update(status=f"n/a ({exc})")
+                rows.append(row)
+                continue
+            row["selection_seconds"] = time.perf_counter() - start
+            row["bank_features"] = len(indices)
+            key = _bank_key(indices)
+            if key in seen:
+                row.update({k: v for k, v in seen[key].items() if k not in row}, status="ok (same bank as above)")
+                rows.append(row)
+                continue
+            bank = flat[indices]
+            radius = 0.0 if len(indices) == n else coverage_radius(flat, bank, model.config.knn_backend)
+            scorer = fit_bank(model, bank)
+            start = time.perf_counter()
+            scores, maps = score_split(scorer, test_features, grid, targets.image_size)
+            scoring_seconds = time.perf_counter() - start
+            result = {"coverage_radius": radius, "scoring_seconds": scoring_seconds,
+                      **evaluate_scores(targets, scores, maps)}
+            del maps
+            seen[key] = result
+            row.update(result, status="ok")
+            rows.append(row)
+            if log is not None:
+                log(f"{sampler_name:>13} {100 * ratio:6.2f}%: bank {len(indices):7d}, select "
+                    f"{row['selection_seconds']:.2f}s, image AUROC {result['image_auroc']:.4f}, "
+                    f"pixel AUROC {result['pixel_auroc']:.4f}, PRO {result['pro']:.4f}")
+    columns = ["sampler", "ratio", "train_features", "bank_features", "selection_seconds", "coverage_radius",
+               "image_auroc", "pixel_auroc", "pro", "scoring_seconds", "status"]
+    return pd.DataFrame(rows).reindex(columns=columns)
+
+
+def ablation_display_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Percentages for the metrics and 'n/a' for skipped cells (for display/CSV next to the raw table)."""
+    shown = table.copy()
+    shown["ratio"] = (100 * shown["ratio"]).map(lambda r: f"{r:g}%")
+    for name in METRIC_NAMES:
+        shown[name] = shown[name].map(lambda v: "n/a" if pd.isna(v) else f"{100 * v:.2f}")
+    for name in ("selection_seconds", "coverage_radius", "scoring_seconds"):
+        shown[name] = shown[name].map(lambda v: "n/a" if pd.isna(v) else f"{v:.3f}")
+    shown["bank_features"] = shown["bank_features"].map(lambda v: "n/a" if pd.isna(v) else str(int(v)))
+    return shown
+
+
+def best_run(table: pd.DataFrame) -> dict[str, Any] | None:
+    """sampler, ratio and image AUROC of the run with the best image AUROC (None when no run succeeded)."""
+    ok = table[table.status.str.startswith("ok")]
+    return ok.loc[ok.image_auroc.idxmax()][["sampler", "ratio", "image_auroc"]].to_dict() if len(ok) else None
+
+
+def paper_comparison(table: pd.DataFrame, sampler: str = "approx_greedy",
+                     paper: pd.DataFrame = PAPER_CORESET) -> pd.DataFrame:
+    """The paper's MVTec means per coreset ratio beside ours (``sampler`` rows, percent, 2 decimals)."""
+    reference = paper.rename(columns={m: f"paper_{m}" for m in METRIC_NAMES})
+    ours = table[table.sampler == sampler][["ratio", *METRIC_NAMES]].copy()
+    ours[list(METRIC_NAMES)] = (100 * ours[list(METRIC_NAMES)]).round(2)
+    return reference.merge(ours.rename(columns={m: f"ours_{m}" for m in METRIC_NAMES}), on="ratio", how="left")
+
+
+# ============================================================================ plots
+def plot_coreset_metrics(table: pd.DataFrame, paper: pd.DataFrame = PAPER_CORESET, title: str = "") -> Any:
+    """Image AUROC / pixel AUROC / PRO (%) vs coreset ratio (log x), one line per sampler, paper markers."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.3))
+    for ax, (metric, label) in zip(axes, METRIC_NAMES.items()):
+        for sampler_name, frame in table.groupby("sampler", sort=False):
+            frame = frame.dropna(subset=[metric]).sort_values("ratio")
+            color, marker = sampler_style(sampler_name)
+            if frame.empty:
+                ax.plot([], [], color=color, label=f"{sampler_name} (n/a)")
+                continue
+            ax.plot(100 * frame.ratio, 100 * frame[metric], marker=marker, color=color, label=sampler_name)
+        if paper is not None and metric in paper:
+            ax.scatter(100 * paper.ratio, paper[metric], marker="_", s=400, linewidths=2.5, color="black",
+                       label=PAPER_LABEL, zorder=5)
+        ax.set_xscale("log")
+        ax.set_xlabel("coreset ratio (% of training patches, log)")
+        ax.set_ylabel(f"{label} (%)")
+        ax.set_title(label)
+        ax.grid(True, which="both", alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()  # one legend below the panels: it hides no marker
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9, frameon=False)
+    fig.suptitle(title or "Coreset subsampling: detection and localisation vs memory-bank size")
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return fig
+
+
+def plot_coverage(table: pd.DataFrame, title: str = "") -> Any:
+    """Coverage radius and selection time vs coreset ratio (log x), one line per sampler."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.3))
+    for ax, metric, label in ((axes[0], "coverage_radius", "coverage radius (max NN distance, L2)"),
+                              (axes[1], "selection_seconds", "selection time (s, log)")):
+        for sampler_name, frame in table.groupby("sampler", sort=False):
+            frame = frame.dropna(subset=[metric]).sort_values("ratio")
+            color, marker = sampler_style(sampler_name)
+            if metric == "selection_seconds":
+                frame = frame[frame[metric] > 0]
+            ax.plot(100 * frame.ratio, frame[metric], marker=marker, color=color,
+                    label=sampler_name if not frame.empty else f"{sampler_name} (n/a)")
+        ax.set_xscale("log")
+        ax.set_xlabel("coreset ratio (% of training patches, log)")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[1].set_yscale("log")
+    axes[0].set_title("How far is the worst-covered training patch from the bank?")
+    axes[1].set_title("Selection time")
+    fig.suptitle(title or "Coreset coverage and cost")
+    fig.tight_layout()
+    return fig
+
+
+# ============================================================================ seed spread
+def seed_spread(model: PatchCore, train_features: torch.Tensor, test_features: torch.Tensor,
+                grid: tuple[int, int], targets: SplitTargets, seeds: Sequence[int], sampler: str = "approx_greedy",
+                ratio: float = 0.1) -> tuple[pd.DataFrame, dict[str, dict[str, float]]]:
+    """The same run with different seeds (only the random parts change: projection, start points,
+    random subsets). Returns (one row per seed, ``{metric: {mean, std, min, max, range}}``)."""
+    flat = train_features.reshape(-1, train_features.shape[-1])
+    rows = []
+    for seed in seeds:
+        sampler_obj = make_sampler(sampler, ratio, seed=int(seed), device=model.device, show_progress=False)
+        start = time.perf_counter()
+        indices = sampler_obj.select(flat)
+        selection_seconds = time.perf_counter() - start
+        scores, maps = score_split(fit_bank(model, flat[indices]), test_features, grid, targets.image_size)
+        rows.append({"seed": int(seed), "sampler": sampler, "ratio": float(ratio), "bank_features": len(indices),
+                     "selection_seconds": selection_seconds, **evaluate_scores(targets, scores, maps)})
+        del maps
+    table = pd.DataFrame(rows)
+    summary = {}
+    for metric in METRIC_NAMES:
+        values = table[metric].to_numpy(dtype=float)
+        summary[metric] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                           "min": float(values.min()), "max": float(values.max()),
+                           "range": float(values.max() - values.min())}
+    return table, summary
+
+
+def seed_spread_summary(summary: dict[str, dict[str, float]]) -> pd.DataFrame:
+    """The seed-spread summary as a table in percent (rows: metrics; columns: mean, std, min, max, range)."""
+    return pd.DataFrame(summary).T.mul(100).round(3).rename_axis("metric (%)")
+
+
+def plot_seed_spread(table: pd.DataFrame, title: str = "") -> Any:
+    """One panel per metric: the value of each seed (dots) and their mean (line)."""
+    fig, axes = plt.subplots(1, len(METRIC_NAMES), figsize=(4 * len(METRIC_NAMES), 3.2))
+    for ax, (metric, label) in zip(axes, METRIC_NAMES.items()):
+        values = 100 * table[metric].to_numpy(dtype=float)
+        ax.plot(table["seed"].astype(str), values, "o", color="tab:orange", label="one seed")
+        ax.axhline(values.mean(), color="black", lw=1, label=f"mean {values.mean():.2f}")
+        spread = values.max() - values.min()
+        ax.set_title(f"{label}\nrange {spread:.2f} points")
+        ax.set_xlabel("seed")
+        ax.set_ylabel(f"{label} (%)")
+        pad = max(0.05, spread)
+        ax.set_ylim(values.min() - pad, values.max() + pad)
+        ax.ticklabel_format(axis="y", useOffset=False)  # plain percentages, no "+1e2" offset
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,269 @@
+"""Notebook 04 (evaluate one category): the detector's config from the parameters, the metrics record,
+ROC and PRO curves, per-defect AUROC, best/worst segmentations and the published numbers beside ours."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score, roc_curve
+
+from patchcore_lib.data import Preprocess, load_rgb
+from patchcore_lib.detectors import Detector, EnsembleConfig, make_detector
+from patchcore_lib.errors import ConfigError
+from patchcore_lib.evaluation.metrics import (image_auroc, per_defect_image_auroc, pixel_auroc, pro_curve, pro_score,
+                                              roc_points)
+from patchcore_lib.evaluation.reference import (METRICS, MVTEC_CATEGORIES, official_results, official_run_for,
+                                                official_runs, paper_method_for, paper_table)
+from patchcore_lib.study.params import config_from_params
+
+#: keys every 04_evaluate metrics.json holds under "metrics"
+REQUIRED_METRICS = ("image_auroc", "pixel_auroc", "pro", "fit_seconds", "predict_seconds_per_image",
+                    "memory_bank_size", "category", "config")
+#: the columns of the one-row metrics table
+ROW_COLUMNS = ("category", "image_auroc", "pixel_auroc", "pro", "fit_seconds", "predict_seconds_per_image",
+               "memory_bank_size")
+
+
+# =========================================================================== configuration and records
+def evaluation_detector(params: dict[str, Any]) -> Detector:
+    """The unfitted detector of notebook 04: one PatchCore, or an ensemble when ``ensemble_backbones`` names two
+    or more backbones (the members share every setting but the backbone and its layers)."""
+    config = config_from_params(params)
+    if params.get("ensemble_backbones"):
+        return make_detector("patchcore_ensemble", EnsembleConfig.from_backbones(config, params["ensemble_backbones"]))
+    return make_detector("patchcore", config)
+
+
+def setting_name(config: dict[str, Any]) -> str:
+    """A short, stable name of a configuration, in the style of the official run names.
+
+    e.g. ``IM224_wide_resnet50_2_L2-3_P0.1_PS-3_AN-1`` (image size, backbone, layers, coreset ratio,
+    patch size, nearest neighbours; ``_S<seed>`` when the seed is not 0, ``_<score>`` when not ``max``).
+    """
+    if not config:
+        return "unknown"
+    layers = [str(layer) for layer in config.get("layers") or []]
+    digits = [layer.rsplit(".", 1)[-1].replace("layer", "").replace("denseblock", "") for layer in layers]
+    layer_part = "L" + "-".join(digits) if digits else "Ldefault"
+    ratio = float(config.get("coreset_ratio", 0.1))
+    name = (f"IM{config.get('imagesize', '?')}_{config.get('backbone', '?')}_{layer_part}_P{ratio:g}"
+            f"_PS-{config.get('patch_size', 3)}_AN-{config.get('num_nn', 1)}")
+    if config.get("sampler", "approx_greedy") != "approx_greedy":
+        name += f"_{config['sampler']}"
+    if config.get("score", "max") != "max":
+        name += f"_{config['score']}"
+    if int(config.get("seed", 0) or 0):
+        name += f"_S{config['seed']}"
+    return name
+
+
+def metrics_record(row: dict[str, Any], predictions: Any, config: Any) -> dict[str, Any]:
+    """The metrics.json content of one evaluation: the row, per-defect AUROC and the full config."""
+    record = {key: row[key] for key in ("category", "image_auroc", "pixel_auroc", "pro", "fit_seconds",
+                                        "predict_seconds", "predict_seconds_per_image", "memory_bank_size",
+                                        "num_train", "num_test") if key in row}
+    record["per_defect_image_auroc"] = per_defect_image_auroc(predictions.defect_types, predictions.labels,
+                                                              predictions.scores)
+    record["config"] = config.to_dict()
+    record["setting"] = setting_name(record["config"])
+    missing = [k for k in REQUIRED_METRICS if k not in record]
+    if missing:
+        raise ConfigError(f"evaluation row lacks {', '.join(missing)}")
+    return record
+
+
+def metrics_row_table(metrics: dict[str, Any]) -> pd.DataFrame:
+    """The one-row table of the headline numbers of a :func:`metrics_record`."""
+    return pd.DataFrame([{k: metrics[k] for k in ROW_COLUMNS}])
+
+
+def scores_table(predictions: Any) -> pd.DataFrame:
+    """Per test image: path, defect type, label, image score."""
+    return pd.DataFrame({"path": predictions.paths, "defect_type": predictions.defect_types,
+                         "label": predictions.labels, "score": predictions.scores})
+
+
+# =========================================================================== curves
+def _pixel_roc(masks: np.ndarray, maps: np.ndarray, max_points: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(masks).ravel().astype(bool)
+    s = np.asarray(maps, dtype=np.float32).ravel()
+    if y.all() or not y.any():
+        return np.zeros(0), np.zeros(0)
+    fpr, tpr, _ = roc_curve(y, s, drop_intermediate=True)
+    if fpr.size > max_points:  # plotting only: keep an even subset of the points (curve shape unchanged)
+        keep = np.unique(np.linspace(0, fpr.size - 1, max_points).astype(int))
+        fpr, tpr = fpr[keep], tpr[keep]
+    return fpr, tpr
+
+
+def plot_roc_curves(predictions: Any, title: str = "") -> Any:
+    """Two panels: image-level ROC (image score) and pixel-level ROC (anomaly maps vs masks)."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
+    fpr, tpr = roc_points(predictions.labels, predictions.scores)
+    axes[0].plot(fpr, tpr, color="C0", lw=2,
+                 label=f"PatchCore (AUROC {100 * image_auroc(predictions.labels, predictions.scores):.1f}%)")
+    pfpr, ptpr = _pixel_roc(predictions.masks, predictions.maps)
+    if pfpr.size:
+        axes[1].plot(pfpr, ptpr, color="C1", lw=2,
+                     label=f"PatchCore (AUROC {100 * pixel_auroc(predictions.masks, predictions.maps):.1f}%)")
+    for ax, what in zip(axes, ("image level (detection)", "pixel level (segmentation)")):
+        ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="chance")
+        ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate",
+               title=f"ROC, {what}")
+        ax.legend(loc="lower right")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_pro_curve(predictions: Any, title: str = "", max_fpr: float = 0.3) -> Any:
+    """The PRO curve (per-region overlap vs pixel FPR up to ``max_fpr``) with its normalised area."""
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    fpr, pro = pro_curve(predictions.masks, predictions.maps, max_fpr=max_fpr, num_thresholds=300)
+    if fpr.size:
+        score = pro_score(predictions.masks, predictions.maps, max_fpr=max_fpr)
+        ax.plot(fpr, pro, color="C2", lw=2, label=f"PatchCore (AU-PRO {100 * score:.1f}%)")
+        ax.fill_between(fpr, 0, pro, color="C2", alpha=0.15)
+    else:
+        ax.text(0.5, 0.5, "PRO undefined (no defect pixels)", ha="center", transform=ax.transAxes)
+    ax.set(xlim=(0, max_fpr), ylim=(0, 1.01), xlabel="pixel false positive rate",
+           ylabel="per-region overlap (PRO)", title=title or f"PRO curve (FPR <= {max_fpr})")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+# =========================================================================== per defect type
+def per_defect_table(predictions: Any) -> pd.DataFrame:
+    """Image AUROC per defect type (all good test images + that type), with the image counts."""
+    aurocs = per_defect_image_auroc(predictions.defect_types, predictions.labels, predictions.scores)
+    counts = pd.Series(predictions.defect_types).value_counts()
+    rows = [{"defect_type": d, "image_auroc": a, "num_images": int(counts.get(d, 0)),
+             "num_good": int(counts.get("good", 0))} for d, a in aurocs.items()]
+    return pd.DataFrame(rows, columns=["defect_type", "image_auroc", "num_images", "num_good"])
+
+
+def plot_per_defect(table: pd.DataFrame, title: str = "") -> Any:
+    """Bar chart of the per-defect-type image AUROC (percent)."""
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(table) + 2), 4))
+    values = 100 * table["image_auroc"].astype(float).to_numpy()
+    bars = ax.bar(table["defect_type"], values, color="C0")
+    for bar, value in zip(bars, values):
+        ax.annotate(f"{value:.1f}", (bar.get_x() + bar.get_width() / 2, value), ha="center", va="bottom",
+                    fontsize=8)
+    low = np.nanmin(values) if len(values) and np.isfinite(values).any() else 50.0
+    ax.set(ylim=(max(0.0, min(low - 5, 90.0)), 101), xlabel="defect type",
+           ylabel="image AUROC (%), good vs this type", title=title or "Image AUROC per defect type")
+    plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
+    fig.tight_layout()
+    return fig
+
+
+# =========================================================================== segmentations
+def segmentation_ranking(predictions: Any) -> pd.DataFrame:
+    """Anomalous test images ranked by segmentation quality (per-image pixel AUROC, best first).
+
+    Columns: index (into the predictions), path, defect_type, score, pixel_auroc, defect_pixels.
+    Images without defect pixels in their mask are left out.
+    """
+    rows = []
+    for i in np.flatnonzero(np.asarray(predictions.labels) == 1):
+        mask = np.asarray(predictions.masks[i]).ravel() > 0
+        if not mask.any() or mask.all():
+            continue
+        rows.append({"index": int(i), "path": predictions.paths[i], "defect_type": predictions.defect_types[i],
+                     "score": float(predictions.scores[i]),
+                     "pixel_auroc": float(roc_auc_score(mask, np.asarray(predictions.maps[i]).ravel())),
+                     "defect_pixels": int(mask.sum())})
+    table = pd.DataFrame(rows, columns=["index", "path", "defect_type", "score", "pixel_auroc", "defect_pixels"])
+    return table.sort_values(["pixel_auroc", "score"], ascending=False).reset_index(drop=True)
+
+
+def best_and_worst(ranking: pd.DataFrame, count: int = 3) -> dict[str, list[int]]:
+    """``{"best": indices, "worst": indices}`` of a :func:`segmentation_ranking` (worst: the worst first)."""
+    n = min(count, len(ranking))
+    return {"best": ranking.head(n)["index"].tolist(), "worst": ranking.tail(n).iloc[::-1]["index"].tolist()}
+
+
+def _load_display_image(path: str, resize: int, imagesize: int) -> np.ndarray:
+    preprocess = Preprocess(resize, imagesize)
+    return preprocess.denormalise(preprocess.image(load_rgb(Path(path))))
+
+
+def plot_segmentations(predictions: Any, indices: Sequence[int], resize: int, imagesize: int, title: str = "") -> Any:
+    """One row per image: the test image with the ground-truth contour, the anomaly map overlaid, the map alone.
+
+    The colour scale is shared by all rows (min..max of the maps over the whole test set), so rows compare.
+    """
+    indices = [int(i) for i in indices]
+    n = max(1, len(indices))
+    fig, axes = plt.subplots(n, 3, figsize=(10, 3.2 * n), squeeze=False)
+    vmin, vmax = float(np.min(predictions.maps)), float(np.max(predictions.maps))
+
+    mappable = None
+    for row, index in enumerate(indices):
+        image = _load_display_image(predictions.paths[index], resize, imagesize)
+        amap = np.asarray(predictions.maps[index])
+        mask = np.asarray(predictions.masks[index]) > 0
+        name = f"{predictions.defect_types[index]}/{Path(predictions.paths[index]).name}"
+        axes[row, 0].imshow(image)
+        if mask.any():
+            axes[row, 0].contour(mask, levels=[0.5], colors="lime", linewidths=1.2)
+        axes[row, 0].set_title(f"{name}\nimage + ground truth (green)", fontsize=9)
+        axes[row, 1].imshow(image)
+        mappable = axes[row, 1].imshow(amap, cmap="jet", alpha=0.5, vmin=vmin, vmax=vmax)
+        if mask.any():
+            axes[row, 1].contour(mask, levels=[0.5], colors="white", linewidths=1.0)
+        axes[row, 1].set_title(f"anomaly map overlay (score {predictions.scores[index]:.3g})", fontsize=9)
+        axes[row, 2].imshow(amap, cmap="jet", vmin=vmin, vmax=vmax)
+        axes[row, 2].set_title("anomaly map", fontsize=9)
+        for ax in axes[row]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    if not indices:
+        for ax in axes[0]:
+            ax.axis("off")
+        axes[0, 1].text(0.5, 0.5, "no anomalous image with a mask", ha="center")
+    if mappable is not None:
+        fig.colorbar(mappable, ax=axes[:, 1:].ravel().tolist(), shrink=0.8, label="anomaly score")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+# =========================================================================== published numbers
+def reference_comparison(category: str, metrics: dict[str, Any]) -> pd.DataFrame:
+    """Our numbers beside the paper's and the official code's for one category (percent).
+
+    Rows: ``ours``, the matching paper variant (per category where known, else its 15-class mean, marked in
+    ``scope``) and every official run with a value for the category. Empty (only ``ours``) for non-MVTec data.
+    """
+    config = metrics.get("config", {})
+    rows = [{"source": f"ours ({setting_name(config)})", "scope": "category",
+             **{m: 100 * float(metrics[m]) for m in METRICS}}]
+    if category in MVTEC_CATEGORIES:
+        method = paper_method_for(config.get("coreset_ratio", 0.1))
+        paper = paper_table()
+        for method_name in dict.fromkeys([method, "PatchCore-25%", "PatchCore-10%", "PatchCore-1%"]):
+            hit = paper[(paper["method"] == method_name) & (paper["category"] == category)]
+            scope = "category"
+            if not len(hit):
+                hit = paper[(paper["method"] == method_name) & (paper["category"] == "mean")]
+                scope = "mean of 15 (no per-class value)"
+            if len(hit):
+                rows.append({"source": f"paper: {method_name}", "scope": scope,
+                             **{m: 100 * float(hit.iloc[0][m]) for m in METRICS}})
+        matching = official_run_for(config)
+        for run in [matching] + [r for r in official_runs() if r != matching]:
+            table = official_results(run)
+            hit = table[table["category"] == category]
+            if len(hit):
+                scope = "category" + (" (closest run to this setting)" if run == matching else "")
+                rows.append({"source": f"official: {run}", "scope": scope,
+                             **{m: 100 * float(hit.iloc[0][m]) for m in METRICS}})
+    table = pd.DataFrame(rows, columns=["source", "scope", *METRICS])
+    return table.rename(columns={m: f"{m} (%)" for m in METRICS})

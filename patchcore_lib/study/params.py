@@ -1,0 +1,146 @@
+"""The one check of notebook parameters.
+
+Every notebook calls :func:`validate_parameters` right after papermill's injected cell; a bad value raises
+one :class:`~patchcore_lib.errors.ConfigError` naming the parameter. A parameter is checked against the one
+declaration of its name:
+
+* a field of :class:`~patchcore_lib.detectors.PatchCoreConfig` (``backbone``, ``imagesize``, ``sampler``, ...),
+  else of :class:`~patchcore_lib.detectors.GaussianADConfig` (``method``, ``d``, ``k``, ...): the detector's
+  own schema (:func:`patchcore_lib.utils.schema.check_value`);
+* else a field of :class:`StudyParameters` below: the parameters only the study notebooks have (data
+  location, output folders, the lists of values an ablation sweeps);
+* any other name is refused.
+
+The checks that involve several parameters (``imagesize <= resize``, layers of the backbone, the dataset
+location with the embedded synthetic default) are in :func:`check_combination`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from patchcore_lib.components.backbones import BACKBONES, check_layers, get_spec
+from patchcore_lib.components.knn import DISTANCES
+from patchcore_lib.components.sampling import SAMPLERS
+from patchcore_lib.data import check_category, ensure_default_dataset, list_categories
+from patchcore_lib.detectors import DETECTORS, GaussianADConfig, PatchCoreConfig
+from patchcore_lib.errors import ConfigError
+from patchcore_lib.utils.schema import check_value, option, schema_fields
+
+
+@dataclass
+class StudyParameters:
+    """The notebook parameters that are not detector settings, declared once (defaults as in the notebooks)."""
+
+    data_root: str = option("", "dataset root in MVTec layout; empty: the embedded synthetic dataset")
+    category: str = option("", "category under data_root; empty: the synthetic default category")
+    categories: tuple[str, ...] = option((), "categories of the report (empty: every category found)")
+    reports_dir: str | None = option(None, "output folder; None: reports/ of the checkout")
+    run_id: str | None = option(None, "run folder name; None: <category>-<hash of the parameters>")
+    cache_dir: str | None = option(None, "feature cache folder; None: $PATCHCORE_CACHE/features")
+    # 01 feature extraction
+    ratios: tuple[float, ...] = option((0.01, 0.1, 0.25, 1.0), "coreset ratios", exclusive_minimum=0, maximum=1)
+    bank_imagesizes: tuple[int, ...] = option((224, 256, 320), "image sizes of the memory-bank table", minimum=1)
+    num_samples: int = option(4, "training images shown / averaged for the receptive field", minimum=1)
+    pca_points: int = option(3000, "at most this many patches per group in the PCA plot", minimum=10)
+    # 02 coreset ablation
+    samplers: tuple[str, ...] = option(("random", "approx_greedy", "greedy"), "samplers compared",
+                                       choices=SAMPLERS.names)
+    max_exact_greedy: int = option(20000, "skip exact greedy above this many training patch features", minimum=0)
+    seeds: tuple[int, ...] = option((0,), "seeds", minimum=0)
+    spread_seeds: tuple[int, ...] = option((0, 1, 2), "seeds of the seed-spread check ([] skips it)", minimum=0)
+    spread_ratio: float = option(0.1, "coreset ratio of the seed-spread check", exclusive_minimum=0, maximum=1)
+    # 03 kNN scoring
+    k_values: tuple[int, ...] = option((1, 3, 5, 9), "numbers of nearest neighbours k", minimum=1)
+    b_values: tuple[int, ...] = option((1, 3, 9), "re-weighting neighbourhoods b (Eq. 7)", minimum=1)
+    distances: tuple[str, ...] = option(("sqeuclidean", "euclidean"), "distances", choices=DISTANCES)
+    sigmas: tuple[float, ...] = option((0.0, 2.0, 4.0, 8.0), "Gaussian blur sigmas (px)", minimum=0)
+    gallery_size: int = option(8, "images in the anomaly-map gallery", minimum=1)
+    # 04 evaluate
+    ensemble_backbones: tuple[str, ...] = option((), "two or more backbones: one PatchCore each, averaged",
+                                                 choices=BACKBONES.names)
+    # 06 baselines
+    methods: tuple[str, ...] = option(("patchcore", "padim", "orthoad"), "detectors compared",
+                                      choices=DETECTORS.names)
+    orthoad_k: tuple[int, ...] = option((100, 300), "OrthoAD ranks k (one run each)", minimum=1)
+    padim_d: int = option(100, "PaDiM: number of randomly kept channels", minimum=1)
+
+
+#: list parameters that must hold at least one value
+NON_EMPTY = ("ratios", "bank_imagesizes", "samplers", "k_values", "b_values", "distances", "sigmas", "methods")
+
+#: where each parameter name is declared, in order of precedence
+SCHEMAS: tuple[type, ...] = (PatchCoreConfig, GaussianADConfig, StudyParameters)
+
+
+def schema_for(name: str) -> type:
+    """The config class that declares parameter ``name``; ConfigError naming it when none does."""
+    for cls in SCHEMAS:
+        if name in schema_fields(cls):
+            return cls
+    known = sorted(set().union(*(schema_fields(cls) for cls in SCHEMAS)))
+    raise ConfigError(f"unknown notebook parameter {name!r}; known parameters: {', '.join(known)}")
+
+
+def check_parameter(name: str, value: Any) -> Any:
+    """Check one parameter against its declaration; returns the normalised value (lists as tuples)."""
+    checked = check_value(schema_for(name), name, value, what=f"notebook parameter '{name}'")
+    if name in NON_EMPTY and not checked:
+        raise ConfigError(f"notebook parameter '{name}' must be a non-empty list, got {value!r}")
+    return checked
+
+
+def check_parameters(params: dict[str, Any]) -> dict[str, Any]:
+    """Check every parameter on its own (no dataset access); returns ``params`` unchanged."""
+    for name, value in params.items():
+        check_parameter(name, value)
+    return params
+
+
+def check_combination(params: dict[str, Any], synthetic_kind: str = "texture") -> dict[str, Any]:
+    """The checks across parameters; returns a new dict with ``layers`` in network order and the dataset resolved.
+
+    An empty ``data_root`` becomes the embedded synthetic dataset (generated on first use) and an empty or
+    unknown ``category`` its default category; a given ``data_root`` must hold ``category``.
+    """
+    out = dict(params)
+    if "backbone" in out and out.get("layers"):
+        out["layers"] = list(check_layers(get_spec(out["backbone"]), out["layers"]))
+    if "resize" in out and "imagesize" in out and out["imagesize"] > out["resize"]:
+        raise ConfigError(f"notebook parameter 'imagesize' ({out['imagesize']}) must not exceed "
+                          f"'resize' ({out['resize']})")
+    if len(out.get("ensemble_backbones") or ()) == 1:
+        raise ConfigError("notebook parameter 'ensemble_backbones' needs at least two backbones (or [] for none)")
+    if "data_root" in out:
+        if not out["data_root"]:
+            root, category = ensure_default_dataset(kind=synthetic_kind)
+            out["data_root"] = str(root)
+            if not out.get("category") or out["category"] not in list_categories(root):
+                out["category"] = category
+        elif "category" in out:
+            check_category(out["data_root"], out["category"])
+    return out
+
+
+def validate_parameters(params: dict[str, Any], synthetic_kind: str = "texture") -> dict[str, Any]:
+    """Check every notebook parameter and their combination; resolve an empty ``data_root``.
+
+    Returns a new dict: the values as given (so run ids and ``metrics.json`` keep them), ``layers`` in
+    network order, ``data_root``/``category`` resolved (see :func:`check_combination`).
+    """
+    return check_combination(check_parameters(params), synthetic_kind)
+
+
+def config_from_params(params: dict[str, Any], **overrides: Any) -> PatchCoreConfig:
+    """A validated :class:`PatchCoreConfig` from notebook parameters (+ overrides); ConfigError if invalid.
+
+    The parameters that are no PatchCore setting are ignored (they are checked by :func:`check_parameters`).
+    """
+    check_parameters(params)
+    fields = {f.name for f in dataclasses.fields(PatchCoreConfig)}
+    values = {k: v for k, v in params.items() if k in fields}
+    if values.get("layers") is not None:
+        values["layers"] = tuple(values["layers"])
+    values.update(overrides)
+    return PatchCoreConfig(**values)

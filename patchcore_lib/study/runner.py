@@ -1,0 +1,312 @@
+"""The study runner: every notebook of ``notebooks/`` executed with papermill, skipped when already complete.
+
+::
+
+    python -m patchcore_lib.study -f params/quick.yaml
+    python -m patchcore_lib.study -f params/paper_im224_wr50.yaml --data-root /data/mvtec_ad --categories bottle cable
+
+runs the notebooks in name order (report notebooks, e.g. ``05_report``, last and once), per category for
+notebooks that declare a ``category`` parameter, writes ``reports/executed/<notebook>-<category>.ipynb`` +
+``.html`` and a ``.done.json`` with the hash of the notebook's code and parameters; a run whose ``.done.json``
+matches is skipped.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import nbformat
+import yaml
+
+from patchcore_lib.data import check_category, default_category, list_categories
+from patchcore_lib.errors import ConfigError, PatchCoreError
+from patchcore_lib.study.outputs import default_reports_dir, repository_root
+from patchcore_lib.utils.files import atomic_write_text, output_lock
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def load_preset(path: str | Path) -> dict[str, Any]:
+    """Read a study preset (YAML): ``data_root``, ``categories``, ``parameters`` (for every notebook that
+    declares them), ``notebook_parameters`` (``{notebook-prefix: {name: value}}``), optional ``notebooks``."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read study preset {path}: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"study preset {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"study preset {path} must be a mapping, got {type(data).__name__}")
+    known = {"name", "description", "data_root", "categories", "parameters", "notebook_parameters", "notebooks"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"study preset {path}: unknown keys {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    data.setdefault("name", path.stem)
+    data["data_root"] = data.get("data_root") or ""
+    data["categories"] = list(data.get("categories") or [])
+    data["parameters"] = dict(data.get("parameters") or {})
+    data["notebook_parameters"] = dict(data.get("notebook_parameters") or {})
+    return data
+
+
+def discover_notebooks(folder: str | Path, only: Sequence[str] | None = None) -> list[Path]:
+    """Notebooks of ``folder`` in name order, report notebooks (name containing ``report``) last.
+
+    ``only``: keep notebooks whose name starts with one of these prefixes (e.g. ``["04", "05"]``).
+    """
+    paths = sorted(p for p in Path(folder).glob("*.ipynb") if not p.name.startswith("."))
+    if only:
+        paths = [p for p in paths if any(p.stem.startswith(str(o)) for o in only)]
+    return [p for p in paths if "report" not in p.stem] + [p for p in paths if "report" in p.stem]
+
+
+def notebook_parameters(path: str | Path) -> dict[str, str]:
+    """The parameters a notebook declares: ``{name: default source}`` of the assignments in the cell tagged
+    ``parameters``.
+
+    Parsed with :mod:`ast` rather than papermill's line parser, which skips lines whose comment holds ``=``.
+    """
+    nb = nbformat.read(str(path), as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
+            try:
+                tree = ast.parse(cell.source)
+            except SyntaxError as exc:
+                raise ConfigError(f"{path}: the parameters cell is not valid Python: {exc}") from exc
+            found: dict[str, str] = {}
+            for node in tree.body:
+                targets = node.targets if isinstance(node, ast.Assign) else (
+                    [node.target] if isinstance(node, ast.AnnAssign) else [])
+                for target in targets:
+                    if isinstance(target, ast.Name):
+                        found[target.id] = ast.get_source_segment(cell.source, node.value) or ""
+            return found
+    return {}
+
+
+def notebook_code_hash(path: str | Path) -> str:
+    """Hash of a notebook's cell sources and tags (outputs and metadata are ignored)."""
+    nb = nbformat.read(str(path), as_version=4)
+    digest = hashlib.sha256()
+    for cell in nb.cells:
+        digest.update(cell.cell_type.encode())
+        digest.update(json.dumps(sorted(cell.get("metadata", {}).get("tags", []))).encode())
+        digest.update(cell.source.encode())
+    return digest.hexdigest()
+
+
+def run_hash(notebook: str | Path, params: dict[str, Any]) -> str:
+    """Hash identifying one execution: the notebook's code and the parameters passed."""
+    payload = {"code": notebook_code_hash(notebook), "parameters": params}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def is_complete(done_path: Path, expected_hash: str, outputs: Sequence[Path]) -> bool:
+    """True when ``done_path`` records ``expected_hash`` and every output file exists."""
+    record = _read_json(done_path)
+    return bool(record) and record.get("hash") == expected_hash and all(Path(p).is_file() for p in outputs)
+
+
+def render_html(ipynb: str | Path, html: str | Path | None = None) -> Path:
+    """Render an executed notebook to standalone HTML (nbconvert), written atomically next to it."""
+    from nbconvert import HTMLExporter  # optional heavy dependency (study extra): imported when rendering
+
+    ipynb = Path(ipynb)
+    html = Path(html) if html else ipynb.with_suffix(".html")
+    body, _ = HTMLExporter().from_notebook_node(nbformat.read(str(ipynb), as_version=4))
+    return atomic_write_text(html, body)
+
+
+class StudyError(PatchCoreError):
+    """One or more notebooks of a study failed."""
+
+
+def execute_notebook(notebook: Path, output: Path, params: dict[str, Any], kernel: str | None = None,
+                     cwd: Path | None = None, log_output: bool = False) -> None:
+    """Execute one notebook with papermill into ``output`` (the partially executed notebook is kept on error)."""
+    import papermill  # optional heavy dependency (study extra): imported when executing
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    papermill.execute_notebook(str(notebook), str(output), parameters=params, kernel_name=kernel,
+                               cwd=str(cwd or notebook.parent), progress_bar=False, log_output=log_output)
+
+
+def plan_runs(preset: dict[str, Any], notebooks: Sequence[Path], categories: Sequence[str], data_root: str,
+              reports_dir: Path) -> list[dict[str, Any]]:
+    """The list of executions: notebook, category (None for once-only notebooks), parameters, outputs."""
+    runs = []
+    executed = reports_dir / "executed"
+    for notebook in notebooks:
+        declared = notebook_parameters(notebook)
+        values = dict(preset.get("parameters", {}))
+        for prefix, overrides in preset.get("notebook_parameters", {}).items():
+            if notebook.stem.startswith(str(prefix)):
+                values.update(overrides or {})
+        common = {"data_root": data_root, "reports_dir": str(reports_dir), "categories": list(categories)}
+        per_category = "category" in declared and "report" not in notebook.stem
+        for category in (categories if per_category else [None]):
+            params = {**values, **common}
+            if category is not None:
+                params["category"] = category
+            params = {k: v for k, v in params.items() if k in declared}
+            stem = f"{notebook.stem}-{category}" if category is not None else notebook.stem
+            runs.append({"notebook": notebook, "category": category, "parameters": params,
+                         "ipynb": executed / f"{stem}.ipynb", "html": executed / f"{stem}.html",
+                         "done": executed / f"{stem}.done.json"})
+    return runs
+
+
+def resolve_categories(data_root: str, categories: Sequence[str]) -> list[str]:
+    """Categories to run: the given ones, else every category under ``data_root``, else the embedded default."""
+    if categories:
+        if data_root:
+            for category in categories:
+                check_category(data_root, category)
+        return list(categories)
+    if data_root:
+        found = list_categories(data_root)
+        if not found:
+            raise ConfigError(f"no categories (folders with train/ and test/) found under {data_root}")
+        return found
+    return [default_category("texture")]
+
+
+def _execute_runs(runs: list[dict[str, Any]], force: bool, kernel: str | None,
+                  log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Execute (or skip) each planned run in order; returns the failed ones."""
+    failures = []
+    for k, run in enumerate(runs, 1):
+        label = f"[{k}/{len(runs)}] {run['ipynb'].stem}"
+        digest = run_hash(run["notebook"], run["parameters"])
+        if not force and is_complete(run["done"], digest, [run["ipynb"], run["html"]]):
+            run.update(status="skipped", seconds=0.0)
+            log(f"{label}: complete with the same parameters, skipped")
+            continue
+        t0 = time.perf_counter()
+        error = None
+        try:
+            run["done"].unlink(missing_ok=True)
+            execute_notebook(run["notebook"], run["ipynb"], run["parameters"], kernel=kernel)
+        except Exception as exc:  # papermill's execution error carries the failing cell's traceback
+            error = exc
+        if run["ipynb"].is_file():
+            try:
+                render_html(run["ipynb"], run["html"])
+            except Exception as exc:  # rendering a broken partial notebook must not hide the real error
+                log(f"{label}: HTML rendering failed: {exc}")
+        seconds = time.perf_counter() - t0
+        if error is None:
+            record = {"hash": digest, "notebook": str(run["notebook"]), "category": run["category"],
+                      "parameters": run["parameters"], "seconds": round(seconds, 2),
+                      "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            atomic_write_text(run["done"], json.dumps(record, indent=2, default=str))
+            run.update(status="done", seconds=seconds)
+            log(f"{label}: done in {seconds:.1f} s -> {run['html']}")
+        else:
+            run.update(status="failed", seconds=seconds, error=str(error).strip().splitlines()[-1:] or [""])
+            failures.append(run)
+            log(f"{label}: FAILED after {seconds:.1f} s: {type(error).__name__}: "
+                f"{str(error).strip().splitlines()[-1] if str(error).strip() else ''} (see {run['ipynb']})")
+    return failures
+
+
+def run_study(preset: dict[str, Any], *, categories: Sequence[str] | None = None, data_root: str | None = None,
+              reports_dir: str | Path | None = None, notebooks_dir: str | Path | None = None,
+              only: Sequence[str] | None = None, force: bool = False, kernel: str | None = None,
+              log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Run (or skip, when complete with the same parameters) every notebook of the study; return the runs
+    with ``status`` (``done``, ``skipped`` or ``failed``) and ``seconds``. Raises :class:`StudyError` at the
+    end when a notebook failed (the others still run)."""
+    start = time.perf_counter()
+    data_root = preset.get("data_root", "") if data_root is None else data_root
+    data_root = str(Path(data_root).expanduser().resolve()) if data_root else ""
+    categories = resolve_categories(data_root, categories or preset.get("categories") or [])
+    reports = Path(reports_dir or default_reports_dir()).expanduser().resolve()
+    folder = Path(notebooks_dir or repository_root() / "notebooks")
+    notebooks = discover_notebooks(folder, only or preset.get("notebooks"))
+    if not notebooks:
+        raise ConfigError(f"no notebooks found in {folder}")
+    runs = plan_runs(preset, notebooks, categories, data_root, reports)
+    log(f"study '{preset.get('name', 'study')}': {len(notebooks)} notebooks x categories {', '.join(categories)} "
+        f"-> {len(runs)} runs; reports in {reports}")
+    reports.mkdir(parents=True, exist_ok=True)
+    with output_lock(reports, "--reports-dir"):  # two studies into one reports folder: the second refuses
+        failures = _execute_runs(runs, force, kernel, log)
+    wall = time.perf_counter() - start
+    log(f"study wall time: {wall:.1f} s ({wall / 60:.1f} min); "
+        f"{sum(r['status'] == 'done' for r in runs)} run, {sum(r['status'] == 'skipped' for r in runs)} skipped, "
+        f"{len(failures)} failed")
+    summary = reports / "summary.md"
+    if summary.is_file():
+        log(f"summary: {summary}")
+    if failures:
+        raise StudyError(f"{len(failures)} notebook run(s) failed: "
+                         + ", ".join(r["ipynb"].name for r in failures))
+    return runs
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``["name=value", ...]`` -> ``{name: yaml-parsed value}`` (``imagesize=128`` gives an int)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"--set expects NAME=VALUE, got {item!r}")
+        try:
+            out[name.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML: {exc}") from exc
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m patchcore_lib.study",
+                                     description="Run the notebook study (papermill) and render HTML reports.")
+    parser.add_argument("-f", "--preset", default=None,
+                        help="study preset YAML (default: params/quick.yaml of the checkout)")
+    parser.add_argument("--data-root", default=None, help="dataset root (MVTec layout); '' = embedded synthetic")
+    parser.add_argument("--categories", nargs="+", default=None, help="categories (default: preset's, else all)")
+    parser.add_argument("--reports-dir", default=None, help="output folder (default: reports/ of the checkout)")
+    parser.add_argument("--notebooks-dir", default=None, help="folder of the notebooks (default: notebooks/)")
+    parser.add_argument("--only", nargs="+", default=None, help="run only notebooks starting with these prefixes")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
+                        help="override a notebook parameter of the preset (VALUE is read as YAML), e.g. "
+                             "--set weights=/models/wide_resnet50_2-95faca4d.pth --set imagesize=128")
+    parser.add_argument("--force", action="store_true", help="re-run notebooks even when complete")
+    parser.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebooks' python3)")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        preset = load_preset(args.preset or repository_root() / "params" / "quick.yaml")
+        preset["parameters"].update(parse_overrides(args.overrides))
+        run_study(preset, categories=args.categories, data_root=args.data_root, reports_dir=args.reports_dir,
+                  notebooks_dir=args.notebooks_dir, only=args.only, force=args.force, kernel=args.kernel)
+    except PatchCoreError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; finished notebooks are kept and a re-run skips them", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

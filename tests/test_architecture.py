@@ -1,0 +1,120 @@
+"""The file tree is the architecture: layers import downwards only, no import cycles, small modules, and
+imports at module top (except optional dependencies)."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "patchcore_lib"
+
+#: Layer rank of each top-level part: a module may import only parts of a lower rank or its own part.
+LAYERS = {"errors": 0, "utils": 1, "components": 2, "data": 2, "detectors": 3, "evaluation": 4, "cli": 5,
+          "__main__": 6, "study": 7, "__init__": 8}
+#: Function-level imports allowed: optional or platform-specific dependencies only.
+OPTIONAL = {"faiss", "fcntl", "papermill", "nbformat", "nbconvert", "onnxruntime", "onnx", "dask", "distributed",
+            "dask_cuda", "IPython"}
+MAX_LINES = 500
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _exports(module: str) -> dict[str, str]:
+    """name -> defining module for the ``from patchcore_lib.x import name`` lines of a package __init__."""
+    path = MODULES[module]
+    names = {}
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("patchcore_lib"):
+            for alias in node.names:
+                names[alias.asname or alias.name] = node.module
+    return names
+
+
+def _resolve(module: str, name: str | None) -> str | None:
+    """The module an import really reaches: through package __init__ re-exports; None for the root's own names."""
+    if name is not None and f"{module}.{name}" in MODULES:
+        return f"{module}.{name}"
+    if MODULES.get(module, Path()).name == "__init__.py" and name is not None:
+        target = _exports(module).get(name)
+        if target is None:
+            return None if module == "patchcore_lib" else module  # e.g. __version__, defined in the root itself
+        return _resolve(target, name)
+    return module
+
+
+def imports_of(module: str) -> set[str]:
+    """Modules of patchcore_lib imported (anywhere in the file) by ``module``."""
+    found = set()
+    for node in ast.walk(ast.parse(MODULES[module].read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("patchcore_lib"):
+            for alias in node.names:
+                target = _resolve(node.module, alias.name)
+                if target and target != module:
+                    found.add(target)
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("patchcore_lib.")}
+    return found
+
+
+def _part(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def test_no_import_cycles():
+    graph = {m: imports_of(m) for m in MODULES if MODULES[m].name != "__init__.py"}
+    state: dict[str, int] = {}
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(nxt):] + [nxt]))
+            if nxt in graph and not state.get(nxt):
+                visit(nxt, stack + [nxt])
+        state[node] = 2
+
+    for module in graph:
+        if not state.get(module):
+            visit(module, [module])
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if m != "patchcore_lib"))
+def test_layers_import_downwards_only(module):
+    own = _part(module)
+    for target in imports_of(module):
+        other = _part(target)
+        assert other == own or LAYERS[other] < LAYERS[own], f"{module} (layer {own}) imports {target} (layer {other})"
+        if own != "study":
+            assert other != "study", f"{module} imports the study layer ({target})"
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_modules_are_small_and_import_at_the_top(module):
+    path = MODULES[module]
+    lines = path.read_text().count("\n")
+    assert lines <= MAX_LINES, f"{path.relative_to(PACKAGE.parent)} has {lines} lines (> {MAX_LINES})"
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for sub in ast.walk(node):
+                if isinstance(sub, ast.ImportFrom):
+                    top = (sub.module or "").split(".")[0]
+                elif isinstance(sub, ast.Import):
+                    top = sub.names[0].name.split(".")[0]
+                else:
+                    continue
+                assert top in OPTIONAL, f"{path.name}:{sub.lineno} imports {top} inside {node.name}()"
+
+
+def test_the_checks_catch_a_violation(tmp_path):
+    """The cycle finder and the layer rule are not vacuous: a fake upward import is reported."""
+    assert "patchcore_lib.components.backbones" in imports_of("patchcore_lib.detectors.patchcore")
+    assert LAYERS[_part("patchcore_lib.study.runner")] > LAYERS[_part("patchcore_lib.detectors.base")]
+    assert _resolve("patchcore_lib.data", "open_split") == "patchcore_lib.data.layouts"

@@ -1,0 +1,92 @@
+"""The report helpers of notebook 05 (collect runs, summary table, markdown) and the reference tables."""
+from __future__ import annotations
+
+import os
+import time
+
+import pandas as pd
+import pytest
+
+from patchcore_lib.errors import ConfigError
+from patchcore_lib.evaluation import reference
+from patchcore_lib.study import report
+from patchcore_lib.study.evaluate import setting_name
+from patchcore_lib.study.outputs import write_metrics
+
+
+def test_reference_tables():
+    paper = reference.paper_table()
+    means = paper[paper["category"] == "mean"].set_index("method")
+    assert means.loc["PatchCore-25%", "image_auroc"] == pytest.approx(0.991)
+    assert means.loc["PatchCore-10%", "pro"] == pytest.approx(0.935)
+    assert means.loc["PatchCore-1%", "pixel_auroc"] == pytest.approx(0.980)
+    assert means.loc["PaDiM", "image_auroc"] == pytest.approx(0.953)
+    assert reference.official_mean()["pro"] == pytest.approx(0.944, abs=5e-4)  # README headline of IM224 WR50
+    assert set(reference.official_results()["category"]) - {"mean"} == set(reference.MVTEC_CATEGORIES)
+    assert reference.official_run_for({"backbone": "wide_resnet50_2", "imagesize": 320, "coreset_ratio": 0.01}) == \
+        "IM320_WR50_L2-3_P001_D1024-1024_PS-3_AN-1"
+    assert len(reference.reference_for("bottle")) >= 6
+    assert reference.reference_for("synthetic_texture").empty
+    with pytest.raises(ConfigError):
+        reference.official_results("nope")
+
+
+def test_summary_table_and_markdown(tmp_path):
+    config = {"backbone": "wide_resnet50_2", "layers": ["layer2", "layer3"], "imagesize": 224, "coreset_ratio": 0.1,
+              "patch_size": 3, "num_nn": 1}
+    runs = pd.DataFrame([
+        {"method": "PatchCore", "setting": setting_name(config), "category": "bottle", "image_auroc": 1.0,
+         "pixel_auroc": 0.98, "pro": 0.95, "config": config},
+        {"method": "PatchCore", "setting": setting_name(config), "category": "mine", "image_auroc": 0.9,
+         "pixel_auroc": 0.9, "pro": 0.8, "config": config},
+    ])
+    table = report.summary_table(runs)
+    bottle = table[table["category"] == "bottle"].iloc[0]
+    assert bottle["official_run"] == "IM224_WR50_L2-3_P01_D1024-1024_PS-3_AN-1"
+    assert bottle["diff_official_pixel_auroc"] == pytest.approx(98.0 - 98.48388278688711)
+    assert pd.isna(table[table["category"] == "mine"].iloc[0]["official_image_auroc"])
+    assert table.iloc[-1]["category"] == "mean (2)"
+    report.style_summary(table).to_html()
+    paths = report.write_summary(tmp_path, table)
+    text = paths["md"].read_text()
+    assert "IM224_WR50_L2-3_P01_D1024-1024_PS-3_AN-1" in text and "| bottle |" in text
+
+
+def test_collect_runs_and_baselines(tmp_path):
+    config = {"backbone": "efficientnet_lite0", "layers": ["blocks.2", "blocks.4"], "imagesize": 64,
+              "coreset_ratio": 0.1}
+    for run, auroc in (("bottle-old", 0.5), ("bottle-new", 0.9)):
+        folder = tmp_path / "04_evaluate" / run
+        folder.mkdir(parents=True)
+        write_metrics(folder, {"category": "bottle", "image_auroc": auroc, "pixel_auroc": 0.9, "pro": 0.8,
+                               "fit_seconds": 1.0, "predict_seconds_per_image": 0.1, "memory_bank_size": 10,
+                               "config": config})
+        os.utime(folder / "metrics.json", (time.time() + (auroc > 0.6), time.time() + (auroc > 0.6)))
+    runs = report.collect_runs(tmp_path)
+    assert len(runs) == 1 and runs.iloc[0]["image_auroc"] == 0.9 and runs.iloc[0]["run_id"] == "bottle-new"
+    flat = tmp_path / "06_baselines" / "flat"
+    flat.mkdir(parents=True)
+    write_metrics(flat, {"method": "padim", "category": "bottle", "image_auroc": 0.95, "pixel_auroc": 0.97,
+                         "pro": 0.9})
+    nested = tmp_path / "06_baselines" / "nested"
+    nested.mkdir(parents=True)
+    write_metrics(nested, {"category": "cable", "padim": {"image_auroc": 0.9, "pixel_auroc": 0.9, "pro": 0.9},
+                           "orthoad": {"image_auroc": 0.8, "pixel_auroc": 0.8, "pro": 0.8}})
+    baselines = report.collect_baselines(tmp_path)
+    assert sorted(zip(baselines["method"], baselines["category"])) == [("orthoad", "cable"), ("padim", "bottle"),
+                                                                       ("padim", "cable")]
+    assert report.collect_baselines(tmp_path / "nowhere").empty
+
+
+def test_collect_baselines_runs_list_format(tmp_path):
+    folder = tmp_path / "06_baselines" / "x"
+    folder.mkdir(parents=True)
+    write_metrics(folder, {"category": "bottle", "backbone": "resnet18", "runs": [
+        {"source": "this run", "method": "patchcore", "run": "PatchCore", "image_auroc": 1.0, "pixel_auroc": 1.0,
+         "pro": 1.0},
+        {"source": "this run", "method": "padim", "run": "PaDiM d=100", "image_auroc": 0.9, "pixel_auroc": 0.9,
+         "pro": 0.9},
+        {"source": "PaDiM paper", "method": "padim", "run": "paper", "image_auroc": 0.95, "pixel_auroc": 0.97,
+         "pro": 0.92}]})
+    baselines = report.collect_baselines(tmp_path)
+    assert list(baselines["method"]) == ["padim"] and baselines.iloc[0]["setting"] == "PaDiM d=100, resnet18"
