@@ -2,7 +2,10 @@
 
 A layout is a ``torch.utils.data.Dataset`` class registered with ``@LAYOUTS.register(name)`` whose
 constructor is ``(root, category, split, resize, imagesize)`` and whose items are dicts with ``image``
-[3, S, S], ``mask`` [1, S, S], ``label``, ``defect_type`` and ``path``.
+[3, S, S], ``mask`` [1, S, S], ``label``, ``defect_type`` and ``path``. A layout class may define
+``matches(root, category) -> bool`` (used by ``layout="auto"``), ``check(root, category)`` (raises a
+DatasetError saying what is missing) and ``has_masks`` (False: pixel metrics
+are unavailable, reported as NaN).
 """
 from __future__ import annotations
 
@@ -10,12 +13,34 @@ from pathlib import Path
 
 import torch
 
+from patchcore_lib.errors import DatasetError
 from patchcore_lib.utils.registry import Registry
 
 LAYOUTS: Registry[type[torch.utils.data.Dataset]] = Registry("dataset layout")
+AUTO = "auto"
+
+
+def resolve_layout(root: str | Path, category: str, layout: str = AUTO) -> str:
+    """``layout`` itself, or for ``"auto"`` the one registered layout whose ``matches`` accepts the folder;
+    a DatasetError when none or several do."""
+    if layout != AUTO:
+        LAYOUTS.get(layout)
+        return layout
+    found = [name for name, cls in LAYOUTS.items() if getattr(cls, "matches", None) and cls.matches(root, category)]
+    if len(found) == 1:
+        return found[0]
+    folder = Path(root) / category
+    if not found:
+        for _, cls in LAYOUTS.items():  # the layouts' own checks name what is missing (data root, category)
+            if getattr(cls, "check", None):
+                cls.check(root, category)
+        raise DatasetError(f"{folder}: no known dataset layout ({', '.join(LAYOUTS.names())}); "
+                           "a category needs at least a train/ folder of normal images")
+    raise DatasetError(f"{folder} matches several dataset layouts ({', '.join(found)}); choose one with --layout")
 
 
 def open_split(root: str | Path, category: str, split: str, resize: int = 256, imagesize: int = 224,
                layout: str = "mvtec") -> torch.utils.data.Dataset:
-    """The ``split`` ('train' or 'test') of ``category`` under ``root``, preprocessed to ``imagesize`` px."""
-    return LAYOUTS.get(layout)(root, category, split, resize, imagesize)
+    """The ``split`` ('train' or 'test') of ``category`` under ``root``, preprocessed to ``imagesize`` px
+    (``layout="auto"``: detected, see :func:`resolve_layout`)."""
+    return LAYOUTS.get(resolve_layout(root, category, layout))(root, category, split, resize, imagesize)

@@ -111,6 +111,16 @@ def find_samples(root: str | Path, category: str, split: str) -> list[Sample]:
     return samples
 
 
+#: public names of the file checks, for the other layouts and image lists
+is_hidden_or_system = _is_hidden_or_system
+list_images = _list_images
+
+
+def find_mask(folder: Path, stem: str) -> Path | None:
+    """``folder/<stem>_mask.<ext>`` (or ``folder/<stem>.<ext>``) for any image extension; None if absent."""
+    return _find_mask(folder, stem)
+
+
 def _find_mask(folder: Path, stem: str) -> Path | None:
     for ext in IMAGE_EXTENSIONS:
         for candidate in (folder / f"{stem}_mask{ext}", folder / f"{stem}{ext}"):
@@ -127,6 +137,16 @@ class MVTecDataset(torch.utils.data.Dataset):
     Items are dicts: ``image`` [3, S, S] float, ``mask`` [1, S, S] float 0/1, ``label`` int,
     ``defect_type`` str, ``path`` str (S = ``imagesize``).
     """
+
+    #: every defect image has a ground-truth mask in this layout (pixel metrics are defined)
+    has_masks = True
+    check = staticmethod(lambda root, category: check_category(root, category))
+
+    @staticmethod
+    def matches(root: str | Path, category: str) -> bool:
+        """Whether ``root/category`` looks like this layout (``train/good`` and ``ground_truth``)."""
+        folder = Path(root) / category
+        return (folder / "train" / GOOD).is_dir() and (folder / "ground_truth").is_dir()
 
     def __init__(self, root: str | Path, category: str, split: str = "train", resize: int = 256, imagesize: int = 224) -> None:
         self.root = Path(root)
