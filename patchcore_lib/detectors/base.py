@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from patchcore_lib.data import make_loader
+from patchcore_lib.data import ImageList, make_loader
 from patchcore_lib.errors import ConfigError
 from patchcore_lib.utils.registry import Registry
 
@@ -102,6 +102,13 @@ def predict_over_dataset(predict: Any, dataset: torch.utils.data.Dataset, batch_
     return Predictions(scores, maps, masks, np.asarray(labels), defects, paths, time.perf_counter() - start)
 
 
+def predict_images(detector: Any, images: list[Any], show_progress: bool = False) -> Predictions:
+    """``detector.predict_dataset`` over images given as paths, PIL images or arrays, preprocessed with the
+    detector's own ``resize`` / ``imagesize`` exactly as a dataset layout would (so scores equal evaluate's)."""
+    if isinstance(images, (str, os.PathLike)) or not hasattr(images, "__len__"):
+        images = [images]
+    config = detector.config
+    return detector.predict_dataset(ImageList(list(images), config.resize, config.imagesize), show_progress)
 
 
 #: Detectors by name. ``@DETECTORS.register(name)`` on a class with ``config_class``, ``options_class``,

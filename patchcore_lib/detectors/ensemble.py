@@ -21,7 +21,7 @@ from pathlib import Path
 from patchcore_lib import __version__
 from patchcore_lib.components.backbones import BACKBONES
 from patchcore_lib.data import make_loader
-from patchcore_lib.detectors.base import DETECTORS, Predictions, predict_over_dataset, shared_settings
+from patchcore_lib.detectors.base import DETECTORS, Predictions, predict_images, predict_over_dataset, shared_settings
 from patchcore_lib.detectors.patchcore import PatchCore, PatchCoreConfig, check_options, read_model_file
 from patchcore_lib.errors import ConfigError, ModelFileError
 from patchcore_lib.utils.files import atomic_torch_save
@@ -148,6 +148,10 @@ class PatchCoreEnsemble:
                                            show_progress)
         self.timings["predict_seconds"] = predictions.seconds
         return predictions
+
+    def predict_images(self, images: list[Any], show_progress: bool = False) -> Predictions:
+        """Scores and maps of images given as paths, PIL images or arrays (see detectors.base.predict_images)."""
+        return predict_images(self, images, show_progress)
 
     def member_predictions(self, images: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Raw (unstandardised) predictions of each member, for analysis."""

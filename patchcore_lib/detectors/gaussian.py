@@ -59,7 +59,8 @@ from patchcore_lib.data import make_loader
 from patchcore_lib.errors import ConfigError, ModelFileError
 from patchcore_lib.utils.files import atomic_torch_save
 from patchcore_lib.utils.schema import check_fields, config_dict, config_from_dict, option
-from patchcore_lib.detectors.base import DETECTORS, Predictions, resolve_device, shared_settings, state_fingerprint
+from patchcore_lib.detectors.base import (DETECTORS, Predictions, predict_images, resolve_device, shared_settings,
+                                          state_fingerprint)
 from patchcore_lib.detectors.patchcore import check_options
 
 GAUSSIAN_FORMAT = "patchcore_lib.gaussian/1"
@@ -373,6 +374,10 @@ class GaussianAD:
         return scores.float().cpu(), maps.float().cpu()
 
     @torch.no_grad()
+    def predict_images(self, images: list[Any], show_progress: bool = False) -> Predictions:
+        """Scores and maps of images given as paths, PIL images or arrays (see detectors.base.predict_images)."""
+        return predict_images(self, images, show_progress)
+
     def predict_dataset(self, dataset: torch.utils.data.Dataset, show_progress: bool = True) -> Predictions:
         """Scores, maps, masks and labels for every image of ``dataset`` (an MVTecDataset test split)."""
         self._require_fitted()

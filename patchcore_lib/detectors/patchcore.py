@@ -16,8 +16,9 @@ from patchcore_lib import __version__
 from patchcore_lib.components.anomaly_map import anomaly_maps
 from patchcore_lib.components.backbones import BACKBONES, check_layers, get_spec
 from patchcore_lib.data import make_loader
-from patchcore_lib.detectors.base import (DETECTORS, Predictions, predict_over_dataset, resolve_device, shared_settings,
-                                         state_fingerprint)
+from patchcore_lib.detectors.base import (DETECTORS, Predictions, predict_images, predict_over_dataset, resolve_device,
+                                         shared_settings, state_fingerprint)
+from patchcore_lib.detectors.threshold import ThresholdOptions, calibrate
 from patchcore_lib.errors import ConfigError, ModelFileError
 from patchcore_lib.components.features import PatchFeatureExtractor
 from patchcore_lib.utils.files import atomic_torch_save
@@ -134,6 +135,7 @@ class PatchCore:
                                                    weights=config.weights).to(self.device)
         self.search = NearestNeighbourSearch(config.num_nn, config.distance, config.knn_backend)
         self.memory_bank: torch.Tensor | None = None
+        self.threshold: dict[str, Any] | None = None  # the calibrated threshold record (detectors/threshold.py)
         self.timings: dict[str, float] = {}
 
     # ------------------------------------------------------------------ features
@@ -171,8 +173,9 @@ class PatchCore:
 
     # ------------------------------------------------------------------ fit
     def fit(self, data: Iterable[dict[str, Any]] | torch.utils.data.Dataset | torch.Tensor,
-            show_progress: bool = True) -> "PatchCore":
-        """Build the memory bank from nominal images (dataset, loader, or precomputed features [N, D])."""
+            show_progress: bool = True, calibration: ThresholdOptions | None = None) -> "PatchCore":
+        """Build the memory bank from nominal images (dataset, loader, or precomputed features [N, D]); with
+        ``calibration``, also calibrate :attr:`threshold` out of fold on the same features."""
         start = time.perf_counter()
         features = data.to(self.device) if isinstance(data, torch.Tensor) else self.extract_features(data, show_progress)
         extracted = time.perf_counter()
@@ -180,13 +183,33 @@ class PatchCore:
                                device=self.device, show_progress=show_progress)
         indices = sampler.select(features)
         self.memory_bank = features[indices.to(features.device)].contiguous()
-        del features
+        if calibration is None or not calibration.calibration_folds:
+            del features
         selected = time.perf_counter()
         self.search.fit(self.memory_bank)
         end = time.perf_counter()
         self.timings.update(extract_seconds=extracted - start, coreset_seconds=selected - extracted,
                             index_seconds=end - selected, fit_seconds=end - start)
+        self.threshold = None  # a threshold of another memory bank is stale
+        if calibration is not None and calibration.calibration_folds:
+            self.calibrate(features, calibration, show_progress)
         return self
+
+    def calibrate(self, data: torch.utils.data.Dataset | torch.Tensor, options: ThresholdOptions | None = None,
+                  show_progress: bool = True) -> dict[str, Any]:
+        """Calibrate :attr:`threshold` out of fold on normal images (a dataset, or their patch features
+        [N_images * h * w, D] in image order); returns the threshold record (see detectors/threshold.py)."""
+        options = options or ThresholdOptions()
+        start = time.perf_counter()
+        features = data if isinstance(data, torch.Tensor) else self.extract_features(data, show_progress)
+        grid = self.extractor.feature_grid(self.config.imagesize)
+        per_image = grid[0] * grid[1]
+        if features.ndim != 2 or len(features) % per_image:
+            raise ConfigError(f"calibration needs patch features [N * {per_image}, D], got {tuple(features.shape)}")
+        self.threshold = calibrate(self, features.reshape(-1, per_image, features.shape[-1]), grid, options,
+                                   show_progress)
+        self.timings["calibration_seconds"] = time.perf_counter() - start
+        return self.threshold
 
     # ------------------------------------------------------------------ predict
     def _require_fitted(self) -> None:
@@ -226,12 +249,17 @@ class PatchCore:
         self.timings["predict_seconds"] = predictions.seconds
         return predictions
 
+    def predict_images(self, images: list[Any], show_progress: bool = False) -> Predictions:
+        """Scores [N] and maps [N, S, S] of images given as paths, PIL images or arrays (preprocessed with the
+        model's own resize / imagesize); ``paths`` holds the file names (``<image i>`` for in-memory images)."""
+        return predict_images(self, images, show_progress)
+
     # ------------------------------------------------------------------ save / load
     def state(self) -> dict[str, Any]:
         """Config, memory bank (cpu) and backbone fingerprint: what a model file holds."""
         self._require_fitted()
         return {"config": self.config.to_dict(), "memory_bank": self.memory_bank.detach().cpu(),
-                "backbone_fingerprint": state_fingerprint(self.extractor.backbone)}
+                "backbone_fingerprint": state_fingerprint(self.extractor.backbone), "threshold": self.threshold}
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write config, memory bank and a backbone fingerprint to ``path`` (atomically)."""
@@ -258,6 +286,7 @@ class PatchCore:
             raise ModelFileError(f"model file {path}: memory bank shape {tuple(bank.shape)} does not match its config")
         model.memory_bank = bank.to(model.device)
         model.search.fit(model.memory_bank)
+        model.threshold = state.get("threshold")
         return model
 
     @classmethod
