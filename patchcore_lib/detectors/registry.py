@@ -14,6 +14,7 @@ from typing import Any
 
 from patchcore_lib.detectors.base import DETECTORS, Detector
 from patchcore_lib.detectors.ensemble import PatchCoreEnsemble  # noqa: F401 (registers patchcore_ensemble)
+from patchcore_lib.detectors.export import EXPORT_FORMAT, ExportedPatchCore
 from patchcore_lib.detectors.gaussian import GaussianAD
 from patchcore_lib.detectors.patchcore import PatchCore
 from patchcore_lib.errors import ModelFileError
@@ -49,15 +50,17 @@ def _file_format(path: Path) -> str | None:
     for _, cls in DETECTORS.items():
         if cls.file_format.encode() in data:
             return cls.file_format
-    return None
+    return EXPORT_FORMAT if EXPORT_FORMAT.encode() in data else None
 
 
 def load_detector(path: str | os.PathLike, device: str | None = None, backbone: str | None = None) -> Detector:
-    """Load any saved detector; dispatches on the file's format (PatchCore gives the precise error otherwise)."""
+    """Load any saved detector or exported bundle; dispatches on the file's format (PatchCore gives the precise error otherwise)."""
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"model file {path} does not exist")
     found = _file_format(path)
+    if found == EXPORT_FORMAT:  # an exported bundle (patchcore export): graph + memory bank
+        return ExportedPatchCore.load(path, device=device, backbone=backbone)
     for _, cls in DETECTORS.items():
         if cls.file_format == found:
             return (GaussianAD if issubclass(cls, GaussianAD) else cls).load(path, device=device, backbone=backbone)
