@@ -26,6 +26,16 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def faiss_info() -> dict[str, Any]:
+    """The installed faiss module's ``__version__`` and the GPUs it sees (None / 0 without faiss)."""
+    try:
+        import faiss
+    except ImportError:
+        return {"faiss_version": None, "faiss_gpus": 0}
+    gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+    return {"faiss_version": getattr(faiss, "__version__", None), "faiss_gpus": int(gpus)}
+
+
 def git_commit() -> str | None:
     """The project's git commit (with ``-dirty`` when the tree has changes), or None outside a checkout."""
     here = Path(__file__).resolve().parent

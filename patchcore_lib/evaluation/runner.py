@@ -24,23 +24,29 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from patchcore_lib.data import check_category, dataset_fingerprint, open_split
+from patchcore_lib.data import LAYOUTS, dataset_fingerprint, open_split, resolve_layout
 from patchcore_lib.detectors import DETECTORS, Detector, Predictions
-from patchcore_lib.evaluation.provenance import config_hash, git_commit, package_versions
+from patchcore_lib.evaluation.provenance import config_hash, faiss_info, git_commit, package_versions
 from patchcore_lib.utils.files import atomic_write_text, check_writable_dir, output_lock
 from patchcore_lib.evaluation.metrics import image_auroc, per_defect_image_auroc, pixel_auroc, pro_score
 
 RESULT_COLUMNS = ["category", "image_auroc", "pixel_auroc", "pro", "fit_seconds", "predict_seconds",
-                  "predict_seconds_per_image", "memory_bank_size", "num_train", "num_test", "run_id", "method"]
+                  "predict_seconds_per_image", "memory_bank_size", "num_train", "num_test", "run_id", "method",
+                  "layout", "note"]
 # ``memory_bank_size`` is the number of stored patches (PatchCore) or of per-position Gaussians (PaDiM/OrthoAD).
 
 
-def prediction_metrics(predictions: Predictions) -> dict[str, Any]:
-    """Image AUROC, pixel AUROC, PRO and per-defect image AUROC of a set of predictions."""
+#: the note of a result whose pixel metrics could not be computed
+NO_MASKS_NOTE = "pixel metrics unavailable: not every defect image has a ground-truth mask (reported as NaN)"
+
+
+def prediction_metrics(predictions: Predictions, has_masks: bool = True) -> dict[str, Any]:
+    """Image AUROC, pixel AUROC, PRO and per-defect image AUROC of a set of predictions (``has_masks``
+    False: the pixel metrics are NaN, not computed from empty masks)."""
     return {
         "image_auroc": image_auroc(predictions.labels, predictions.scores),
-        "pixel_auroc": pixel_auroc(predictions.masks, predictions.maps),
-        "pro": pro_score(predictions.masks, predictions.maps),
+        "pixel_auroc": pixel_auroc(predictions.masks, predictions.maps) if has_masks else float("nan"),
+        "pro": pro_score(predictions.masks, predictions.maps) if has_masks else float("nan"),
         "per_defect_image_auroc": per_defect_image_auroc(predictions.defect_types, predictions.labels,
                                                          predictions.scores),
     }
@@ -58,16 +64,20 @@ def _write_scores(path: Path, predictions: Predictions) -> None:
 
 def evaluate_category(detector: Detector, data_root: str | Path, category: str, out_dir: str | Path | None = None,
                       save_model: bool = False, show_progress: bool = True, run_id: str = "",
-                      layout: str = "mvtec") -> tuple[dict[str, Any], Predictions]:
+                      layout: str = "auto") -> tuple[dict[str, Any], Predictions]:
     """Fit ``detector`` on the category's nominal training images, predict the test split, compute metrics;
-    write ``scores.csv``, ``metrics.json`` (and ``model.pt``) under ``out_dir/category`` when given."""
+    write ``scores.csv``, ``metrics.json`` (and ``model.pt``) under ``out_dir/category`` when given.
+    ``layout``: a registered dataset layout, or "auto" (detected). Without masks (folder layout) the pixel
+    metrics are NaN and the row's ``note`` says why."""
     config = detector.config
+    layout = resolve_layout(data_root, category, layout)
     train = open_split(data_root, category, "train", config.resize, config.imagesize, layout=layout)
     test = open_split(data_root, category, "test", config.resize, config.imagesize, layout=layout)
     method = method_name(detector)
     detector.fit(train, show_progress=show_progress)
     predictions = detector.predict_dataset(test, show_progress=show_progress)
-    metrics = prediction_metrics(predictions)
+    has_masks = bool(getattr(test, "has_masks", True))
+    metrics = prediction_metrics(predictions, has_masks)
     row = {
         "category": category,
         "image_auroc": metrics["image_auroc"],
@@ -81,6 +91,8 @@ def evaluate_category(detector: Detector, data_root: str | Path, category: str, 
         "num_test": len(test),
         "run_id": run_id,
         "method": method,
+        "layout": layout,
+        "note": "" if has_masks else NO_MASKS_NOTE,
     }
     if out_dir is not None:
         folder = Path(out_dir) / category
@@ -115,8 +127,12 @@ def results_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         if column == "method":
             mean[column] = rows[0].get("method", "patchcore")
             continue
-        values = [float(r[column]) for r in rows if r.get(column) is not None]
-        mean[column] = float(np.nanmean(values)) if values else float("nan")
+        if column in ("layout", "note"):
+            mean[column] = "; ".join(dict.fromkeys(str(r.get(column) or "") for r in rows if r.get(column)))
+            continue
+        values = [float(r[column]) for r in rows if r.get(column) is not None and r.get(column) != ""]
+        finite = [v for v in values if not np.isnan(v)]
+        mean[column] = float(np.mean(finite)) if finite else float("nan")
     return rows + [mean]
 
 
@@ -144,12 +160,15 @@ def _finished_row(folder: Path, config: Any, fingerprint: str) -> dict[str, Any]
 
 def evaluate(detector: Detector, data_root: str | Path, categories: Sequence[str], out_dir: str | Path,
              save_model: bool = False, show_progress: bool = True, resume: bool = True,
-             layout: str = "mvtec") -> list[dict[str, Any]]:
+             layout: str = "auto") -> list[dict[str, Any]]:
     """Fit and evaluate ``detector`` (re-fitted per category) on each category into ``out_dir``; returns the
     rows (without the mean row). ``run.json``, the resume check and the run id use its full configuration."""
     config = detector.config
+    layouts = {category: resolve_layout(data_root, category, layout) for category in categories}
     for category in categories:
-        check_category(data_root, category)
+        check = getattr(LAYOUTS.get(layouts[category]), "check", None)
+        if check is not None:
+            check(data_root, category)
     created = not Path(out_dir).exists()
     out = check_writable_dir(out_dir)
     fingerprints = {c: dataset_fingerprint(data_root, c) for c in categories}
@@ -162,6 +181,8 @@ def evaluate(detector: Detector, data_root: str | Path, categories: Sequence[str
         "categories": list(categories),
         "dataset_fingerprints": fingerprints,
         "versions": package_versions(),
+        **faiss_info(),
+        "layouts": layouts,
         "git_commit": git_commit(),
         "command": sys.argv,
         "reused": {},  # category -> run id of the earlier run whose finished result was kept
@@ -177,7 +198,7 @@ def evaluate(detector: Detector, data_root: str | Path, categories: Sequence[str
                     rows.append(done)
                 else:
                     row, _ = evaluate_category(detector, data_root, category, out, save_model, show_progress, run_id,
-                                               layout=layout)
+                                               layout=layouts[category])
                     rows.append(row)
                 # run record and table only once a category is finished: a failed run leaves no result files
                 atomic_write_text(out / "run.json", json.dumps(run_info, indent=2))
