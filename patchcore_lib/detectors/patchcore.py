@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from patchcore_lib import __version__
 from patchcore_lib.components.anomaly_map import anomaly_maps
 from patchcore_lib.components.backbones import BACKBONES, check_layers, get_spec
-from patchcore_lib.data import make_loader
+from patchcore_lib.data import IMAGENET_MEAN, IMAGENET_STD, make_loader
 from patchcore_lib.detectors.base import (DETECTORS, Predictions, predict_images, predict_over_dataset, resolve_device,
                                          shared_settings, state_fingerprint)
 from patchcore_lib.detectors.threshold import ThresholdOptions, calibrate
@@ -259,7 +259,8 @@ class PatchCore:
         """Config, memory bank (cpu) and backbone fingerprint: what a model file holds."""
         self._require_fitted()
         return {"config": self.config.to_dict(), "memory_bank": self.memory_bank.detach().cpu(),
-                "backbone_fingerprint": state_fingerprint(self.extractor.backbone), "threshold": self.threshold}
+                "backbone_fingerprint": state_fingerprint(self.extractor.backbone), "threshold": self.threshold,
+                "preprocessing": preprocessing_record(self.config)}
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write config, memory bank and a backbone fingerprint to ``path`` (atomically)."""
@@ -281,6 +282,9 @@ class PatchCore:
         if fingerprint != state["backbone_fingerprint"]:
             raise ModelFileError(f"model file {path}: the {config.backbone} weights found on this machine differ "
                                  "from those the model was fitted with; scores would be wrong")
+        if state.get("preprocessing", preprocessing_record(config)) != preprocessing_record(config):
+            raise ModelFileError(f"model file {path}: its preprocessing {state['preprocessing']} differs from this "
+                                 f"version's {preprocessing_record(config)}; re-fit the model")
         bank = state["memory_bank"]
         if bank.ndim != 2 or bank.shape[1] != config.target_embed_dimension:
             raise ModelFileError(f"model file {path}: memory bank shape {tuple(bank.shape)} does not match its config")
@@ -294,6 +298,12 @@ class PatchCore:
         """Load a saved model; errors name the file when it is truncated, foreign, or of another backbone."""
         path = Path(path)
         return cls.from_state(read_model_file(path, MODEL_FORMAT), path, device, backbone)
+
+
+def preprocessing_record(config: PatchCoreConfig) -> dict[str, Any]:
+    """How images are prepared for a model: short side resized, centre crop, ImageNet mean / std."""
+    return {"resize": config.resize, "imagesize": config.imagesize, "crop": "center",
+            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
 
 
 def read_model_file(path: Path, expected_format: str) -> dict[str, Any]:

@@ -1,0 +1,69 @@
+"""Command line ``patchcore`` (also ``python -m patchcore_lib``): fit, predict, export, evaluate.
+
+Every model option is generated from the configuration schema (:class:`PatchCoreConfig`, each registered
+detector's own options, :class:`ThresholdOptions`), so defaults, choices and checks live in one place.
+``--config FILE.yaml`` gives options from a file (a preset's ``parameters``); the command line overrides it.
+Errors are printed to stderr as one line and the exit code is non-zero (``--debug`` shows tracebacks).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from patchcore_lib import __version__
+from patchcore_lib.cli import evaluate, export, fit, predict
+from patchcore_lib.cli.common import PROG, add_model_options, config_file_defaults, detector_from_args
+from patchcore_lib.errors import PatchCoreError
+
+COMMANDS = (fit, predict, export, evaluate)
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The ``patchcore`` parser and its sub-command parsers by name."""
+    parser = argparse.ArgumentParser(prog=PROG, description="PatchCore anomaly detection: fit on normal images, "
+                                     "predict new ones, export, evaluate on datasets.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    subparsers = {module.__name__.rsplit(".", 1)[-1]: module.add_parser(commands) for module in COMMANDS}
+    return parser, subparsers
+
+
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    """Parse ``argv``; with ``--config FILE`` the file's values become the sub-command's defaults."""
+    parser, subparsers = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "config", None):
+        sub = subparsers[args.command]
+        defaults = {action.dest: action.default for action in sub._actions}
+        sub.set_defaults(**config_file_defaults(args.config, sub, args.command))
+        given = {k: v for k, v in vars(args).items() if k in defaults and v != defaults[k]}
+        args = parser.parse_args(argv)
+        for key, value in given.items():  # given on the command line: wins (also over appended lists)
+            setattr(args, key, value)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        args = parse(argv)
+        return args.run(args)
+    except PatchCoreError as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; finished work is kept (evaluate: categories, predict: rows) and a re-run "
+              "resumes", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+__all__ = ["main", "build_parser", "parse", "add_model_options", "detector_from_args", "PROG"]

@@ -1,0 +1,140 @@
+"""What every sub-command shares: model options generated from the schema, the detector they describe,
+``--config FILE.yaml``, help that shows every default, and the one-line error handling."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from patchcore_lib.detectors import DETECTORS, SHARED_SETTINGS, Detector, PatchCoreConfig, make_detector
+from patchcore_lib.errors import ConfigError
+from patchcore_lib.utils.schema import add_options, flag, options_from_args
+
+PROG = "patchcore"
+#: keys of a preset file that are not options (its name, the study's per-notebook parameters)
+PRESET_ONLY_KEYS = ("name", "notebook_parameters")
+
+
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Appends ``[default: X]`` to every option whose help does not already show its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "[default" in text or action.required or action.default in (None, argparse.SUPPRESS) \
+                or not action.option_strings or isinstance(action, argparse._HelpAction):
+            return text
+        return text + " [default: %(default)s]"
+
+
+def add_common_options(parser: argparse.ArgumentParser) -> None:
+    """``--config``, ``--quiet`` and ``--debug``, which every sub-command takes."""
+    parser.add_argument("--config", metavar="FILE.yaml", default=None,
+                        help="options from a YAML file (the keys of a preset's 'parameters', e.g. params/quick.yaml); "
+                             "options given on the command line override it")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+
+
+def _method_dest(cls: type, name: str) -> str:
+    return f"{cls.option_prefix}_{name}"
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> list[str]:
+    """``--method`` plus every PatchCore option and every detector's own options (``--<prefix>-<name>``)."""
+    parser.add_argument("--method", default="patchcore", choices=DETECTORS.names(),
+                        help="detector (default: patchcore)")
+    names = add_options(parser.add_argument_group("PatchCore options (ensemble members share them)"),
+                        PatchCoreConfig)
+    for method, cls in DETECTORS.items():
+        if cls.method_options:
+            add_options(parser.add_argument_group(f"{method} options"), cls.options_class,
+                        include=cls.method_options, prefix=cls.option_prefix)
+    return names
+
+
+def detector_from_args(args: argparse.Namespace, patchcore_names: Sequence[str]) -> Detector:
+    """The detector the options describe; options that do not apply to ``--method`` are an error."""
+    given = options_from_args(args, patchcore_names)
+    cls = DETECTORS.get(args.method)
+    method_options: dict[str, Any] = {}
+    for method, other in DETECTORS.items():
+        for name in other.method_options:
+            value = getattr(args, _method_dest(other, name), None)
+            if value is None:
+                continue
+            if other is not cls:
+                raise ConfigError(f"option {flag(_method_dest(other, name))} applies to --method {method}, "
+                                  f"not {args.method}")
+            method_options[name] = value
+    if args.method == "patchcore" or args.method == "patchcore_ensemble":
+        base = PatchCoreConfig(**given)
+    else:
+        unused = sorted(set(given) - set(SHARED_SETTINGS) - {"layers"})
+        if unused:
+            raise ConfigError(f"option(s) {', '.join(flag(n) for n in unused)} do not apply to --method {args.method}")
+        if "layers" in given:
+            method_options.setdefault("layers", given.pop("layers"))
+        base = PatchCoreConfig(**{k: v for k, v in given.items() if k != "layers"})
+    return make_detector(args.method, base, **method_options)
+
+
+def _option_dests(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    return {action.dest: action for action in parser._actions if action.option_strings}
+
+
+def config_file_defaults(path: str | Path, parser: argparse.ArgumentParser, command: str) -> dict[str, Any]:
+    """The option values of a YAML file for ``parser`` (dest -> value).
+
+    The file is a mapping of option names (``coreset_ratio: 0.1`` or ``coreset-ratio: 0.1``), or a preset
+    (``params/*.yaml``) whose ``parameters`` are used, with its ``data_root``/``categories`` when not empty.
+    Model settings are ignored by the sub-commands that read them from the model file (predict, export);
+    any other unknown key is an error naming the file and the key.
+    """
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: cannot read ({exc.strerror or exc})") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--config {path}: not valid YAML ({exc})") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {path}: expected a mapping of option names to values")
+    values: dict[str, Any] = {}
+    if isinstance(data.get("parameters"), dict):
+        values.update(data["parameters"])
+        if data.get("data_root"):
+            values["data_root"] = data["data_root"]
+        if data.get("categories"):
+            values["category"] = list(data["categories"])
+    else:
+        values.update({k: v for k, v in data.items() if k not in PRESET_ONLY_KEYS})
+    dests = _option_dests(parser)
+    model_fields = {f.name for f in dataclasses.fields(PatchCoreConfig)}
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        dest = str(key).replace("-", "_")
+        if dest in ("config", "debug"):
+            continue
+        if dest not in dests:
+            if dest in model_fields or dest == "ensemble_backbones":
+                continue  # a model setting: this sub-command reads it from the model file
+            valid = ", ".join(sorted(d for d in dests if d not in ("help", "config", "debug")))
+            raise ConfigError(f"--config {path}: unknown key {key!r} for patchcore {command}; valid: {valid}")
+        if value is None or value == "" or value == []:
+            continue
+        out[dest] = value
+    if "ensemble_backbones" in out and "method" in dests and "method" not in out:
+        out["method"] = "patchcore_ensemble"
+    return out
+
+
+def require(args: argparse.Namespace, *dests: str) -> None:
+    """ConfigError for the first option in ``dests`` that neither the command line nor --config gave."""
+    for dest in dests:
+        if getattr(args, dest, None) in (None, "", []):
+            raise ConfigError(f"option {flag(dest)} is required (on the command line or in --config)")

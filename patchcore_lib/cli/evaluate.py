@@ -1,0 +1,47 @@
+"""``patchcore evaluate``: fit and evaluate a detector on categories of a dataset (any registered layout)."""
+from __future__ import annotations
+
+import argparse
+import math
+
+from patchcore_lib.cli.common import DefaultsFormatter, add_common_options, add_model_options, detector_from_args, require
+from patchcore_lib.data import AUTO, LAYOUTS
+from patchcore_lib.evaluation.runner import evaluate
+
+
+def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = commands.add_parser("evaluate", help="fit and evaluate a detector on dataset categories",
+                                 description="Fit on each category's train split, score its test split, write "
+                                             "results.csv, metrics.json and scores.csv.",
+                                 formatter_class=DefaultsFormatter)
+    parser.add_argument("--data-root", help="folder holding <category>/train and test (and ground_truth)")
+    parser.add_argument("--category", action="append", help="category name (repeat for several)")
+    parser.add_argument("--layout", default=AUTO, choices=(AUTO, *LAYOUTS.names()),
+                        help="dataset layout; auto: detected per category when unambiguous")
+    parser.add_argument("--out", help="output directory")
+    parser.add_argument("--save-model", action="store_true", help="write <out>/<category>/model.pt")
+    parser.add_argument("--no-resume", action="store_true", help="recompute categories already finished in --out")
+    add_common_options(parser)
+    parser.set_defaults(patchcore_names=add_model_options(parser), run=run)
+    return parser
+
+
+def _metric(value: float) -> str:
+    return f"{value:>11.4f}" if not math.isnan(float(value)) else f"{'n/a':>11}"
+
+
+def run(args: argparse.Namespace) -> int:
+    require(args, "data_root", "category", "out")
+    categories = [args.category] if isinstance(args.category, str) else list(args.category)
+    detector = detector_from_args(args, args.patchcore_names)
+    rows = evaluate(detector, args.data_root, categories, args.out, save_model=args.save_model,
+                    show_progress=not args.quiet, resume=not args.no_resume, layout=args.layout)
+    print(f"{'category':<16} {'image_auroc':>11} {'pixel_auroc':>11} {'pro':>7} {'fit_s':>7} {'s/img':>7}")
+    for row in rows:
+        print(f"{row['category']:<16} {_metric(row['image_auroc'])} {_metric(row['pixel_auroc'])} "
+              f"{_metric(row['pro'])[4:]} {row['fit_seconds']:>7.1f} {row['predict_seconds_per_image']:>7.3f}")
+    for row in rows:
+        if row.get("note"):
+            print(f"note ({row['category']}): {row['note']}")
+    print(f"results written to {args.out}/results.csv")
+    return 0
