@@ -40,7 +40,7 @@ class ThresholdOptions:
 
     false_alarm_rate: float = option(0.01, "target false-alarm rate of the threshold on normal images",
                                      exclusive_minimum=0.0, maximum=0.5)
-    calibration_folds: int = option(5, "folds of the out-of-fold threshold calibration (0: no threshold)",
+    calibration_folds: int = option(10, "folds of the out-of-fold threshold calibration (0: no threshold)",
                                     minimum=0)
 
     def __post_init__(self) -> None:
