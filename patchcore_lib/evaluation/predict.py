@@ -8,7 +8,7 @@ Output folder::
     out/maps/<name>.npy     the float anomaly map [S, S] (with ``save_raw_maps``)
 
 ``<name>`` is the image's file stem; stems shared by several inputs get ``_<8 hex digits of the path>``.
-The CSV is rewritten atomically after every ``flush_every`` images, so an interrupted run keeps the rows it
+The CSV is rewritten atomically after every ``flush_every`` images (rounded up to whole batches), so an interrupted run keeps the rows it
 wrote; a re-run with the same model and threshold skips them. Rows of another model or threshold are never
 reused (the run starts over and says so).
 """
@@ -93,6 +93,8 @@ def predict_to_folder(model: Any, inputs: Sequence[Path], out: str | Path, thres
     Returns counts and the scoring throughput (images/s, new images only, maps included).
     """
     out = check_writable_dir(out)
+    batch = max(1, int(getattr(model.config, "batch_size", 1)))
+    flush_every = -(-max(1, flush_every) // batch) * batch  # whole batches: a resumed run batches images alike
     inputs = [Path(p) for p in inputs]
     names = dict(zip((str(p) for p in inputs), map_names(inputs)))
     meta = {"model": model_id, "threshold": threshold}
