@@ -40,7 +40,7 @@ def resolve_layout(root: str | Path, category: str, layout: str = AUTO) -> str:
 
 
 def open_split(root: str | Path, category: str, split: str, resize: int = 256, imagesize: int = 224,
-               layout: str = "mvtec") -> torch.utils.data.Dataset:
+               layout: str = AUTO) -> torch.utils.data.Dataset:
     """The ``split`` ('train' or 'test') of ``category`` under ``root``, preprocessed to ``imagesize`` px
     (``layout="auto"``: detected, see :func:`resolve_layout`)."""
     return LAYOUTS.get(resolve_layout(root, category, layout))(root, category, split, resize, imagesize)

@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from patchcore_lib.data import Preprocess, load_rgb
-from patchcore_lib.detectors import Detector, EnsembleConfig, make_detector
+from patchcore_lib.data import Preprocess, load_rgb, open_split
+from patchcore_lib.detectors import (Detector, EnsembleConfig, PatchCore, ThresholdOptions, f1_optimal_threshold,
+                                     make_detector, threshold_rates)
 from patchcore_lib.errors import ConfigError
 from patchcore_lib.evaluation.metrics import (image_auroc, per_defect_image_auroc, pixel_auroc, pro_curve, pro_score,
                                               roc_points)
@@ -267,3 +268,57 @@ def reference_comparison(category: str, metrics: dict[str, Any]) -> pd.DataFrame
                              **{m: 100 * float(hit.iloc[0][m]) for m in METRICS}})
     table = pd.DataFrame(rows, columns=["source", "scope", *METRICS])
     return table.rename(columns={m: f"{m} (%)" for m in METRICS})
+
+
+# =========================================================================== threshold from normal images
+def threshold_check(detector: Detector, params: dict[str, Any], predictions: Any) -> dict[str, Any]:
+    """Calibrate ``detector``'s threshold out of fold on the train split (normal images only, see
+    ``detectors/threshold.py``) and measure what it gets on the test split: false-alarm rate (normal test images
+    above it) and miss rate (defect images not above it), beside the target and the F1-optimal threshold of
+    the test split (an upper bound: it looks at the labels). Ensembles and other detectors: ``{}``."""
+    if not isinstance(detector, PatchCore):
+        return {}
+    options = ThresholdOptions(**{k: params[k] for k in ("false_alarm_rate", "calibration_folds") if k in params})
+    if not options.calibration_folds:
+        return {}
+    config = detector.config
+    train = open_split(params["data_root"], params["category"], "train", config.resize, config.imagesize,
+                       layout=params.get("layout", "auto"))
+    record = detector.calibrate(train, options, show_progress=False)
+    measured = threshold_rates(predictions.scores, predictions.labels, record["threshold"])
+    best = f1_optimal_threshold(predictions.scores, predictions.labels) \
+        if 0 < int(np.sum(predictions.labels)) < len(predictions.labels) else {}
+    return {"record": record, "measured": measured, "f1": best}
+
+
+def threshold_table(check: dict[str, Any]) -> pd.DataFrame:
+    """One row per threshold (calibrated, test-F1): value, target and measured false-alarm and miss rates."""
+    if not check:
+        return pd.DataFrame(columns=["threshold_from", "threshold", "target_false_alarm_rate", "false_alarm_rate",
+                                     "miss_rate", "false_alarms", "misses", "num_normal", "num_anomalous"])
+    record, measured = check["record"], check["measured"]
+    rows = [{"threshold_from": f"normal train images ({record['folds']} folds)", "threshold": record["threshold"],
+             "target_false_alarm_rate": record["false_alarm_rate"], **measured}]
+    return pd.DataFrame(rows)
+
+
+def plot_threshold(check: dict[str, Any], predictions: Any, title: str = "") -> Any:
+    """Test scores of normal and defect images with the calibrated (and F1-optimal) threshold."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    scores, labels = np.asarray(predictions.scores), np.asarray(predictions.labels)
+    bins = np.linspace(scores.min(), scores.max(), 40)
+    ax.hist(scores[labels == 0], bins=bins, alpha=0.6, color="C0", label="normal test images")
+    ax.hist(scores[labels == 1], bins=bins, alpha=0.6, color="C3", label="defect test images")
+    if check:
+        measured = check["measured"]
+        ax.axvline(check["record"]["threshold"], color="k", lw=2,
+                   label=f"calibrated (target {100 * check['record']['false_alarm_rate']:g}% false alarms): "
+                         f"{100 * measured['false_alarm_rate']:.1f}% false alarms, "
+                         f"{100 * measured['miss_rate']:.1f}% misses")
+        if check.get("f1"):
+            ax.axvline(check["f1"]["threshold"], color="grey", ls="--", lw=1.5,
+                       label=f"F1-optimal on the test labels (F1 {check['f1']['f1']:.2f})")
+    ax.set(xlabel="image score", ylabel="images", title=title or "Threshold from normal images only")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -23,8 +23,8 @@ from typing import Any
 from patchcore_lib.components.backbones import BACKBONES, check_layers, get_spec
 from patchcore_lib.components.knn import DISTANCES
 from patchcore_lib.components.sampling import SAMPLERS
-from patchcore_lib.data import check_category, ensure_default_dataset, list_categories
-from patchcore_lib.detectors import DETECTORS, GaussianADConfig, PatchCoreConfig
+from patchcore_lib.data import AUTO, LAYOUTS, ensure_default_dataset, list_categories, resolve_layout
+from patchcore_lib.detectors import DETECTORS, GaussianADConfig, PatchCoreConfig, ThresholdOptions
 from patchcore_lib.errors import ConfigError
 from patchcore_lib.utils.schema import check_value, option, schema_fields
 
@@ -33,7 +33,9 @@ from patchcore_lib.utils.schema import check_value, option, schema_fields
 class StudyParameters:
     """The notebook parameters that are not detector settings, declared once (defaults as in the notebooks)."""
 
-    data_root: str = option("", "dataset root in MVTec layout; empty: the embedded synthetic dataset")
+    data_root: str = option("", "dataset root (a registered layout); empty: the embedded synthetic dataset")
+    layout: str = option(AUTO, "dataset layout of data_root; auto: detected when unambiguous",
+                         choices=lambda: (AUTO, *LAYOUTS.names()))
     category: str = option("", "category under data_root; empty: the synthetic default category")
     categories: tuple[str, ...] = option((), "categories of the report (empty: every category found)")
     reports_dir: str | None = option(None, "output folder; None: reports/ of the checkout")
@@ -71,7 +73,7 @@ class StudyParameters:
 NON_EMPTY = ("ratios", "bank_imagesizes", "samplers", "k_values", "b_values", "distances", "sigmas", "methods")
 
 #: where each parameter name is declared, in order of precedence
-SCHEMAS: tuple[type, ...] = (PatchCoreConfig, GaussianADConfig, StudyParameters)
+SCHEMAS: tuple[type, ...] = (PatchCoreConfig, GaussianADConfig, ThresholdOptions, StudyParameters)
 
 
 def schema_for(name: str) -> type:
@@ -119,7 +121,10 @@ def check_combination(params: dict[str, Any], synthetic_kind: str = "texture") -
             if not out.get("category") or out["category"] not in list_categories(root):
                 out["category"] = category
         elif "category" in out:
-            check_category(out["data_root"], out["category"])
+            layout = resolve_layout(out["data_root"], out["category"], out.get("layout", AUTO))
+            check = getattr(LAYOUTS.get(layout), "check", None)
+            if check is not None:
+                check(out["data_root"], out["category"])
     return out
 
 
