@@ -19,6 +19,7 @@ import io
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -104,7 +105,9 @@ def method_name(detector: Detector) -> str:
 
 
 def results_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows plus a ``mean`` row (mean of every numeric column)."""
+    """Rows plus a ``mean`` row. A column's mean is taken only when every category has a value (a mean over
+    the categories where a metric happens to be defined would compare unlike sets); otherwise it is NaN and
+    a warning names the categories without a value (e.g. pixel AUROC of a category without defect masks)."""
     rows = list(rows)
     if not rows:
         return rows
@@ -115,8 +118,15 @@ def results_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         if column == "method":
             mean[column] = rows[0].get("method", "patchcore")
             continue
-        values = [float(r[column]) for r in rows if r.get(column) is not None]
-        mean[column] = float(np.nanmean(values)) if values else float("nan")
+        if all(r.get(column) is None for r in rows):
+            mean[column] = float("nan")
+            continue
+        values = [float("nan") if r.get(column) is None else float(r[column]) for r in rows]
+        undefined = [str(r.get("category")) for r, v in zip(rows, values) if not np.isfinite(v)]
+        if undefined:
+            warnings.warn(f"mean row: {column} is undefined for {', '.join(undefined)}; its mean is NaN "
+                          "(not a mean over the other categories)", stacklevel=2)
+        mean[column] = float("nan") if undefined else float(np.mean(values))
     return rows + [mean]
 
 
