@@ -15,6 +15,7 @@ from patchcore_lib.detectors import DETECTORS, SHARED_SETTINGS, Detector, PatchC
 from patchcore_lib.errors import ConfigError, PatchCoreError
 from patchcore_lib.evaluation.runner import evaluate
 from patchcore_lib.utils.schema import add_options, flag, options_from_args
+from patchcore_lib.utils.signals import exit_status, interrupts_raise
 
 PROG = "patchcore"
 
@@ -93,19 +94,19 @@ def _evaluate(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
-    parser = build_parser()
     try:
-        args = parser.parse_args(argv)
-        if args.command == "evaluate":
-            return _evaluate(args)
+        with interrupts_raise():  # SIGTERM as Ctrl-C: temporary files removed on the way out, one line
+            args = build_parser().parse_args(argv)
+            if args.command == "evaluate":
+                return _evaluate(args)
     except PatchCoreError as exc:
         if debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("error: interrupted; finished categories are kept and a re-run resumes", file=sys.stderr)
-        return 130
+        return exit_status(exc)
     except OSError as exc:
         if debug:
             raise

@@ -63,8 +63,18 @@ def list_categories(root: str | Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if (p / "train" / GOOD).is_dir())
 
 
+def check_category_name(category: object) -> str:
+    """``category`` if it is a plain folder name (outputs are named after it); ConfigError for paths."""
+    if (not isinstance(category, str) or not category.strip() or category in (".", "..")
+            or any(c in category for c in "/\\\0") or Path(category).is_absolute()):
+        raise ConfigError(f"category {category!r} is not a folder name: give the name of a folder of the data "
+                          "root (no '/', '..' or absolute paths)")
+    return category
+
+
 def check_category(root: str | Path, category: str) -> Path:
     """Return ``root/category`` or raise a DatasetError saying where we looked and how to get data."""
+    check_category_name(category)
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"data root {root} does not exist. " + missing_dataset_message(root, category))
