@@ -118,15 +118,27 @@ def test_outputs_never_land_inside_the_data_root(synthetic_root, tmp_path, capsy
 
 
 def test_study_categories_are_names_and_reports_stay_outside_the_data(synthetic_root, tmp_path):
+    pytest.importorskip("papermill")
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
     from patchcore_lib.study.runner import run_study
 
+    notebooks = tmp_path / "reports" / "notebooks"
+    notebooks.mkdir(parents=True)
+    params = new_code_cell('category = ""')
+    params.metadata["tags"] = ["parameters"]
+    nbformat.write(new_notebook(cells=[params], metadata={"kernelspec": {
+        "name": "python3", "display_name": "Python 3", "language": "python"}}), str(notebooks / "01_x.ipynb"))
+    kwargs = dict(notebooks_dir=notebooks, log=lambda line: None)
     with pytest.raises(ConfigError, match="is not a folder name"):
-        run_study({"name": "t"}, categories=["../../x"], data_root="", reports_dir=tmp_path / "reports",
-                  log=lambda line: None)
-    assert not (tmp_path / "x").exists()
+        run_study({"name": "t"}, categories=["../../x"], data_root="", reports_dir=tmp_path / "reports", **kwargs)
+    assert not (tmp_path / "x-").exists() and not list(tmp_path.glob("x*"))  # nothing outside --reports-dir
+    before = sorted(synthetic_root.rglob("*"))
     with pytest.raises(ConfigError, match="inside the data root"):
         run_study({"name": "t"}, categories=["tiny"], data_root=str(synthetic_root),
-                  reports_dir=synthetic_root / "reports", log=lambda line: None)
+                  reports_dir=synthetic_root / "reports", **kwargs)
+    assert sorted(synthetic_root.rglob("*")) == before
 
 
 # --- case 9: download_mvtec never deletes what it did not create ----------------------------------------------
