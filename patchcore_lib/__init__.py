@@ -5,6 +5,13 @@ over every registered detector, :func:`open_split` over every dataset layout, an
 """
 __version__ = "0.1.0"
 
+import sys  # noqa: E402
+
+from patchcore_lib.utils.signals import quiet_interrupts_at_startup  # noqa: E402
+
+if sys.argv[:1] == ["-m"]:  # being located by `python -m patchcore_lib[.study]`: Ctrl-C/SIGTERM during the
+    quiet_interrupts_at_startup()  # imports below is one line, not a traceback (library imports are untouched)
+
 from patchcore_lib.errors import (ConfigError, DatasetError, ModelFileError, PatchCoreError,  # noqa: E402
                                   WeightsNotFoundError)
 from patchcore_lib.data import open_split  # noqa: E402

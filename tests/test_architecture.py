@@ -14,7 +14,7 @@ LAYERS = {"errors": 0, "utils": 1, "components": 2, "data": 2, "detectors": 3, "
           "__main__": 6, "study": 7, "__init__": 8}
 #: Function-level imports allowed: optional or platform-specific dependencies only.
 OPTIONAL = {"faiss", "fcntl", "papermill", "nbformat", "nbconvert", "onnxruntime", "onnx", "dask", "distributed",
-            "dask_cuda", "IPython"}
+            "dask_cuda", "IPython", "jupyter_client"}
 MAX_LINES = 500
 
 

@@ -10,6 +10,7 @@ from patchcore_lib.data import MVTecDataset
 from patchcore_lib.errors import ConfigError, ModelFileError
 from patchcore_lib.evaluation.runner import evaluate_category
 from patchcore_lib.detectors.patchcore import PatchCore, PatchCoreConfig
+from patchcore_lib.utils.integrity import seal
 
 SMALL = dict(backbone="efficientnet_lite0", resize=128, imagesize=128, coreset_ratio=0.25, batch_size=8)
 
@@ -66,7 +67,7 @@ def test_load_refuses_truncated_foreign_and_mismatched_files(fitted, tmp_path):
         PatchCore.load(path, backbone="resnet18")
     payload = torch.load(path, weights_only=True)
     payload["backbone_fingerprint"] = "0" * 16
-    torch.save(payload, tmp_path / "other_weights.pt")
+    torch.save(seal(payload), tmp_path / "other_weights.pt")  # a valid checksum: the fingerprint check is tested
     with pytest.raises(ModelFileError, match="weights found on this machine differ"):
         PatchCore.load(tmp_path / "other_weights.pt")
 

@@ -13,6 +13,7 @@ from patchcore_lib.detectors.gaussian import (GaussianAD, GaussianADConfig, Orth
                                              random_channel_subset, semi_orthogonal_matrix)
 from patchcore_lib.evaluation.metrics import legacy_pixel_auroc
 from patchcore_lib.evaluation.reference import REFERENCE_MVTEC_MEANS, baseline_reference_table
+from patchcore_lib.utils.integrity import seal
 
 # efficientnet_lite0 blocks.1/2/4 -> D = 24 + 40 + 112 = 176 channels on a 16 x 16 grid at 64 px
 TINY = dict(backbone="efficientnet_lite0", weights="random", resize=64, imagesize=64, batch_size=6)
@@ -151,7 +152,7 @@ def test_load_refuses_missing_truncated_foreign_and_mismatched_files(fitted_padi
         PaDiM.load(path, backbone="resnet18")
     payload = torch.load(path, weights_only=True)
     payload["backbone_fingerprint"] = "0" * 16
-    torch.save(payload, tmp_path / "other_weights.pt")
+    torch.save(seal(payload), tmp_path / "other_weights.pt")  # a valid checksum: the fingerprint check is tested
     with pytest.raises(ModelFileError, match="weights found on this machine differ"):
         PaDiM.load(tmp_path / "other_weights.pt")
 

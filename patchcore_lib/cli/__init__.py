@@ -15,6 +15,7 @@ from patchcore_lib import __version__
 from patchcore_lib.cli import evaluate, export, fit, predict
 from patchcore_lib.cli.common import PROG, add_model_options, config_file_defaults, detector_from_args
 from patchcore_lib.errors import PatchCoreError
+from patchcore_lib.utils.signals import exit_status, interrupts_raise
 
 COMMANDS = (fit, predict, export, evaluate)
 
@@ -48,17 +49,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
-        args = parse(argv)
-        return args.run(args)
+        with interrupts_raise():  # SIGTERM as Ctrl-C: temporary files removed on the way out, one line
+            args = parse(argv)
+            return args.run(args)
     except PatchCoreError as exc:
         if debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("error: interrupted; finished work is kept (evaluate: categories, predict: rows) and a re-run "
               "resumes", file=sys.stderr)
-        return 130
+        return exit_status(exc)
     except OSError as exc:
         if debug:
             raise

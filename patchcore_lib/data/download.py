@@ -28,6 +28,7 @@ from typing import Sequence
 from tqdm.auto import tqdm
 
 from patchcore_lib.errors import ConfigError, DatasetError, OutputError
+from patchcore_lib.utils.files import atomic_write_text
 
 __all__ = [
     "MVTEC_CATEGORIES",
@@ -191,6 +192,31 @@ def _member_parts(name: str) -> tuple[str, ...]:
     return parts
 
 
+def _check_target_free(root: Path, category: str) -> None:
+    """DatasetError when ``root/category`` exists (a folder, file or symbolic link) without ``train/good``:
+    it holds someone's files, which are never deleted or replaced."""
+    target = root / category
+    if target.is_symlink() or target.exists():
+        kind = "a symbolic link" if target.is_symlink() else ("a folder" if target.is_dir() else "a file")
+        raise DatasetError(f"{target} exists ({kind}) but is not a complete MVTec AD category (no train/good); "
+                           "it is left untouched: move or delete it yourself, or choose another root")
+
+
+def _url_record(archive: Path) -> Path:
+    return archive.with_name(archive.name + ".url")
+
+
+def _forget_other_download(archive: Path, part: Path, url: str) -> None:
+    """Without a checksum, a file in ``.downloads`` is reused only for the URL it was downloaded from."""
+    try:
+        recorded = _url_record(archive).read_text().strip()
+    except OSError:
+        recorded = None
+    if recorded != url:
+        for path in (archive, part):
+            path.unlink(missing_ok=True)
+
+
 def _extract(archive: Path, root: Path, wanted: set[str]) -> None:
     """Extract the categories in ``wanted`` (and top-level text files) from ``archive`` into ``root``.
 
@@ -242,10 +268,8 @@ def _extract(archive: Path, root: Path, wanted: set[str]) -> None:
         if missing:
             raise DatasetError(f"archive {archive} does not contain the categories {missing}")
         for category in sorted(found):
-            target = root / category
-            if target.exists():  # a partial folder without train/good: replace it
-                shutil.rmtree(target)
-            os.replace(staging / category, target)
+            _check_target_free(root, category)  # never replace a folder we did not create
+            os.replace(staging / category, root / category)
         for name in top_files:
             if not (root / name).exists():
                 os.replace(staging / name, root / name)
@@ -265,7 +289,8 @@ def download_mvtec(root: str | os.PathLike, categories: Sequence[str] | None = N
         url: archive URL (a ``.tar.xz``/``.tar.gz``/``.tar`` with one folder per category).
         show_progress: show a tqdm progress bar.
         checksum: expected hex digest of the archive (``None`` skips the check, e.g. for a mirror
-            of another archive); the default is the official archive's SHA-256.
+            of another archive; an archive or partial download left in ``.downloads`` is then reused
+            only for the URL it came from); the default is the official archive's SHA-256.
         hash_algorithm: hashlib name of the checksum's algorithm.
         keep_archive: keep ``root/.downloads/<archive>`` after extraction (otherwise it is deleted;
             extracting other categories later then downloads again).
@@ -273,6 +298,9 @@ def download_mvtec(root: str | os.PathLike, categories: Sequence[str] | None = N
 
     The archive is downloaded to ``root/.downloads/<name>.part``; an interrupted download is resumed
     with an HTTP Range request on the next call (restarted if the server ignores Range).
+
+    A ``root/<category>`` that exists without ``train/good`` (a folder, file or symbolic link) is never
+    deleted: the call refuses before downloading.
 
     Returns ``root``. Raises DatasetError on network failure, checksum mismatch or a bad archive,
     ConfigError on unknown categories, OutputError when ``root`` cannot be written.
@@ -282,6 +310,8 @@ def download_mvtec(root: str | os.PathLike, categories: Sequence[str] | None = N
     needed = {c for c in wanted if not category_present(root, c)}
     if not needed:
         return root
+    for category in sorted(needed):
+        _check_target_free(root, category)  # before downloading 5 GB
     try:
         hashlib.new(hash_algorithm)
     except (ValueError, TypeError) as exc:
@@ -296,9 +326,12 @@ def download_mvtec(root: str | os.PathLike, categories: Sequence[str] | None = N
     archive = downloads / name
     part = downloads / (name + ".part")
 
+    if not checksum:
+        _forget_other_download(archive, part, url)
     if archive.exists():  # left by an earlier run with keep_archive=True, or interrupted extraction
         _verify(archive, checksum, hash_algorithm)
     if not archive.exists():
+        atomic_write_text(_url_record(archive), url)
         _fetch(url, part, root, show_progress, timeout)
         os.replace(part, archive)
         _verify(archive, checksum, hash_algorithm)
@@ -307,6 +340,7 @@ def download_mvtec(root: str | os.PathLike, categories: Sequence[str] | None = N
     if not keep_archive:
         try:
             archive.unlink()
+            _url_record(archive).unlink(missing_ok=True)
             downloads.rmdir()
         except OSError:
             pass

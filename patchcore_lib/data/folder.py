@@ -16,13 +16,14 @@ from pathlib import Path
 from patchcore_lib.data.download import missing_dataset_message
 from patchcore_lib.data.images import list_images_recursive
 from patchcore_lib.data.layouts import LAYOUTS
-from patchcore_lib.data.mvtec import GOOD, MVTecDataset, Sample, find_mask, is_hidden_or_system
+from patchcore_lib.data.mvtec import GOOD, MVTecDataset, Sample, check_category_name, find_mask, is_hidden_or_system
 from patchcore_lib.data.preprocessing import IMAGE_EXTENSIONS, Preprocess
 from patchcore_lib.errors import ConfigError, DatasetError
 
 
 def check_folder_category(root: str | Path, category: str) -> Path:
     """``root/category`` if it has a ``train`` folder; a DatasetError saying where we looked otherwise."""
+    check_category_name(category)
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"data root {root} does not exist. " + missing_dataset_message(root, category))

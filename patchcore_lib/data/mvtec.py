@@ -8,7 +8,6 @@ Layout::
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from patchcore_lib.data.download import missing_dataset_message
 from patchcore_lib.data.layouts import LAYOUTS
 from patchcore_lib.data.preprocessing import IMAGE_EXTENSIONS, Preprocess, load_mask, load_rgb
 from patchcore_lib.errors import ConfigError, DatasetError
+from patchcore_lib.utils.fingerprint import tree_fingerprint
 
 SYSTEM_FILES = {".ds_store", "thumbs.db", "desktop.ini"}
 GOOD = "good"
@@ -63,8 +63,18 @@ def list_categories(root: str | Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if (p / "train" / GOOD).is_dir())
 
 
+def check_category_name(category: object) -> str:
+    """``category`` if it is a plain folder name (outputs are named after it); ConfigError for paths."""
+    if (not isinstance(category, str) or not category.strip() or category in (".", "..")
+            or any(c in category for c in "/\\\0") or Path(category).is_absolute()):
+        raise ConfigError(f"category {category!r} is not a folder name: give the name of a folder of the data "
+                          "root (no '/', '..' or absolute paths)")
+    return category
+
+
 def check_category(root: str | Path, category: str) -> Path:
     """Return ``root/category`` or raise a DatasetError saying where we looked and how to get data."""
+    check_category_name(category)
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"data root {root} does not exist. " + missing_dataset_message(root, category))
@@ -180,9 +190,9 @@ class MVTecDataset(torch.utils.data.Dataset):
 
 
 def dataset_fingerprint(root: str | Path, category: str) -> str:
-    """SHA-256 over the relative paths and sizes of every file of a category (cheap, content-free)."""
+    """SHA-256 over the relative paths and content hashes of every file of a category. File hashes are
+    cached (see :mod:`patchcore_lib.utils.fingerprint`): a second call re-reads only changed files."""
     folder = Path(root) / category
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not _is_hidden_or_system(p)):
-        digest.update(f"{path.relative_to(folder).as_posix()}\t{path.stat().st_size}\n".encode())
-    return digest.hexdigest()
+    files = [p for p in folder.rglob("*") if p.is_file() and not any(_is_hidden_or_system(Path(part))
+                                                                      for part in p.relative_to(folder).parts)]
+    return tree_fingerprint(folder, files)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision import transforms
 
 from patchcore_lib.errors import ConfigError, DatasetError
@@ -18,41 +18,97 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def load_rgb(path: Path) -> Image.Image:
-    """Open an image as 8-bit RGB (grey, 16-bit, palette and RGBA are converted); name the file on failure."""
+#: full-scale value of each integer mode that is not 8-bit: images are scaled by their storage depth, never per
+#: image. 12- or 10-bit data stored in 16-bit files cannot be told from 16-bit data and is scaled by 65535 too
+#: (it then looks dark, but every image of a dataset the same way).
+_INTEGER_FULL_SCALE = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0, "I": 65535.0}
+
+
+def _open(path: Path, what: str) -> Image.Image:
+    """Open, decode and orient (EXIF) an image file; one DatasetError naming the file otherwise."""
     try:
         with Image.open(path) as img:
             img.load()
-            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-                array = np.asarray(img, dtype=np.float64)
-                scale = 65535.0 if array.max() > 255 else 255.0
-                img = Image.fromarray(np.clip(array / scale * 255.0 + 0.5, 0, 255).astype(np.uint8))
-            if img.mode == "RGBA" or img.mode == "LA" or (img.mode == "P" and "transparency" in img.info):
-                img = img.convert("RGBA")
-                background = Image.new("RGBA", img.size, (0, 0, 0, 255))
-                img = Image.alpha_composite(background, img)
-            return img.convert("RGB")
+            oriented = ImageOps.exif_transpose(img)  # a copy when rotated, else the same image
+            if oriented is img:
+                oriented = img.copy()
+            return oriented
+    except Image.DecompressionBombError as exc:
+        raise DatasetError(f"{path}: {what} is too large to decode safely ({exc}); "
+                           "images of this project's datasets are a few megapixels") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DatasetError(f"{path}: cannot read {what} ({exc})") from exc
+
+
+def _to_8bit(img: Image.Image, path: Path) -> Image.Image:
+    """16/32-bit integer and float grey images -> 8-bit 'L', scaled by their mode's range (not per image)."""
+    if img.mode in _INTEGER_FULL_SCALE:
+        array = np.asarray(img, dtype=np.float64)
+        scale = _INTEGER_FULL_SCALE[img.mode]
+        if array.size and (array.min() < 0 or array.max() > scale):
+            raise DatasetError(f"{path}: {img.mode} image has values {array.min():g}..{array.max():g}, outside "
+                               f"0..{scale:g} (16-bit); convert it to 8- or 16-bit")
+        return Image.fromarray(np.clip(array / scale * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    if img.mode == "F":
+        array = np.asarray(img, dtype=np.float64)
+        if array.size and (not np.isfinite(array).all() or array.min() < 0 or array.max() > 1):
+            raise DatasetError(f"{path}: floating-point image has values {np.nanmin(array):g}..{np.nanmax(array):g}; "
+                               "float images must lie in 0..1 (they are scaled by 255)")
+        return Image.fromarray((array * 255.0 + 0.5).astype(np.uint8))
+    return img
+
+
+def load_rgb(path: Path) -> Image.Image:
+    """Open an image as 8-bit RGB, oriented by its EXIF tag; 16-bit images are scaled by 65535, float images
+    (0..1) by 255; grey, palette and RGBA are converted. Name the file on failure."""
+    img = _to_8bit(_open(path, "image"), path)
+    try:
+        if img.mode == "RGBA" or img.mode == "LA" or (img.mode == "P" and "transparency" in img.info):
+            img = img.convert("RGBA")
+            background = Image.new("RGBA", img.size, (0, 0, 0, 255))
+            img = Image.alpha_composite(background, img)
+        return img.convert("RGB")
+    except (OSError, ValueError) as exc:
         raise DatasetError(f"{path}: cannot read image ({exc})") from exc
 
 
 def load_mask(path: Path, expected_size: tuple[int, int], image_path: Path) -> Image.Image:
-    """Open a mask as a binary 'L' image (0/255); warn if it was not binary; error if its size differs."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            array = np.asarray(img.convert("L"))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DatasetError(f"{path}: cannot read mask ({exc})") from exc
-    if (array.shape[1], array.shape[0]) != expected_size:
+    """Open a mask (EXIF-oriented) as a binary 'L' image (0/255). Masks whose values are {0, v} (0/1, 0/255,
+    0/65535, ...) are foreground wherever non-zero; grey-level masks are binarised at 127 with a warning.
+    A mask without foreground warns (its defect image then counts only for the image-level metrics)."""
+    img = _to_8bit_mask(_open(path, "mask"), path)
+    if img.size != tuple(expected_size):
         raise DatasetError(
-            f"{path}: mask size {array.shape[1]}x{array.shape[0]} differs from its image "
-            f"{image_path} ({expected_size[0]}x{expected_size[1]})"
+            f"{path}: mask size {img.size[0]}x{img.size[1]} differs from its image {image_path} "
+            f"({expected_size[0]}x{expected_size[1]}); sizes are width x height, after EXIF orientation"
         )
+    array = np.asarray(img)
     values = np.unique(array)
-    if not np.all(np.isin(values, (0, 255))):
+    if len(values) == 1 or (len(values) == 2 and values[0] == 0):
+        binary = array > 0  # {0}, {v}, {0, 1}, {0, 255}, {0, v}: every non-zero pixel is foreground
+    else:
         warnings.warn(f"{path}: mask is not binary ({len(values)} grey levels); binarised at 127", stacklevel=2)
-    return Image.fromarray(((array > 127) * 255).astype(np.uint8))
+        binary = array > 127
+    if not binary.any():
+        warnings.warn(f"{path}: the mask of defect image {image_path} is empty (no foreground pixel); "
+                      "pixel AUROC and PRO count it as defect-free", stacklevel=2)
+    return Image.fromarray((binary * 255).astype(np.uint8))
+
+
+def _to_8bit_mask(img: Image.Image, path: Path) -> Image.Image:
+    """A mask as an 'L' image without losing small values: 16-bit or float {0, 1} masks stay {0, 1}."""
+    if img.mode in _INTEGER_FULL_SCALE or img.mode == "F":
+        array = np.asarray(img, dtype=np.float64)
+        if not np.isfinite(array).all():
+            raise DatasetError(f"{path}: mask has non-finite values")
+        values = np.unique(array)
+        if len(values) == 1 or (len(values) == 2 and values[0] == 0):
+            return Image.fromarray((array > 0).astype(np.uint8) * 255)
+        return _to_8bit(img, path)
+    try:
+        return img.convert("L")
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"{path}: cannot read mask ({exc})") from exc
 
 
 class Preprocess:

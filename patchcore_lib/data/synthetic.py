@@ -25,6 +25,7 @@ from patchcore_lib.data.synthetic_images import (DEFAULT_DEFECTS, DEFECT_TYPES, 
                                                  SYNTHETIC_KINDS, _check_category, _check_defects, _check_int,
                                                  _check_kind, synthetic_sample)
 from patchcore_lib.errors import DatasetError
+from patchcore_lib.utils.files import apply_umask
 
 __all__ = [
     "SYNTHETIC_KINDS",
@@ -138,6 +139,7 @@ def make_synthetic_dataset(root: str | os.PathLike, category: str = "synthetic_t
         raise DatasetError(f"cannot create the synthetic dataset folder under {root}: {exc.strerror or exc}") from exc
     try:
         _generate_into(tmp, args)
+        apply_umask(tmp)  # mkdtemp made it 0700
         old = None
         if target.exists():
             if not overwrite and _is_complete(target, args):  # made concurrently by another process

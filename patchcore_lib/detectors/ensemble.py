@@ -25,6 +25,7 @@ from patchcore_lib.detectors.base import DETECTORS, Predictions, predict_images,
 from patchcore_lib.detectors.patchcore import PatchCore, PatchCoreConfig, check_options, read_model_file
 from patchcore_lib.errors import ConfigError, ModelFileError
 from patchcore_lib.utils.files import atomic_torch_save
+from patchcore_lib.utils.integrity import seal
 from patchcore_lib.utils.schema import check_fields, option
 
 PAPER_ENSEMBLE_BACKBONES = ("wide_resnet101_2", "resnext101_32x8d", "densenet201")
@@ -165,7 +166,7 @@ class PatchCoreEnsemble:
                    "calibration_images": self.calibration_images,
                    "members": [m.state() for m in self.members],
                    "offsets": self.offsets.clone(), "scales": self.scales.clone()}
-        return atomic_torch_save(payload, path)
+        return atomic_torch_save(seal(payload), path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | None = None, backbone: str | None = None
@@ -178,6 +179,8 @@ class PatchCoreEnsemble:
             offsets, scales = payload["offsets"].float(), payload["scales"].float()
         except (KeyError, TypeError, AttributeError) as exc:
             raise ModelFileError(f"model file {path}: not a valid ensemble ({type(exc).__name__}: {exc})") from exc
+        if not bool(torch.isfinite(offsets).all() and torch.isfinite(scales).all() and (scales > 0).all()):
+            raise ModelFileError(f"model file {path}: calibration offsets/scales are not finite and positive")
         if len(members) < 2 or offsets.shape != (len(members),) or scales.shape != (len(members),):
             raise ModelFileError(f"model file {path}: member count and calibration do not match")
         ensemble = cls(EnsembleConfig(tuple(m.config for m in members), int(payload.get("calibration_images", 8))))

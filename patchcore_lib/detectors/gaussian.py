@@ -58,6 +58,7 @@ from patchcore_lib.components.backbones import BACKBONES, FeatureExtractor, chec
 from patchcore_lib.data import make_loader
 from patchcore_lib.errors import ConfigError, ModelFileError
 from patchcore_lib.utils.files import atomic_torch_save
+from patchcore_lib.utils.integrity import checksum_problem, seal
 from patchcore_lib.utils.schema import check_fields, config_dict, config_from_dict, option
 from patchcore_lib.detectors.base import (DETECTORS, Predictions, predict_images, resolve_device, shared_settings,
                                           state_fingerprint)
@@ -420,7 +421,7 @@ class GaussianAD:
             "projection": self.projection,
             "backbone_fingerprint": state_fingerprint(self.backbone),
         }
-        return atomic_torch_save(payload, Path(path))
+        return atomic_torch_save(seal(payload), Path(path))
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | None = None, backbone: str | None = None) -> "GaussianAD":
@@ -441,6 +442,8 @@ class GaussianAD:
             raise ModelFileError(f"model file {path} has format {found!r}; {cls.__name__}.load reads "
                                  f"{GAUSSIAN_FORMAT!r} (PaDiM/OrthoAD models; load PatchCore models with "
                                  "PatchCore.load or patchcore_lib.detectors.load_detector)")
+        if checksum_problem(payload) is not None:
+            raise ModelFileError(f"model file {path} cannot be used: {checksum_problem(payload)}; re-fit the model")
         try:
             config = GaussianADConfig.from_dict(payload["config"])
         except (KeyError, TypeError, ConfigError) as exc:
@@ -462,6 +465,8 @@ class GaussianAD:
         if (not isinstance(mean, torch.Tensor) or not isinstance(precision, torch.Tensor) or len(grid) != 2
                 or mean.shape != (grid[0] * grid[1], k) or precision.shape != (grid[0] * grid[1], k, k)):
             raise ModelFileError(f"model file {path}: Gaussian parameters do not match its config (k={k})")
+        if not bool(torch.isfinite(mean).all() and torch.isfinite(precision).all()):
+            raise ModelFileError(f"model file {path}: the Gaussian parameters hold NaN or infinite values")
         stored = payload.get("projection") if config.method == "orthoad" else payload.get("channel_index")
         current = model.projection if config.method == "orthoad" else model.channel_index
         if not isinstance(stored, torch.Tensor) or not torch.equal(stored, current):

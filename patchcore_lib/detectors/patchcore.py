@@ -22,6 +22,7 @@ from patchcore_lib.detectors.threshold import ThresholdOptions, calibrate
 from patchcore_lib.errors import ConfigError, ModelFileError
 from patchcore_lib.components.features import PatchFeatureExtractor
 from patchcore_lib.utils.files import atomic_torch_save
+from patchcore_lib.utils.integrity import checksum_problem, seal
 from patchcore_lib.utils.schema import check_fields, config_dict, config_from_dict, option
 from patchcore_lib.components.knn import BACKENDS, DISTANCES, NearestNeighbourSearch
 from patchcore_lib.components.sampling import SAMPLERS, make_sampler
@@ -265,13 +266,24 @@ class PatchCore:
     def save(self, path: str | os.PathLike) -> Path:
         """Write config, memory bank and a backbone fingerprint to ``path`` (atomically)."""
         payload = {"format": MODEL_FORMAT, "library_version": __version__, **self.state()}
-        return atomic_torch_save(payload, path)
+        return atomic_torch_save(seal(payload), path)
 
     @classmethod
     def from_state(cls, state: dict[str, Any], path: Path, device: str | None = None,
                    backbone: str | None = None) -> "PatchCore":
         """A fitted model from :meth:`state`'s dict; ModelFileError naming ``path`` when it does not fit."""
-        config = PatchCoreConfig.from_dict(state["config"])
+        bank = state.get("memory_bank") if isinstance(state, dict) else None
+        if not isinstance(bank, torch.Tensor) or not bank.is_floating_point():
+            raise ModelFileError(f"model file {path}: the memory bank is a {type(bank).__name__}, not a float tensor")
+        if not isinstance(state.get("config"), dict) or not isinstance(state.get("backbone_fingerprint"), str):
+            raise ModelFileError(f"model file {path}: config or backbone fingerprint missing or of the wrong type")
+        if not bool(torch.isfinite(bank).all()):
+            raise ModelFileError(f"model file {path}: the memory bank holds {int((~torch.isfinite(bank)).sum())} "
+                                 "NaN or infinite values; scores would be meaningless")
+        try:
+            config = PatchCoreConfig.from_dict(state["config"])
+        except (KeyError, TypeError, ValueError, ConfigError) as exc:
+            raise ModelFileError(f"model file {path} has an invalid configuration: {exc}") from exc
         if backbone is not None and backbone != config.backbone:
             raise ModelFileError(f"model file {path} was fitted with backbone {config.backbone!r}, "
                                  f"not {backbone!r}")
@@ -285,7 +297,6 @@ class PatchCore:
         if state.get("preprocessing", preprocessing_record(config)) != preprocessing_record(config):
             raise ModelFileError(f"model file {path}: its preprocessing {state['preprocessing']} differs from this "
                                  f"version's {preprocessing_record(config)}; re-fit the model")
-        bank = state["memory_bank"]
         if bank.ndim != 2 or bank.shape[1] != config.target_embed_dimension:
             raise ModelFileError(f"model file {path}: memory bank shape {tuple(bank.shape)} does not match its config")
         model.memory_bank = bank.to(model.device)
@@ -318,4 +329,7 @@ def read_model_file(path: Path, expected_format: str) -> dict[str, Any]:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise ModelFileError(f"model file {path} has format {found!r}; this version reads {expected_format!r} "
                              "(re-fit the model with this version)")
+    problem = checksum_problem(payload)
+    if problem is not None:
+        raise ModelFileError(f"model file {path} cannot be used: {problem}; re-fit the model")
     return payload

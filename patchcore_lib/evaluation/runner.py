@@ -8,9 +8,12 @@ Output directory layout::
     out/<category>/scores.csv     per-image scores (path, defect_type, label, score)
     out/<category>/model.pt       the fitted model (with ``save_model``)
 
-Every file is written atomically; a category whose ``metrics.json`` matches the current configuration and
-dataset fingerprint is not computed again (resume after interruption). A lock file refuses a second study
-writing into the same directory at the same time.
+Every file is written atomically; a category whose ``metrics.json`` matches the current configuration, dataset
+content fingerprint and library version, and whose outputs are all present and unchanged (``scores.csv``, and
+``model.pt`` when a model is asked for: their SHA-256 is recorded), is not computed again (resume after
+interruption). A recomputed category without ``save_model`` loses an older ``model.pt``: no model of another
+configuration stays beside new metrics. A lock file refuses a second study writing into the same directory at
+the same time. Outputs never go inside the data root.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import io
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -27,7 +31,10 @@ import numpy as np
 from patchcore_lib.data import LAYOUTS, dataset_fingerprint, open_split, resolve_layout
 from patchcore_lib.detectors import DETECTORS, Detector, Predictions
 from patchcore_lib.evaluation.provenance import config_hash, faiss_info, git_commit, package_versions
+from patchcore_lib import __version__
+from patchcore_lib.errors import OutputError
 from patchcore_lib.utils.files import atomic_write_text, check_writable_dir, output_lock
+from patchcore_lib.utils.fingerprint import file_sha256
 from patchcore_lib.evaluation.metrics import image_auroc, per_defect_image_auroc, pixel_auroc, pro_score
 
 RESULT_COLUMNS = ["category", "image_auroc", "pixel_auroc", "pro", "fit_seconds", "predict_seconds",
@@ -100,9 +107,13 @@ def evaluate_category(detector: Detector, data_root: str | Path, category: str, 
         _write_scores(folder / "scores.csv", predictions)
         if save_model:
             detector.save(folder / "model.pt")
+        else:
+            (folder / "model.pt").unlink(missing_ok=True)  # an older run's model: not of these metrics
         record = {"row": row, "per_defect_image_auroc": metrics["per_defect_image_auroc"],
                   "timings": detector.timings, "config": config.to_dict(),
-                  "dataset_fingerprint": dataset_fingerprint(data_root, category)}
+                  "dataset_fingerprint": dataset_fingerprint(data_root, category), "library_version": __version__,
+                  "outputs": {name: file_sha256(folder / name) for name in ("scores.csv", "model.pt")
+                              if (folder / name).is_file()}}
         atomic_write_text(folder / "metrics.json", json.dumps(record, indent=2, default=float))
     return row, predictions
 
@@ -116,7 +127,9 @@ def method_name(detector: Detector) -> str:
 
 
 def results_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows plus a ``mean`` row (mean of every numeric column)."""
+    """Rows plus a ``mean`` row. A column's mean is taken only when every category has a value (a mean over
+    the categories where a metric happens to be defined would compare unlike sets); otherwise it is NaN and
+    a warning names the categories without a value (e.g. pixel AUROC of a category without defect masks)."""
     rows = list(rows)
     if not rows:
         return rows
@@ -130,9 +143,15 @@ def results_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         if column in ("layout", "note"):
             mean[column] = "; ".join(dict.fromkeys(str(r.get(column) or "") for r in rows if r.get(column)))
             continue
-        values = [float(r[column]) for r in rows if r.get(column) is not None and r.get(column) != ""]
-        finite = [v for v in values if not np.isnan(v)]
-        mean[column] = float(np.mean(finite)) if finite else float("nan")
+        if all(r.get(column) in (None, "") for r in rows):
+            mean[column] = float("nan")
+            continue
+        values = [float("nan") if r.get(column) in (None, "") else float(r[column]) for r in rows]
+        undefined = [str(r.get("category")) for r, v in zip(rows, values) if not np.isfinite(v)]
+        if undefined:
+            warnings.warn(f"mean row: {column} is undefined for {', '.join(undefined)}; its mean is NaN "
+                          "(not a mean over the other categories)", stacklevel=2)
+        mean[column] = float("nan") if undefined else float(np.mean(values))
     return rows + [mean]
 
 
@@ -145,16 +164,26 @@ def write_results_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
-def _finished_row(folder: Path, config: Any, fingerprint: str) -> dict[str, Any] | None:
-    """The saved row of a finished category if it was computed with the same config and data."""
+def _finished_row(folder: Path, config: Any, fingerprint: str, save_model: bool = False) -> dict[str, Any] | None:
+    """The saved row of a finished category if it was computed with the same config, data content and library
+    version, and its outputs (``scores.csv``, ``model.pt`` when asked for) are the ones it recorded."""
     try:
         record = json.loads((folder / "metrics.json").read_text())
     except (OSError, ValueError):
         return None
-    if record.get("config") != config.to_dict() or record.get("dataset_fingerprint") != fingerprint:
+    if not isinstance(record, dict) or not isinstance(record.get("row"), dict):
         return None
-    if not (folder / "scores.csv").is_file():
+    if (record.get("config") != config.to_dict() or record.get("dataset_fingerprint") != fingerprint
+            or record.get("library_version") != __version__):
         return None
+    outputs = record.get("outputs") if isinstance(record.get("outputs"), dict) else {}
+    wanted = ["scores.csv", "model.pt"] if save_model or (folder / "model.pt").exists() else ["scores.csv"]
+    for name in wanted:
+        try:
+            if outputs.get(name) != file_sha256(folder / name):
+                return None
+        except OSError:
+            return None
     return record["row"]
 
 
@@ -169,6 +198,9 @@ def evaluate(detector: Detector, data_root: str | Path, categories: Sequence[str
         check = getattr(LAYOUTS.get(layouts[category]), "check", None)
         if check is not None:
             check(data_root, category)
+    if Path(out_dir).resolve().is_relative_to(Path(data_root).resolve()):
+        raise OutputError(f"output directory {out_dir} is inside the data root {data_root}; "
+                          "choose an --out outside the dataset")
     created = not Path(out_dir).exists()
     out = check_writable_dir(out_dir)
     fingerprints = {c: dataset_fingerprint(data_root, c) for c in categories}
@@ -190,7 +222,7 @@ def evaluate(detector: Detector, data_root: str | Path, categories: Sequence[str
     try:
         with output_lock(out):
             for category in categories:
-                done = _finished_row(out / category, config, fingerprints[category]) if resume else None
+                done = _finished_row(out / category, config, fingerprints[category], save_model) if resume else None
                 if done is not None:
                     print(f"{category}: already done with the same settings, reusing "
                           f"{out / category / 'metrics.json'}", file=sys.stderr)

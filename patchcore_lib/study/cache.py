@@ -1,7 +1,9 @@
 """On-disk cache of extracted patch features, keyed by dataset fingerprint + feature settings.
 
-An entry stores its own key; an entry whose stored key differs, or which is truncated/unreadable, is
-rebuilt, never used. Entries are written atomically (temporary file + rename).
+An entry stores its own key and a checksum of its content; an entry whose stored key differs, whose checksum
+does not match (a flipped bit), or which is truncated/unreadable, is rebuilt, never used. The key holds the
+dataset's content fingerprint, the feature settings, the backbone weights' fingerprint and the library
+version. Entries are written atomically (temporary file + rename).
 """
 from __future__ import annotations
 
@@ -18,8 +20,9 @@ from patchcore_lib import __version__
 from patchcore_lib.data import dataset_fingerprint, open_split
 from patchcore_lib.detectors import state_fingerprint
 from patchcore_lib.utils.files import atomic_torch_save
+from patchcore_lib.utils.integrity import checksum_problem, seal
 
-CACHE_FORMAT = "patchcore_lib.features/1"
+CACHE_FORMAT = "patchcore_lib.features/2"
 
 
 def default_cache_dir() -> Path:
@@ -46,6 +49,8 @@ def load_entry(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
         return None
     if not isinstance(payload, dict) or payload.get("key") != json.loads(json.dumps(key)):
         return None
+    if checksum_problem(payload) is not None:
+        return None
     features = payload.get("features")
     if not isinstance(features, torch.Tensor) or features.shape[0] != payload.get("num_images"):
         return None
@@ -71,5 +76,5 @@ def cached_split_features(model: Any, data_root: str | Path, category: str, spli
     flat = model.extract_features(dataset, show_progress=show_progress, desc=f"Extracting {split} features")
     grid = model.extractor.feature_grid(config.imagesize)
     features = flat.reshape(len(dataset), grid[0] * grid[1], -1).cpu()
-    atomic_torch_save({"key": key, "features": features, "grid": list(grid), "num_images": len(dataset)}, path)
+    atomic_torch_save(seal({"key": key, "features": features, "grid": list(grid), "num_images": len(dataset)}), path)
     return features, grid, False

@@ -63,7 +63,7 @@ def save_table(table: Any, folder: Path, name: str) -> Path:
 
 def write_metrics(folder: Path, metrics: dict[str, Any], params: dict[str, Any] | None = None) -> Path:
     """Write ``folder/metrics.json`` atomically: metrics, parameters, package versions, git commit and,
-    when ``params`` name a dataset (``data_root`` + ``category``), its fingerprint (file names and sizes)."""
+    when ``params`` name a dataset (``data_root`` + ``category``), its content fingerprint."""
     params = params or {}
     record = {"metrics": metrics, "parameters": params, "versions": package_versions(), "git_commit": git_commit()}
     if params.get("data_root") and params.get("category"):

@@ -7,8 +7,10 @@
 
 runs the notebooks in name order (report notebooks, e.g. ``05_report``, last and once), per category for
 notebooks that declare a ``category`` parameter, writes ``reports/executed/<notebook>-<category>.ipynb`` +
-``.html`` and a ``.done.json`` with the hash of the notebook's code and parameters; a run whose ``.done.json``
-matches is skipped.
+``.html`` and a ``.done.json`` with the hash of the notebook's code, its parameters, the content fingerprint of
+the data it reads (its category; every category for report notebooks) and the library version, plus the
+SHA-256 of the executed notebook and its HTML; a run whose ``.done.json`` matches and whose outputs are
+unchanged is skipped. SIGTERM is handled as Ctrl-C: one line, finished notebooks kept.
 """
 from __future__ import annotations
 
@@ -24,10 +26,13 @@ from typing import Any, Callable, Sequence
 import nbformat
 import yaml
 
-from patchcore_lib.data import check_category, default_category, list_categories
+from patchcore_lib import __version__
+from patchcore_lib.data import check_category, check_category_name, dataset_fingerprint, default_category, list_categories
 from patchcore_lib.errors import ConfigError, PatchCoreError
 from patchcore_lib.study.outputs import default_reports_dir, repository_root
 from patchcore_lib.utils.files import atomic_write_text, output_lock
+from patchcore_lib.utils.fingerprint import file_sha256
+from patchcore_lib.utils.signals import exit_status, interrupts_raise
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -107,16 +112,28 @@ def notebook_code_hash(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def run_hash(notebook: str | Path, params: dict[str, Any]) -> str:
-    """Hash identifying one execution: the notebook's code and the parameters passed."""
-    payload = {"code": notebook_code_hash(notebook), "parameters": params}
+def run_hash(notebook: str | Path, params: dict[str, Any], data: Any = None) -> str:
+    """Hash identifying one execution: the notebook's code, the parameters passed, the fingerprints of the
+    data it reads (``data``) and the library version."""
+    payload = {"code": notebook_code_hash(notebook), "parameters": params, "data": data,
+               "library_version": __version__}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _output_hashes(outputs: Sequence[Path]) -> dict[str, str]:
+    return {Path(p).name: file_sha256(p) for p in outputs if Path(p).is_file()}
+
+
 def is_complete(done_path: Path, expected_hash: str, outputs: Sequence[Path]) -> bool:
-    """True when ``done_path`` records ``expected_hash`` and every output file exists."""
+    """True when ``done_path`` records ``expected_hash`` and every output file exists with the content it
+    recorded (an emptied or replaced report is not a finished run)."""
     record = _read_json(done_path)
-    return bool(record) and record.get("hash") == expected_hash and all(Path(p).is_file() for p in outputs)
+    if not isinstance(record, dict) or record.get("hash") != expected_hash:
+        return False
+    if not all(Path(p).is_file() for p in outputs):
+        return False
+    recorded = record.get("outputs")
+    return isinstance(recorded, dict) and recorded == _output_hashes(outputs)
 
 
 def render_html(ipynb: str | Path, html: str | Path | None = None) -> Path:
@@ -135,12 +152,22 @@ class StudyError(PatchCoreError):
 
 def execute_notebook(notebook: Path, output: Path, params: dict[str, Any], kernel: str | None = None,
                      cwd: Path | None = None, log_output: bool = False) -> None:
-    """Execute one notebook with papermill into ``output`` (the partially executed notebook is kept on error)."""
+    """Execute one notebook with papermill into ``output`` (the partially executed notebook is kept on error).
+
+    The kernel's own stderr (its start-up warnings, and the traceback it prints when it is shut down while a
+    cell runs, e.g. on Ctrl-C) goes to ``<output>.kernel.log``, not to the terminal."""
     import papermill  # optional heavy dependency (study extra): imported when executing
+    from jupyter_client import AsyncKernelManager  # papermill's dependency
 
     output.parent.mkdir(parents=True, exist_ok=True)
-    papermill.execute_notebook(str(notebook), str(output), parameters=params, kernel_name=kernel,
-                               cwd=str(cwd or notebook.parent), progress_bar=False, log_output=log_output)
+    with open(output.with_suffix(".kernel.log"), "wb") as log:
+        async def launch(self: Any, kernel_cmd: list[str], **kw: Any) -> None:
+            await AsyncKernelManager._async_launch_kernel(self, kernel_cmd, **{**kw, "stderr": log})
+
+        manager = type("LoggedKernelManager", (AsyncKernelManager,), {"_async_launch_kernel": launch})
+        papermill.execute_notebook(str(notebook), str(output), parameters=params, kernel_name=kernel,
+                                   cwd=str(cwd or notebook.parent), progress_bar=False, log_output=log_output,
+                                   kernel_manager_class=manager)
 
 
 def plan_runs(preset: dict[str, Any], notebooks: Sequence[Path], categories: Sequence[str], data_root: str,
@@ -170,6 +197,8 @@ def plan_runs(preset: dict[str, Any], notebooks: Sequence[Path], categories: Seq
 
 def resolve_categories(data_root: str, categories: Sequence[str]) -> list[str]:
     """Categories to run: the given ones, else every category under ``data_root``, else the embedded default."""
+    for category in categories:
+        check_category_name(category)  # names, not paths: outputs are named after them
     if categories:
         if data_root:
             for category in categories:
@@ -184,12 +213,15 @@ def resolve_categories(data_root: str, categories: Sequence[str]) -> list[str]:
 
 
 def _execute_runs(runs: list[dict[str, Any]], force: bool, kernel: str | None,
-                  log: Callable[[str], None]) -> list[dict[str, Any]]:
-    """Execute (or skip) each planned run in order; returns the failed ones."""
+                  log: Callable[[str], None], fingerprints: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Execute (or skip) each planned run in order; returns the failed ones. ``fingerprints``: content
+    fingerprint per category (a run's own category, or all of them for once-only notebooks, enter its hash)."""
     failures = []
+    fingerprints = fingerprints or {}
     for k, run in enumerate(runs, 1):
         label = f"[{k}/{len(runs)}] {run['ipynb'].stem}"
-        digest = run_hash(run["notebook"], run["parameters"])
+        data = fingerprints.get(run["category"]) if run["category"] is not None else fingerprints
+        digest = run_hash(run["notebook"], run["parameters"], data)
         if not force and is_complete(run["done"], digest, [run["ipynb"], run["html"]]):
             run.update(status="skipped", seconds=0.0)
             log(f"{label}: complete with the same parameters, skipped")
@@ -210,6 +242,7 @@ def _execute_runs(runs: list[dict[str, Any]], force: bool, kernel: str | None,
         if error is None:
             record = {"hash": digest, "notebook": str(run["notebook"]), "category": run["category"],
                       "parameters": run["parameters"], "seconds": round(seconds, 2),
+                      "outputs": _output_hashes([run["ipynb"], run["html"]]),
                       "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
             atomic_write_text(run["done"], json.dumps(record, indent=2, default=str))
             run.update(status="done", seconds=seconds)
@@ -234,6 +267,9 @@ def run_study(preset: dict[str, Any], *, categories: Sequence[str] | None = None
     data_root = str(Path(data_root).expanduser().resolve()) if data_root else ""
     categories = resolve_categories(data_root, categories or preset.get("categories") or [])
     reports = Path(reports_dir or default_reports_dir()).expanduser().resolve()
+    if data_root and reports.is_relative_to(Path(data_root)):
+        raise ConfigError(f"reports folder {reports} is inside the data root {data_root}; choose a --reports-dir "
+                          "outside the dataset")
     folder = Path(notebooks_dir or repository_root() / "notebooks")
     notebooks = discover_notebooks(folder, only or preset.get("notebooks"))
     if not notebooks:
@@ -242,8 +278,9 @@ def run_study(preset: dict[str, Any], *, categories: Sequence[str] | None = None
     log(f"study '{preset.get('name', 'study')}': {len(notebooks)} notebooks x categories {', '.join(categories)} "
         f"-> {len(runs)} runs; reports in {reports}")
     reports.mkdir(parents=True, exist_ok=True)
+    fingerprints = {c: dataset_fingerprint(data_root, c) for c in categories} if data_root else {}
     with output_lock(reports, "--reports-dir"):  # two studies into one reports folder: the second refuses
-        failures = _execute_runs(runs, force, kernel, log)
+        failures = _execute_runs(runs, force, kernel, log, fingerprints)
     wall = time.perf_counter() - start
     log(f"study wall time: {wall:.1f} s ({wall / 60:.1f} min); "
         f"{sum(r['status'] == 'done' for r in runs)} run, {sum(r['status'] == 'skipped' for r in runs)} skipped, "
@@ -293,18 +330,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        preset = load_preset(args.preset or repository_root() / "params" / "quick.yaml")
-        preset["parameters"].update(parse_overrides(args.overrides))
-        run_study(preset, categories=args.categories, data_root=args.data_root, reports_dir=args.reports_dir,
-                  notebooks_dir=args.notebooks_dir, only=args.only, force=args.force, kernel=args.kernel)
+        with interrupts_raise():  # SIGTERM as Ctrl-C
+            preset = load_preset(args.preset or repository_root() / "params" / "quick.yaml")
+            preset["parameters"].update(parse_overrides(args.overrides))
+            run_study(preset, categories=args.categories, data_root=args.data_root, reports_dir=args.reports_dir,
+                      notebooks_dir=args.notebooks_dir, only=args.only, force=args.force, kernel=args.kernel)
     except PatchCoreError as exc:
         if args.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("error: interrupted; finished notebooks are kept and a re-run skips them", file=sys.stderr)
-        return 130
+        return exit_status(exc)
     return 0
 
 

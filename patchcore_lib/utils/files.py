@@ -1,8 +1,13 @@
 """Safe output: atomic file writes (a temporary file in the same folder, then an atomic rename), writable
-output folders, and the lock that keeps two studies out of one output folder."""
+output folders, and the lock that keeps two studies out of one output folder.
+
+Temporary files are named ``.<name>.<8 random characters>.tmp`` (:data:`TEMP_PATTERN`); a run killed
+with SIGKILL leaves them behind, and the next run that takes the folder's lock removes them. Files get the
+permissions of the user's umask (``0666 & ~umask``), as with a plain ``open``."""
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,6 +16,46 @@ from typing import Any, BinaryIO, Callable, Iterator
 import torch
 
 from patchcore_lib.errors import OutputError
+
+#: names of this module's temporary files (``tempfile.mkstemp(prefix=".<name>.", suffix=".tmp")``)
+TEMP_PATTERN = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where /proc allows (Linux), else set and restored."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(path: str | os.PathLike) -> None:
+    """Give a file or folder made by ``tempfile`` (0600 / 0700) the mode a plain create would have."""
+    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~current_umask())
+
+
+class _Recorder:
+    """File wrapper that remembers the OSError of a failed write (torch reports it as a RuntimeError)."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.handle, name)
 
 
 def _atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
@@ -21,17 +66,23 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) ->
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:
         raise OutputError(f"cannot write to output directory {path.parent}: {exc.strerror or exc}") from exc
+    recorder = None
     try:
         with os.fdopen(fd, "wb") as handle:
-            write(handle)
+            recorder = _Recorder(handle)
+            write(recorder)  # type: ignore[arg-type]
             handle.flush()
             os.fsync(handle.fileno())
+            os.fchmod(handle.fileno(), 0o666 & ~current_umask())  # mkstemp creates 0600
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        failed = recorder.error if recorder is not None and recorder.error is not None else exc
+        if isinstance(failed, OSError):  # disk full, quota, file size limit: one line naming the file
+            raise OutputError(f"cannot write {path}: {failed.strerror or failed}") from exc
         raise
     return path
 
@@ -56,7 +107,7 @@ def check_writable_dir(path: str | os.PathLike) -> Path:
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path, prefix=".write-test.")
+        fd, tmp = tempfile.mkstemp(dir=path, prefix=".write-test.", suffix=".tmp")
         os.close(fd)
         os.unlink(tmp)
     except OSError as exc:
@@ -91,9 +142,25 @@ def output_lock(out_dir: Path, option: str = "--out") -> Iterator[None]:
     handle.truncate()
     handle.write(f"pid {os.getpid()}")
     handle.flush()
+    remove_stale_temporaries(out_dir)  # only we write here now: temporaries are leftovers of killed runs
     try:
         yield
     finally:
         path.unlink(missing_ok=True)  # while still holding the lock: no stale .lock is left behind
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete this module's temporary files (:data:`TEMP_PATTERN`) under ``folder``; call it only while
+    holding the folder's :func:`output_lock`. Returns the removed paths."""
+    removed = []
+    for dirpath, _, filenames in os.walk(folder):
+        for name in filenames:
+            if TEMP_PATTERN.fullmatch(name):
+                try:
+                    os.unlink(os.path.join(dirpath, name))
+                    removed.append(Path(dirpath) / name)
+                except OSError:
+                    pass
+    return removed
