@@ -13,7 +13,7 @@ if [ ! -f "$STAMP" ]; then
   "$VENV/bin/python" -m pip install -q --upgrade pip
   # torch first, pinned: the CPU/CUDA wheel of this exact version (never a newer one)
   "$VENV/bin/python" -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
-  "$VENV/bin/python" -m pip install -q -e ".[study,lite,test,lab]"
+  "$VENV/bin/python" -m pip install -q -e ".[study,lite,test,lab,cluster]"
   "$VENV/bin/python" -m ipykernel install --user --name patchcore --display-name "Python (patchcore)" >/dev/null
   touch "$STAMP"
 fi

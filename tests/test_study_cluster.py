@@ -209,6 +209,10 @@ def test_sweep_on_two_workers_matches_in_process_and_resumes(scheduler, tiny_roo
     assert all("tcp://" in w for w in table["worker"])
     assert any(line.startswith("[2/2] tiny coreset_ratio=") for line in lines)
 
+    shown = sweep.ablation_table(table, "tiny")  # what notebook 02's plots read
+    assert list(shown["ratio"]) == [0.1, 0.5] and set(shown["sampler"]) == {"approx_greedy"}
+    assert list(shown["image_auroc"]) == list(table.sort_values("coreset_ratio")["image_auroc"])
+
     lines.clear()  # resume: every point is in the table
     again = sweep.run_sweep(spec, cluster="none", log=lines.append)
     assert len(again) == 2 and any("2 already in" in line for line in lines)

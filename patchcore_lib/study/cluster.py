@@ -16,12 +16,15 @@ A worker that dies mid-task is replaced by Dask and its task re-run elsewhere
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
+
+import torch
 
 from patchcore_lib.errors import ConfigError
 
@@ -62,20 +65,17 @@ def local_sizing(cpus: int | None = None, gpus: int = 0) -> tuple[int, int]:
 
 def _thread_env(threads: int) -> dict[str, str]:
     """Worker environment: BLAS/OpenMP threads per task (Dask's default is 1) for torch and notebook kernels."""
-    return {name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    names = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "PATCHCORE_THREADS")
+    return {name: str(threads) for name in names}
 
 
 def _gpu_count() -> int:
-    import torch
-
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def start_local_cluster(workers: int | None = None, threads: int | None = None, dashboard: str = ":8787",
                         gpus: int | None = None) -> Any:
     """A local cluster of worker processes (one task at a time each); see :func:`local_sizing`."""
-    import logging
-
     from distributed import LocalCluster, Nanny, Scheduler, SpecCluster
 
     gpus = _gpu_count() if gpus is None else gpus

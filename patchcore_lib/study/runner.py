@@ -9,6 +9,12 @@ runs the notebooks in name order (report notebooks, e.g. ``05_report``, last and
 notebooks that declare a ``category`` parameter, writes ``reports/executed/<notebook>-<category>.ipynb`` +
 ``.html`` and a ``.done.json`` with the hash of the notebook's code and parameters; a run whose ``.done.json``
 matches is skipped.
+
+``--cluster`` (:mod:`.cluster`): by default the runs are Dask tasks on a local cluster of worker processes
+(report notebooks after the runs they summarise; per category, notebooks reading the feature cache after
+the one that fills it), ``tcp://HOST:PORT`` uses an existing scheduler, ``none`` runs them here one after
+another. Each task returns its files and this process writes them (:mod:`.tasks`), holding the
+reports-folder lock throughout. ``python -m patchcore_lib.study sweep -f SWEEP.yaml``: :mod:`.sweep`.
 """
 from __future__ import annotations
 

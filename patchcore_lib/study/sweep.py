@@ -34,7 +34,7 @@ from patchcore_lib.evaluation import evaluate_category
 from patchcore_lib.study.cluster import NONE, Unit, add_cluster_options, cluster_has_gpus, open_client, \
     resolve_cluster, run_units
 from patchcore_lib.study.outputs import default_reports_dir
-from patchcore_lib.study.tasks import worker_identity
+from patchcore_lib.study.tasks import apply_task_threads, worker_identity
 from patchcore_lib.utils.files import atomic_write_text, output_lock
 from patchcore_lib.utils.schema import schema_fields
 
@@ -132,6 +132,7 @@ def dataset_of(data_root: str, category: str) -> tuple[str, str]:
 def evaluate_point(point: SweepPoint) -> dict[str, Any]:
     """Fit and evaluate one point (on a worker or here); the results-table row."""
     start = time.perf_counter()
+    apply_task_threads()
     data_root, category = dataset_of(point.data_root, point.category)
     detector = make_detector("patchcore", PatchCoreConfig.from_dict(point.config))
     row, _ = evaluate_category(detector, data_root, category, show_progress=False)
@@ -158,6 +159,20 @@ def read_results(path: str | Path) -> pd.DataFrame:
         return pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise ConfigError(f"sweep results {path} are not a readable CSV table: {exc}") from exc
+
+
+def ablation_table(results: pd.DataFrame, category: str | None = None) -> pd.DataFrame:
+    """A sweep's rows in the layout of notebook 02's coreset table (``sampler``, ``ratio``, metrics, ``status``),
+    so its plots (:func:`patchcore_lib.study.coreset_ablation.plot_coreset_metrics`) can show a sweep; the
+    sampler and ratio come from each row's full config when the grid did not vary them."""
+    rows = results if category is None else results[results["category"] == category]
+    configs = [json.loads(c) for c in rows["config"]]
+    table = pd.DataFrame({"sampler": [c["sampler"] for c in configs], "ratio": [c["coreset_ratio"] for c in configs]})
+    for name in ("category", "image_auroc", "pixel_auroc", "pro", "memory_bank_size", "seed"):
+        if name in rows:
+            table[name] = rows[name].to_numpy()
+    table["status"] = "ok"
+    return table.sort_values(["sampler", "ratio"]).reset_index(drop=True)
 
 
 def append_row(path: Path, row: dict[str, Any]) -> pd.DataFrame:

@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import nbformat
+import torch
 
 from patchcore_lib.errors import OutputError
 from patchcore_lib.utils.files import atomic_write_bytes, atomic_write_text
@@ -87,6 +88,18 @@ def _staged_files(stage: Path, inputs: dict[str, bytes], old: bytes, new: bytes)
     return files
 
 
+def apply_task_threads() -> int | None:
+    """``$PATCHCORE_THREADS`` (set by the local cluster, or by a job script) as the torch/BLAS threads of the
+    tasks of this worker process and of the notebook kernels it starts; None when unset."""
+    value = os.environ.get("PATCHCORE_THREADS", "").strip()
+    if not value.isdigit() or int(value) < 1:
+        return None
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[name] = value
+    torch.set_num_threads(int(value))
+    return int(value)
+
+
 def execute_notebook_task(task: NotebookTask) -> dict[str, Any]:
     """Run ``task`` in a private staging folder; return ``files`` (``{relative path: bytes}``), ``error``
     (None, or the last line of the failure), ``seconds``, ``worker``, ``host`` and ``pid``.
@@ -94,6 +107,7 @@ def execute_notebook_task(task: NotebookTask) -> dict[str, Any]:
     A failing notebook is not an exception here: its partial notebook and HTML come back for reading.
     """
     start = time.perf_counter()
+    apply_task_threads()
     stage = Path(tempfile.mkdtemp(prefix="patchcore-task-"))
     try:
         for rel, data in task.inputs.items():
