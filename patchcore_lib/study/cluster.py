@@ -16,6 +16,7 @@ A worker that dies mid-task is replaced by Dask and its task re-run elsewhere
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -175,14 +176,24 @@ def worker_states(client: Any, names: dict[str, str]) -> str:
     return "; ".join(parts)
 
 
+def task_slots(client: Any) -> int:
+    """How many tasks the connected workers run at once (their threads; at least 1 while none is there)."""
+    workers = client.scheduler_info().get("workers", {})
+    return max(1, sum(int(w.get("nthreads", 1)) for w in workers.values()))
+
+
 def run_units(client: Any, units: Sequence[Unit], on_result: Callable[[Unit, Any], str],
-              on_error: Callable[[Unit, BaseException], str], log: Callable[[str], None] = print) -> None:
+              on_error: Callable[[Unit, BaseException], str], log: Callable[[str], None] = print,
+              poll_seconds: float = 5.0) -> None:
     """Run ``units`` on ``client``: each as soon as its dependencies have finished (whatever their outcome).
 
-    ``on_result(unit, result)`` / ``on_error(unit, exception)`` run on the client as each unit finishes
-    and return a short status for the progress line ``[done/total] key: status | worker states``.
+    At most as many units are handed to Dask as the workers have task slots (re-read every
+    ``poll_seconds``, so workers that join later are used): no worker holds a queue of long tasks while
+    another idles, and the per-worker state shows what really runs. ``on_result(unit, result)`` /
+    ``on_error(unit, exception)`` run on the client as each unit finishes and return a short status for the
+    progress line ``[done/total] unit: status | worker states``.
     """
-    from distributed import as_completed
+    from distributed import wait
 
     by_key = {u.key: u for u in units}
     for unit in units:
@@ -191,38 +202,42 @@ def run_units(client: Any, units: Sequence[Unit], on_result: Callable[[Unit, Any
             raise ConfigError(f"unit {unit.key} depends on unknown units {missing}")
     waiting = list(units)
     finished: set[str] = set()
-    names: dict[str, str] = {}
-    pending = as_completed()
+    in_flight: dict[Any, Unit] = {}
+    labels: dict[str, str] = {}
     token = uuid.uuid4().hex[:8]
 
     def submit_ready() -> None:
-        for unit in [u for u in waiting if all(d in finished for d in u.depends)]:
+        slots = task_slots(client) - len(in_flight)
+        for unit in [u for u in waiting if all(d in finished for d in u.depends)][:max(0, slots)]:
             waiting.remove(unit)
             unit.submitted = time.perf_counter()
             future = client.submit(unit.function, unit.argument(), key=f"{unit.key}-{token}", pure=False,
                                    resources=unit.resources, retries=0)
-            names[str(future.key)] = unit.key
-            pending.add(future)
+            labels[str(future.key)] = unit.label or unit.key
+            in_flight[future] = unit
 
-    submit_ready()
     total = len(units)
     while len(finished) < total:
-        if pending.is_empty():
-            raise ConfigError(f"units {[u.key for u in waiting]} can never run (dependency cycle)")
-        future = next(pending)
-        unit = by_key[names[str(future.key)]]
-        try:
-            result, error = future.result(), None
-        except Exception as exc:  # the task raised, or its worker died too often (KilledWorker)
-            result, error = None, exc
-        finally:
-            future.release()
-        status = on_result(unit, result) if error is None else on_error(unit, error)
-        finished.add(unit.key)
         submit_ready()
-        states = worker_states(client, names)
-        log(f"[{len(finished)}/{total}] {unit.label or unit.key}: {status}" + (f" | {states}" if states else ""))
-
+        if not in_flight:
+            raise ConfigError(f"units {[u.key for u in waiting]} can never run (dependency cycle)")
+        try:
+            done = wait(list(in_flight), timeout=poll_seconds, return_when="FIRST_COMPLETED").done
+        except (TimeoutError, asyncio.TimeoutError):  # nothing finished yet: look again for new workers
+            continue
+        for future in done:
+            unit = in_flight.pop(future)
+            try:
+                result, error = future.result(), None
+            except Exception as exc:  # the task raised, or its worker died too often (KilledWorker)
+                result, error = None, exc
+            finally:
+                future.release()
+            status = on_result(unit, result) if error is None else on_error(unit, error)
+            finished.add(unit.key)
+            submit_ready()
+            states = worker_states(client, labels)
+            log(f"[{len(finished)}/{total}] {unit.label or unit.key}: {status}" + (f" | {states}" if states else ""))
 
 
 def add_cluster_options(parser: Any) -> None:
