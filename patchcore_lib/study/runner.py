@@ -11,6 +11,12 @@ notebooks that declare a ``category`` parameter, writes ``reports/executed/<note
 the data it reads (its category; every category for report notebooks) and the library version, plus the
 SHA-256 of the executed notebook and its HTML; a run whose ``.done.json`` matches and whose outputs are
 unchanged is skipped. SIGTERM is handled as Ctrl-C: one line, finished notebooks kept.
+
+``--cluster`` (:mod:`.cluster`): by default the runs are Dask tasks on a local cluster of worker processes
+(report notebooks after the runs they summarise; per category, notebooks reading the feature cache after
+the one that fills it), ``tcp://HOST:PORT`` uses an existing scheduler, ``none`` runs them here one after
+another. Each task returns its files and this process writes them (:mod:`.tasks`), holding the
+reports-folder lock throughout. ``python -m patchcore_lib.study sweep -f SWEEP.yaml``: :mod:`.sweep`.
 """
 from __future__ import annotations
 
@@ -27,9 +33,15 @@ import nbformat
 import yaml
 
 from patchcore_lib import __version__
-from patchcore_lib.data import check_category, check_category_name, dataset_fingerprint, default_category, list_categories
+from patchcore_lib.data import (check_category, check_category_name, dataset_fingerprint, default_category,
+                                list_categories)
 from patchcore_lib.errors import ConfigError, PatchCoreError
+from patchcore_lib.study.cluster import (NONE, Unit, add_cluster_options, cluster_has_gpus, open_client,
+                                         resolve_cluster, run_units)
+from patchcore_lib.study import sweep
 from patchcore_lib.study.outputs import default_reports_dir, repository_root
+from patchcore_lib.study.tasks import (NotebookTask, execute_notebook, execute_notebook_task, render_html,
+                                       report_inputs, write_task_files)
 from patchcore_lib.utils.files import atomic_write_text, output_lock
 from patchcore_lib.utils.fingerprint import file_sha256
 from patchcore_lib.utils.signals import exit_status, interrupts_raise
@@ -136,38 +148,8 @@ def is_complete(done_path: Path, expected_hash: str, outputs: Sequence[Path]) ->
     return isinstance(recorded, dict) and recorded == _output_hashes(outputs)
 
 
-def render_html(ipynb: str | Path, html: str | Path | None = None) -> Path:
-    """Render an executed notebook to standalone HTML (nbconvert), written atomically next to it."""
-    from nbconvert import HTMLExporter  # optional heavy dependency (study extra): imported when rendering
-
-    ipynb = Path(ipynb)
-    html = Path(html) if html else ipynb.with_suffix(".html")
-    body, _ = HTMLExporter().from_notebook_node(nbformat.read(str(ipynb), as_version=4))
-    return atomic_write_text(html, body)
-
-
 class StudyError(PatchCoreError):
     """One or more notebooks of a study failed."""
-
-
-def execute_notebook(notebook: Path, output: Path, params: dict[str, Any], kernel: str | None = None,
-                     cwd: Path | None = None, log_output: bool = False) -> None:
-    """Execute one notebook with papermill into ``output`` (the partially executed notebook is kept on error).
-
-    The kernel's own stderr (its start-up warnings, and the traceback it prints when it is shut down while a
-    cell runs, e.g. on Ctrl-C) goes to ``<output>.kernel.log``, not to the terminal."""
-    import papermill  # optional heavy dependency (study extra): imported when executing
-    from jupyter_client import AsyncKernelManager  # papermill's dependency
-
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with open(output.with_suffix(".kernel.log"), "wb") as log:
-        async def launch(self: Any, kernel_cmd: list[str], **kw: Any) -> None:
-            await AsyncKernelManager._async_launch_kernel(self, kernel_cmd, **{**kw, "stderr": log})
-
-        manager = type("LoggedKernelManager", (AsyncKernelManager,), {"_async_launch_kernel": launch})
-        papermill.execute_notebook(str(notebook), str(output), parameters=params, kernel_name=kernel,
-                                   cwd=str(cwd or notebook.parent), progress_bar=False, log_output=log_output,
-                                   kernel_manager_class=manager)
 
 
 def plan_runs(preset: dict[str, Any], notebooks: Sequence[Path], categories: Sequence[str], data_root: str,
@@ -190,6 +172,7 @@ def plan_runs(preset: dict[str, Any], notebooks: Sequence[Path], categories: Seq
             params = {k: v for k, v in params.items() if k in declared}
             stem = f"{notebook.stem}-{category}" if category is not None else notebook.stem
             runs.append({"notebook": notebook, "category": category, "parameters": params,
+                         "uses_cache": "cache_dir" in declared,
                          "ipynb": executed / f"{stem}.ipynb", "html": executed / f"{stem}.html",
                          "done": executed / f"{stem}.done.json"})
     return runs
@@ -212,18 +195,41 @@ def resolve_categories(data_root: str, categories: Sequence[str]) -> list[str]:
     return [default_category("texture")]
 
 
+def _is_skipped(run: dict[str, Any], force: bool, fingerprints: dict[str, str] | None = None) -> bool:
+    """Compute the run's hash; True (and status ``skipped``) when it is complete with the same hash.
+    ``fingerprints``: content fingerprint per category (a run's own category, or all of them for once-only
+    notebooks, enter its hash)."""
+    fingerprints = fingerprints or {}
+    data = fingerprints.get(run["category"]) if run["category"] is not None else fingerprints
+    run["hash"] = run_hash(run["notebook"], run["parameters"], data)
+    if not force and is_complete(run["done"], run["hash"], [run["ipynb"], run["html"]]):
+        run.update(status="skipped", seconds=0.0)
+        return True
+    return False
+
+
+def _finish_run(run: dict[str, Any], error: str | None, seconds: float, where: str = "") -> str:
+    """Record the outcome: on success the ``.done.json`` (written last, atomically); returns the log status."""
+    if error is None:
+        record = {"hash": run["hash"], "notebook": str(run["notebook"]), "category": run["category"],
+                  "parameters": run["parameters"], "seconds": round(seconds, 2),
+                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                  "outputs": _output_hashes([run["ipynb"], run["html"]])}
+        if where:
+            record["worker"] = where
+        atomic_write_text(run["done"], json.dumps(record, indent=2, default=str))
+        run.update(status="done", seconds=seconds)
+        return f"done in {seconds:.1f} s{' on ' + where if where else ''} -> {run['html']}"
+    run.update(status="failed", seconds=seconds, error=[error])
+    return f"FAILED after {seconds:.1f} s{' on ' + where if where else ''}: {error} (see {run['ipynb']})"
+
+
 def _execute_runs(runs: list[dict[str, Any]], force: bool, kernel: str | None,
                   log: Callable[[str], None], fingerprints: dict[str, str] | None = None) -> list[dict[str, Any]]:
-    """Execute (or skip) each planned run in order; returns the failed ones. ``fingerprints``: content
-    fingerprint per category (a run's own category, or all of them for once-only notebooks, enter its hash)."""
-    failures = []
-    fingerprints = fingerprints or {}
+    """Execute (or skip) each planned run in order, in this process; returns the failed ones."""
     for k, run in enumerate(runs, 1):
         label = f"[{k}/{len(runs)}] {run['ipynb'].stem}"
-        data = fingerprints.get(run["category"]) if run["category"] is not None else fingerprints
-        digest = run_hash(run["notebook"], run["parameters"], data)
-        if not force and is_complete(run["done"], digest, [run["ipynb"], run["html"]]):
-            run.update(status="skipped", seconds=0.0)
+        if _is_skipped(run, force, fingerprints):
             log(f"{label}: complete with the same parameters, skipped")
             continue
         t0 = time.perf_counter()
@@ -232,44 +238,104 @@ def _execute_runs(runs: list[dict[str, Any]], force: bool, kernel: str | None,
             run["done"].unlink(missing_ok=True)
             execute_notebook(run["notebook"], run["ipynb"], run["parameters"], kernel=kernel)
         except Exception as exc:  # papermill's execution error carries the failing cell's traceback
-            error = exc
+            text = str(exc).strip()
+            error = f"{type(exc).__name__}: {text.splitlines()[-1] if text else ''}"
         if run["ipynb"].is_file():
             try:
                 render_html(run["ipynb"], run["html"])
             except Exception as exc:  # rendering a broken partial notebook must not hide the real error
                 log(f"{label}: HTML rendering failed: {exc}")
-        seconds = time.perf_counter() - t0
-        if error is None:
-            record = {"hash": digest, "notebook": str(run["notebook"]), "category": run["category"],
-                      "parameters": run["parameters"], "seconds": round(seconds, 2),
-                      "outputs": _output_hashes([run["ipynb"], run["html"]]),
-                      "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
-            atomic_write_text(run["done"], json.dumps(record, indent=2, default=str))
-            run.update(status="done", seconds=seconds)
-            log(f"{label}: done in {seconds:.1f} s -> {run['html']}")
+        log(f"{label}: {_finish_run(run, error, time.perf_counter() - t0)}")
+    return [r for r in runs if r["status"] == "failed"]
+
+
+def _dependencies(runs: list[dict[str, Any]]) -> dict[str, tuple[str, ...]]:
+    """Unit key -> keys it waits for: a report notebook waits for every other run; per category, notebooks
+    that read the feature cache (declare ``cache_dir``) wait for the first of them, which fills it."""
+    keys = {id(r): r["ipynb"].stem for r in runs}
+    deps: dict[str, tuple[str, ...]] = {}
+    first_cache: dict[Any, str] = {}
+    for run in runs:
+        key = keys[id(run)]
+        if "report" in run["notebook"].stem:
+            deps[key] = tuple(keys[id(r)] for r in runs if "report" not in r["notebook"].stem)
+        elif run["uses_cache"]:
+            producer = first_cache.setdefault(run["category"], key)
+            deps[key] = (producer,) if producer != key else ()
         else:
-            run.update(status="failed", seconds=seconds, error=str(error).strip().splitlines()[-1:] or [""])
-            failures.append(run)
-            log(f"{label}: FAILED after {seconds:.1f} s: {type(error).__name__}: "
-                f"{str(error).strip().splitlines()[-1] if str(error).strip() else ''} (see {run['ipynb']})")
-    return failures
+            deps[key] = ()
+    return deps
+
+
+def _execute_runs_on_cluster(runs: list[dict[str, Any]], force: bool, kernel: str | None, client: Any,
+                             reports: Path, log: Callable[[str], None],
+                             fingerprints: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Execute the runs as Dask tasks (dependencies respected); the client writes every returned file
+    atomically, then the ``.done.json``. Returns the failed runs."""
+    todo = []
+    for run in runs:
+        if _is_skipped(run, force, fingerprints):
+            log(f"{run['ipynb'].stem}: complete with the same parameters, skipped")
+        else:
+            run["done"].unlink(missing_ok=True)
+            todo.append(run)
+    if not todo:
+        return []
+    gpu = cluster_has_gpus(client)
+    deps = _dependencies(todo)
+    by_key = {r["ipynb"].stem: r for r in todo}
+
+    def make_task(run: dict[str, Any]) -> Callable[[], NotebookTask]:
+        def build() -> NotebookTask:  # called when submitted: a report reads what its dependencies wrote
+            inputs, mtimes = report_inputs(reports) if "report" in run["notebook"].stem else ({}, {})
+            return NotebookTask(run["notebook"].name, run["notebook"].read_bytes(), run["parameters"],
+                                str(reports), _relative_to(run["ipynb"], reports),
+                                _relative_to(run["html"], reports), kernel, inputs, mtimes)
+        return build
+
+    def wants_gpu(run: dict[str, Any]) -> bool:
+        device = str(run["parameters"].get("device", "") or "")
+        return device.startswith("cuda") or (device == "auto" and gpu)
+
+    units = [Unit(key, execute_notebook_task, make_task(run), deps[key],
+                  {"GPU": 1} if wants_gpu(run) else None) for key, run in by_key.items()]
+
+    def on_result(unit: Unit, result: dict[str, Any]) -> str:
+        run = by_key[unit.key]
+        write_task_files(reports, result["files"])
+        where = f"{result['host']}/{result['worker'] or result['pid']}"
+        run.update(worker=result["worker"], pid=result["pid"])
+        return _finish_run(run, result["error"], result["seconds"], where)
+
+    def on_error(unit: Unit, exc: BaseException) -> str:
+        return _finish_run(by_key[unit.key], f"{type(exc).__name__}: {exc}", 0.0)
+
+    log(f"{len(todo)} task(s) on the cluster; {len(runs) - len(todo)} skipped")
+    run_units(client, units, on_result, on_error, log)
+    return [r for r in todo if r["status"] == "failed"]
+
+
+def _relative_to(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix()
 
 
 def run_study(preset: dict[str, Any], *, categories: Sequence[str] | None = None, data_root: str | None = None,
               reports_dir: str | Path | None = None, notebooks_dir: str | Path | None = None,
               only: Sequence[str] | None = None, force: bool = False, kernel: str | None = None,
-              log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+              cluster: str = NONE, workers: int | None = None, threads: int | None = None,
+              dashboard: str = ":8787", log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Run (or skip, when complete with the same parameters) every notebook of the study; return the runs
     with ``status`` (``done``, ``skipped`` or ``failed``) and ``seconds``. Raises :class:`StudyError` at the
-    end when a notebook failed (the others still run)."""
+    end when a notebook failed (the others still run).
+
+    ``cluster``: ``none`` (in this process, one after another), ``local`` (a local Dask cluster of
+    ``workers`` processes with ``threads`` threads each) or a Dask scheduler address
+    (:func:`patchcore_lib.study.cluster.resolve_cluster`)."""
     start = time.perf_counter()
     data_root = preset.get("data_root", "") if data_root is None else data_root
     data_root = str(Path(data_root).expanduser().resolve()) if data_root else ""
     categories = resolve_categories(data_root, categories or preset.get("categories") or [])
     reports = Path(reports_dir or default_reports_dir()).expanduser().resolve()
-    if data_root and reports.is_relative_to(Path(data_root)):
-        raise ConfigError(f"reports folder {reports} is inside the data root {data_root}; choose a --reports-dir "
-                          "outside the dataset")
     folder = Path(notebooks_dir or repository_root() / "notebooks")
     notebooks = discover_notebooks(folder, only or preset.get("notebooks"))
     if not notebooks:
@@ -277,10 +343,18 @@ def run_study(preset: dict[str, Any], *, categories: Sequence[str] | None = None
     runs = plan_runs(preset, notebooks, categories, data_root, reports)
     log(f"study '{preset.get('name', 'study')}': {len(notebooks)} notebooks x categories {', '.join(categories)} "
         f"-> {len(runs)} runs; reports in {reports}")
-    reports.mkdir(parents=True, exist_ok=True)
+    if data_root and reports.is_relative_to(Path(data_root)):
+        raise ConfigError(f"reports folder {reports} is inside the data root {data_root}; choose a --reports-dir "
+                          "outside the dataset")
     fingerprints = {c: dataset_fingerprint(data_root, c) for c in categories} if data_root else {}
+    reports.mkdir(parents=True, exist_ok=True)
+    cluster = resolve_cluster(cluster)
     with output_lock(reports, "--reports-dir"):  # two studies into one reports folder: the second refuses
-        failures = _execute_runs(runs, force, kernel, log, fingerprints)
+        if cluster == NONE:
+            failures = _execute_runs(runs, force, kernel, log, fingerprints)
+        else:
+            with open_client(cluster, workers, threads, dashboard, log) as client:
+                failures = _execute_runs_on_cluster(runs, force, kernel, client, reports, log, fingerprints)
     wall = time.perf_counter() - start
     log(f"study wall time: {wall:.1f} s ({wall / 60:.1f} min); "
         f"{sum(r['status'] == 'done' for r in runs)} run, {sum(r['status'] == 'skipped' for r in runs)} skipped, "
@@ -309,8 +383,9 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m patchcore_lib.study",
-                                     description="Run the notebook study (papermill) and render HTML reports.")
+    parser = argparse.ArgumentParser(prog="python -m patchcore_lib.study [run]",
+                                     description="Run the notebook study (papermill) and render HTML reports; "
+                                                 "'python -m patchcore_lib.study sweep --help': a grid of settings.")
     parser.add_argument("-f", "--preset", default=None,
                         help="study preset YAML (default: params/quick.yaml of the checkout)")
     parser.add_argument("--data-root", default=None, help="dataset root (MVTec layout); '' = embedded synthetic")
@@ -323,18 +398,27 @@ def build_parser() -> argparse.ArgumentParser:
                              "--set weights=/models/wide_resnet50_2-95faca4d.pth --set imagesize=128")
     parser.add_argument("--force", action="store_true", help="re-run notebooks even when complete")
     parser.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebooks' python3)")
+    add_cluster_options(parser)
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``[run] [options]`` runs the notebook study; ``sweep -f SWEEP.yaml`` a grid of settings (.sweep)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["sweep"]:
+        return sweep.main(argv[1:])
+    if argv[:1] == ["run"]:
+        argv = argv[1:]
     args = build_parser().parse_args(argv)
     try:
         with interrupts_raise():  # SIGTERM as Ctrl-C
             preset = load_preset(args.preset or repository_root() / "params" / "quick.yaml")
             preset["parameters"].update(parse_overrides(args.overrides))
             run_study(preset, categories=args.categories, data_root=args.data_root, reports_dir=args.reports_dir,
-                      notebooks_dir=args.notebooks_dir, only=args.only, force=args.force, kernel=args.kernel)
+                      notebooks_dir=args.notebooks_dir, only=args.only, force=args.force, kernel=args.kernel,
+                      cluster=resolve_cluster(args.cluster), workers=args.workers, threads=args.threads,
+                      dashboard=args.dashboard)
     except PatchCoreError as exc:
         if args.debug:
             raise
