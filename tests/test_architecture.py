@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "patchcore_lib"
 LAYERS = {"errors": 0, "utils": 1, "components": 2, "data": 2, "detectors": 3, "evaluation": 4, "cli": 5,
           "__main__": 6, "study": 7, "__init__": 8}
 #: Function-level imports allowed: optional or platform-specific dependencies only.
-OPTIONAL = {"faiss", "fcntl", "papermill", "jupyter_client", "nbformat", "nbconvert", "onnxruntime", "onnx", "dask", "distributed",
+OPTIONAL = {"faiss", "fcntl", "papermill", "nbformat", "nbconvert", "onnxruntime", "onnx", "dask", "distributed",
             "dask_cuda", "IPython", "jupyter_client"}
 MAX_LINES = 500
 
