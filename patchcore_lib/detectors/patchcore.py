@@ -24,7 +24,8 @@ from patchcore_lib.utils.files import atomic_torch_save
 from patchcore_lib.utils.schema import check_fields, config_dict, config_from_dict, option
 from patchcore_lib.components.knn import BACKENDS, DISTANCES, NearestNeighbourSearch
 from patchcore_lib.components.sampling import SAMPLERS, make_sampler
-from patchcore_lib.components.scoring import SCORE_MODES, image_scores_max, image_scores_reweighted, patch_scores_from_distances
+from patchcore_lib.components.scoring import (SCORE_MODES, euclidean_distances, image_scores_max,
+                                             image_scores_reweighted, patch_scores_from_distances)
 
 MODEL_FORMAT = "patchcore_lib.model/1"
 
@@ -53,7 +54,8 @@ class PatchCoreConfig:
     num_nn: int = option(1, "k nearest neighbours averaged into a patch score", minimum=1)
     score: str = option("max", "image score: max patch score or the paper's Eq. 7 re-weighting",
                         choices=SCORE_MODES)
-    reweight_neighbourhood: int = option(3, "b of the paper's Eq. 7", minimum=1)
+    reweight_neighbourhood: int = option(3, "b of the paper's Eq. 7: neighbours of m* besides m* itself "
+                                         "(anomalib's num_neighbors = b + 1; the paper gives no value)", minimum=1)
     distance: str = option("sqeuclidean", "patch distance of the anomaly maps", choices=DISTANCES)
     sigma: float = option(4.0, "Gaussian blur of the anomaly maps in pixels (0: none)", minimum=0.0)
     knn_backend: str = option("auto", "nearest-neighbour search backend", choices=BACKENDS)
@@ -204,7 +206,8 @@ class PatchCore:
         if self.config.score == "max":
             scores = image_scores_max(patch_scores)
         else:
-            scores = image_scores_reweighted(patch_scores, features, indices[:, 0].reshape(batch, per_image),
+            nearest = euclidean_distances(distances[:, 0], self.config.distance).reshape(batch, per_image)
+            scores = image_scores_reweighted(nearest, features, indices[:, 0].reshape(batch, per_image),
                                              self.search, self.config.reweight_neighbourhood)
         maps = anomaly_maps(patch_scores.reshape(batch, *grid), image_size, self.config.sigma)
         return scores.float().cpu(), maps.float().cpu()
