@@ -13,6 +13,7 @@ from typing import Any, Sequence
 from patchcore_lib import __version__
 from patchcore_lib.detectors import DETECTORS, SHARED_SETTINGS, Detector, PatchCoreConfig, make_detector
 from patchcore_lib.errors import ConfigError, PatchCoreError
+from patchcore_lib.evaluation.options import EvaluationOptions
 from patchcore_lib.evaluation.runner import evaluate
 from patchcore_lib.utils.schema import add_options, flag, options_from_args
 
@@ -74,19 +75,22 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-resume", action="store_true", help="recompute categories already finished in --out")
     ev.add_argument("--quiet", action="store_true", help="no progress bars")
     ev.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    ev.set_defaults(patchcore_names=add_model_options(ev))
+    ev.set_defaults(patchcore_names=add_model_options(ev),
+                    evaluation_names=add_options(ev.add_argument_group("evaluation options"), EvaluationOptions))
     return parser
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     detector = detector_from_args(args, args.patchcore_names)
+    options = EvaluationOptions(**options_from_args(args, args.evaluation_names))
     rows = evaluate(detector, args.data_root, args.category, args.out, save_model=args.save_model,
-                    show_progress=not args.quiet, resume=not args.no_resume)
+                    show_progress=not args.quiet, resume=not args.no_resume, options=options)
     print(f"{'category':<16} {'image_auroc':>11} {'pixel_auroc':>11} {'pro':>7} {'fit_s':>7} {'s/img':>7}")
     for row in rows:
         print(f"{row['category']:<16} {row['image_auroc']:>11.4f} {row['pixel_auroc']:>11.4f} {row['pro']:>7.4f} "
               f"{row['fit_seconds']:>7.1f} {row['predict_seconds_per_image']:>7.3f}")
-    print(f"results written to {args.out}/results.csv")
+    print(f"masks: {options.mask_convention} convention; anomaly-only pixel AUROC / PRO and all columns in "
+          f"{args.out}/results.csv")
     return 0
 
 

@@ -28,19 +28,27 @@ from patchcore_lib.data import check_category, dataset_fingerprint, open_split
 from patchcore_lib.detectors import DETECTORS, Detector, Predictions
 from patchcore_lib.evaluation.provenance import config_hash, git_commit, package_versions
 from patchcore_lib.utils.files import atomic_write_text, check_writable_dir, output_lock
-from patchcore_lib.evaluation.metrics import image_auroc, per_defect_image_auroc, pixel_auroc, pro_score
+from patchcore_lib.evaluation.metrics import (anomaly_pixel_auroc, anomaly_pro_score, image_auroc,
+                                              per_defect_image_auroc, pixel_auroc, pro_score)
+from patchcore_lib.evaluation.options import EvaluationOptions
 
-RESULT_COLUMNS = ["category", "image_auroc", "pixel_auroc", "pro", "fit_seconds", "predict_seconds",
-                  "predict_seconds_per_image", "memory_bank_size", "num_train", "num_test", "run_id", "method"]
+RESULT_COLUMNS = ["category", "image_auroc", "pixel_auroc", "pro", "anomaly_pixel_auroc", "anomaly_pro",
+                  "fit_seconds", "predict_seconds", "predict_seconds_per_image", "memory_bank_size", "num_train",
+                  "num_test", "run_id", "method", "mask_convention"]
 # ``memory_bank_size`` is the number of stored patches (PatchCore) or of per-position Gaussians (PaDiM/OrthoAD).
+# ``pixel_auroc``/``pro``: over all test images; ``anomaly_*``: over the anomalous test images only (the
+# official code's ``anomaly_pixel_auroc`` / ``anomaly_pro``).
+_TEXT_COLUMNS = ("category", "run_id", "method", "mask_convention")
 
 
 def prediction_metrics(predictions: Predictions) -> dict[str, Any]:
-    """Image AUROC, pixel AUROC, PRO and per-defect image AUROC of a set of predictions."""
+    """Image AUROC, pixel AUROC and PRO (all images, and anomalous images only), per-defect image AUROC."""
     return {
         "image_auroc": image_auroc(predictions.labels, predictions.scores),
         "pixel_auroc": pixel_auroc(predictions.masks, predictions.maps),
         "pro": pro_score(predictions.masks, predictions.maps),
+        "anomaly_pixel_auroc": anomaly_pixel_auroc(predictions.labels, predictions.masks, predictions.maps),
+        "anomaly_pro": anomaly_pro_score(predictions.labels, predictions.masks, predictions.maps),
         "per_defect_image_auroc": per_defect_image_auroc(predictions.defect_types, predictions.labels,
                                                          predictions.scores),
     }
@@ -58,12 +66,17 @@ def _write_scores(path: Path, predictions: Predictions) -> None:
 
 def evaluate_category(detector: Detector, data_root: str | Path, category: str, out_dir: str | Path | None = None,
                       save_model: bool = False, show_progress: bool = True, run_id: str = "",
-                      layout: str = "mvtec") -> tuple[dict[str, Any], Predictions]:
-    """Fit ``detector`` on the category's nominal training images, predict the test split, compute metrics;
-    write ``scores.csv``, ``metrics.json`` (and ``model.pt``) under ``out_dir/category`` when given."""
+                      layout: str = "mvtec", options: EvaluationOptions | None = None
+                      ) -> tuple[dict[str, Any], Predictions]:
+    """Fit ``detector`` on the category's nominal training images (``options.train_shots`` of them when set),
+    predict the test split (masks by ``options.mask_convention``), compute metrics; write ``scores.csv``,
+    ``metrics.json`` (and ``model.pt``) under ``out_dir/category`` when given."""
     config = detector.config
-    train = open_split(data_root, category, "train", config.resize, config.imagesize, layout=layout)
-    test = open_split(data_root, category, "test", config.resize, config.imagesize, layout=layout)
+    options = options or EvaluationOptions()
+    train = open_split(data_root, category, "train", config.resize, config.imagesize, layout=layout,
+                       shots=options.train_shots, shots_seed=options.shots_seed)
+    test = open_split(data_root, category, "test", config.resize, config.imagesize, layout=layout,
+                      mask_convention=options.mask_convention)
     method = method_name(detector)
     detector.fit(train, show_progress=show_progress)
     predictions = detector.predict_dataset(test, show_progress=show_progress)
@@ -73,6 +86,8 @@ def evaluate_category(detector: Detector, data_root: str | Path, category: str, 
         "image_auroc": metrics["image_auroc"],
         "pixel_auroc": metrics["pixel_auroc"],
         "pro": metrics["pro"],
+        "anomaly_pixel_auroc": metrics["anomaly_pixel_auroc"],
+        "anomaly_pro": metrics["anomaly_pro"],
         "fit_seconds": detector.timings["fit_seconds"],
         "predict_seconds": predictions.seconds,
         "predict_seconds_per_image": predictions.seconds / len(test),
@@ -81,6 +96,7 @@ def evaluate_category(detector: Detector, data_root: str | Path, category: str, 
         "num_test": len(test),
         "run_id": run_id,
         "method": method,
+        "mask_convention": options.mask_convention,
     }
     if out_dir is not None:
         folder = Path(out_dir) / category
@@ -89,7 +105,7 @@ def evaluate_category(detector: Detector, data_root: str | Path, category: str, 
         if save_model:
             detector.save(folder / "model.pt")
         record = {"row": row, "per_defect_image_auroc": metrics["per_defect_image_auroc"],
-                  "timings": detector.timings, "config": config.to_dict(),
+                  "timings": detector.timings, "config": config.to_dict(), "evaluation": options.to_dict(),
                   "dataset_fingerprint": dataset_fingerprint(data_root, category)}
         atomic_write_text(folder / "metrics.json", json.dumps(record, indent=2, default=float))
     return row, predictions
@@ -112,8 +128,8 @@ def results_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     for column in RESULT_COLUMNS:
         if column in ("category", "run_id"):
             continue
-        if column == "method":
-            mean[column] = rows[0].get("method", "patchcore")
+        if column in _TEXT_COLUMNS:
+            mean[column] = rows[0].get(column, "patchcore" if column == "method" else "")
             continue
         values = [float(r[column]) for r in rows if r.get(column) is not None]
         mean[column] = float(np.nanmean(values)) if values else float("nan")
@@ -129,13 +145,16 @@ def write_results_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
-def _finished_row(folder: Path, config: Any, fingerprint: str) -> dict[str, Any] | None:
-    """The saved row of a finished category if it was computed with the same config and data."""
+def _finished_row(folder: Path, config: Any, fingerprint: str, options: EvaluationOptions
+                  ) -> dict[str, Any] | None:
+    """The saved row of a finished category if it was computed with the same config, options and data."""
     try:
         record = json.loads((folder / "metrics.json").read_text())
     except (OSError, ValueError):
         return None
     if record.get("config") != config.to_dict() or record.get("dataset_fingerprint") != fingerprint:
+        return None
+    if record.get("evaluation") != options.to_dict():
         return None
     if not (folder / "scores.csv").is_file():
         return None
@@ -144,20 +163,25 @@ def _finished_row(folder: Path, config: Any, fingerprint: str) -> dict[str, Any]
 
 def evaluate(detector: Detector, data_root: str | Path, categories: Sequence[str], out_dir: str | Path,
              save_model: bool = False, show_progress: bool = True, resume: bool = True,
-             layout: str = "mvtec") -> list[dict[str, Any]]:
+             layout: str = "mvtec", options: EvaluationOptions | None = None) -> list[dict[str, Any]]:
     """Fit and evaluate ``detector`` (re-fitted per category) on each category into ``out_dir``; returns the
-    rows (without the mean row). ``run.json``, the resume check and the run id use its full configuration."""
+    rows (without the mean row). ``run.json``, the resume check and the run id use its full configuration
+    and the evaluation ``options`` (mask convention, few-shot draw)."""
     config = detector.config
+    options = options or EvaluationOptions()
     for category in categories:
         check_category(data_root, category)
     created = not Path(out_dir).exists()
     out = check_writable_dir(out_dir)
     fingerprints = {c: dataset_fingerprint(data_root, c) for c in categories}
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + config_hash(config)
+    if options != EvaluationOptions():
+        run_id += "-" + config_hash(options)
     rows: list[dict[str, Any]] = []
     run_info = {
         "run_id": run_id,
         "config": config.to_dict(),
+        "evaluation": options.to_dict(),
         "data_root": str(Path(data_root).resolve()),
         "categories": list(categories),
         "dataset_fingerprints": fingerprints,
@@ -169,7 +193,7 @@ def evaluate(detector: Detector, data_root: str | Path, categories: Sequence[str
     try:
         with output_lock(out):
             for category in categories:
-                done = _finished_row(out / category, config, fingerprints[category]) if resume else None
+                done = _finished_row(out / category, config, fingerprints[category], options) if resume else None
                 if done is not None:
                     print(f"{category}: already done with the same settings, reusing "
                           f"{out / category / 'metrics.json'}", file=sys.stderr)
@@ -177,7 +201,7 @@ def evaluate(detector: Detector, data_root: str | Path, categories: Sequence[str
                     rows.append(done)
                 else:
                     row, _ = evaluate_category(detector, data_root, category, out, save_model, show_progress, run_id,
-                                               layout=layout)
+                                               layout=layout, options=options)
                     rows.append(row)
                 # run record and table only once a category is finished: a failed run leaves no result files
                 atomic_write_text(out / "run.json", json.dumps(run_info, indent=2))
