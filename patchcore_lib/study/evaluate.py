@@ -15,16 +15,18 @@ from patchcore_lib.detectors import Detector, EnsembleConfig, make_detector
 from patchcore_lib.errors import ConfigError
 from patchcore_lib.evaluation.metrics import (image_auroc, per_defect_image_auroc, pixel_auroc, pro_curve, pro_score,
                                               roc_points)
-from patchcore_lib.evaluation.reference import (METRICS, MVTEC_CATEGORIES, official_results, official_run_for,
+from patchcore_lib.evaluation.options import EvaluationOptions
+from patchcore_lib.evaluation.reference import (ALL_METRICS, MVTEC_CATEGORIES, official_results, official_run_for,
                                                 official_runs, paper_method_for, paper_table)
 from patchcore_lib.study.params import config_from_params
+from patchcore_lib.utils.schema import schema_fields
 
 #: keys every 04_evaluate metrics.json holds under "metrics"
 REQUIRED_METRICS = ("image_auroc", "pixel_auroc", "pro", "fit_seconds", "predict_seconds_per_image",
                     "memory_bank_size", "category", "config")
 #: the columns of the one-row metrics table
-ROW_COLUMNS = ("category", "image_auroc", "pixel_auroc", "pro", "fit_seconds", "predict_seconds_per_image",
-               "memory_bank_size")
+ROW_COLUMNS = ("category", "image_auroc", "pixel_auroc", "pro", "anomaly_pixel_auroc", "anomaly_pro", "fit_seconds",
+               "predict_seconds_per_image", "memory_bank_size", "mask_convention")
 
 
 # =========================================================================== configuration and records
@@ -35,6 +37,11 @@ def evaluation_detector(params: dict[str, Any]) -> Detector:
     if params.get("ensemble_backbones"):
         return make_detector("patchcore_ensemble", EnsembleConfig.from_backbones(config, params["ensemble_backbones"]))
     return make_detector("patchcore", config)
+
+
+def evaluation_options(params: dict[str, Any]) -> EvaluationOptions:
+    """The :class:`EvaluationOptions` among the notebook parameters (defaults for those not given)."""
+    return EvaluationOptions(**{k: v for k, v in params.items() if k in schema_fields(EvaluationOptions)})
 
 
 def setting_name(config: dict[str, Any]) -> str:
@@ -62,9 +69,9 @@ def setting_name(config: dict[str, Any]) -> str:
 
 def metrics_record(row: dict[str, Any], predictions: Any, config: Any) -> dict[str, Any]:
     """The metrics.json content of one evaluation: the row, per-defect AUROC and the full config."""
-    record = {key: row[key] for key in ("category", "image_auroc", "pixel_auroc", "pro", "fit_seconds",
-                                        "predict_seconds", "predict_seconds_per_image", "memory_bank_size",
-                                        "num_train", "num_test") if key in row}
+    record = {key: row[key] for key in ("category", "image_auroc", "pixel_auroc", "pro", "anomaly_pixel_auroc",
+                                        "anomaly_pro", "fit_seconds", "predict_seconds", "predict_seconds_per_image",
+                                        "memory_bank_size", "num_train", "num_test", "mask_convention") if key in row}
     record["per_defect_image_auroc"] = per_defect_image_auroc(predictions.defect_types, predictions.labels,
                                                               predictions.scores)
     record["config"] = config.to_dict()
@@ -77,7 +84,7 @@ def metrics_record(row: dict[str, Any], predictions: Any, config: Any) -> dict[s
 
 def metrics_row_table(metrics: dict[str, Any]) -> pd.DataFrame:
     """The one-row table of the headline numbers of a :func:`metrics_record`."""
-    return pd.DataFrame([{k: metrics[k] for k in ROW_COLUMNS}])
+    return pd.DataFrame([{k: metrics.get(k) for k in ROW_COLUMNS}])
 
 
 def scores_table(predictions: Any) -> pd.DataFrame:
@@ -241,10 +248,13 @@ def reference_comparison(category: str, metrics: dict[str, Any]) -> pd.DataFrame
 
     Rows: ``ours``, the matching paper variant (per category where known, else its 15-class mean, marked in
     ``scope``) and every official run with a value for the category. Empty (only ``ours``) for non-MVTec data.
+    Columns: every metric of :data:`ALL_METRICS`; a reference has a value only where its definition is ours
+    (official: no ``pro``; paper: no anomalous-image metrics). ``ours`` names its mask convention.
     """
     config = metrics.get("config", {})
-    rows = [{"source": f"ours ({setting_name(config)})", "scope": "category",
-             **{m: 100 * float(metrics[m]) for m in METRICS}}]
+    convention = metrics.get("mask_convention", "nearest")
+    rows = [{"source": f"ours ({setting_name(config)}, {convention} masks)", "scope": "category",
+             **{m: 100 * float(metrics.get(m, float("nan"))) for m in ALL_METRICS}}]
     if category in MVTEC_CATEGORIES:
         method = paper_method_for(config.get("coreset_ratio", 0.1))
         paper = paper_table()
@@ -256,7 +266,7 @@ def reference_comparison(category: str, metrics: dict[str, Any]) -> pd.DataFrame
                 scope = "mean of 15 (no per-class value)"
             if len(hit):
                 rows.append({"source": f"paper: {method_name}", "scope": scope,
-                             **{m: 100 * float(hit.iloc[0][m]) for m in METRICS}})
+                             **{m: 100 * float(hit.iloc[0][m]) for m in ALL_METRICS if m in hit.columns}})
         matching = official_run_for(config)
         for run in [matching] + [r for r in official_runs() if r != matching]:
             table = official_results(run)
@@ -264,6 +274,6 @@ def reference_comparison(category: str, metrics: dict[str, Any]) -> pd.DataFrame
             if len(hit):
                 scope = "category" + (" (closest run to this setting)" if run == matching else "")
                 rows.append({"source": f"official: {run}", "scope": scope,
-                             **{m: 100 * float(hit.iloc[0][m]) for m in METRICS}})
-    table = pd.DataFrame(rows, columns=["source", "scope", *METRICS])
-    return table.rename(columns={m: f"{m} (%)" for m in METRICS})
+                             **{m: 100 * float(hit.iloc[0][m]) for m in ALL_METRICS}})
+    table = pd.DataFrame(rows, columns=["source", "scope", *ALL_METRICS])
+    return table.rename(columns={m: f"{m} (%)" for m in ALL_METRICS})

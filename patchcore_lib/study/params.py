@@ -7,6 +7,8 @@ declaration of its name:
 * a field of :class:`~patchcore_lib.detectors.PatchCoreConfig` (``backbone``, ``imagesize``, ``sampler``, ...),
   else of :class:`~patchcore_lib.detectors.GaussianADConfig` (``method``, ``d``, ``k``, ...): the detector's
   own schema (:func:`patchcore_lib.utils.schema.check_value`);
+* else a field of :class:`~patchcore_lib.evaluation.options.EvaluationOptions` (``mask_convention``,
+  ``train_shots``, ``shots_seed``);
 * else a field of :class:`StudyParameters` below: the parameters only the study notebooks have (data
   location, output folders, the lists of values an ablation sweeps);
 * any other name is refused.
@@ -26,6 +28,7 @@ from patchcore_lib.components.sampling import SAMPLERS
 from patchcore_lib.data import check_category, ensure_default_dataset, list_categories
 from patchcore_lib.detectors import DETECTORS, GaussianADConfig, PatchCoreConfig
 from patchcore_lib.errors import ConfigError
+from patchcore_lib.evaluation.options import EvaluationOptions
 from patchcore_lib.utils.schema import check_value, option, schema_fields
 
 
@@ -71,7 +74,7 @@ class StudyParameters:
 NON_EMPTY = ("ratios", "bank_imagesizes", "samplers", "k_values", "b_values", "distances", "sigmas", "methods")
 
 #: where each parameter name is declared, in order of precedence
-SCHEMAS: tuple[type, ...] = (PatchCoreConfig, GaussianADConfig, StudyParameters)
+SCHEMAS: tuple[type, ...] = (PatchCoreConfig, GaussianADConfig, EvaluationOptions, StudyParameters)
 
 
 def schema_for(name: str) -> type:
