@@ -11,7 +11,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from patchcore_lib.data import Preprocess, load_rgb
-from patchcore_lib.detectors import Detector, EnsembleConfig, make_detector
+from patchcore_lib.detectors import Detector, EnsembleConfig, PatchCoreConfig, make_detector
 from patchcore_lib.errors import ConfigError
 from patchcore_lib.evaluation.metrics import (image_auroc, per_defect_image_auroc, pixel_auroc, pro_curve, pro_score,
                                               roc_points)
@@ -30,13 +30,21 @@ ROW_COLUMNS = ("category", "image_auroc", "pixel_auroc", "pro", "anomaly_pixel_a
 
 
 # =========================================================================== configuration and records
-def evaluation_detector(params: dict[str, Any]) -> Detector:
-    """The unfitted detector of notebook 04: one PatchCore, or an ensemble when ``ensemble_backbones`` names two
-    or more backbones (the members share every setting but the backbone and its layers)."""
+def evaluation_config(params: dict[str, Any]) -> PatchCoreConfig | EnsembleConfig:
+    """The configuration of notebook 04's detector: one PatchCore, or an ensemble when ``ensemble_backbones``
+    names two or more backbones (the members share every setting but the backbone and its layers; fused as
+    ``ensemble_fusion`` says, official by default)."""
     config = config_from_params(params)
     if params.get("ensemble_backbones"):
-        return make_detector("patchcore_ensemble", EnsembleConfig.from_backbones(config, params["ensemble_backbones"]))
-    return make_detector("patchcore", config)
+        return EnsembleConfig.from_backbones(config, params["ensemble_backbones"],
+                                             fusion=params.get("ensemble_fusion", "official"))
+    return config
+
+
+def evaluation_detector(params: dict[str, Any]) -> Detector:
+    """The unfitted detector of :func:`evaluation_config`."""
+    config = evaluation_config(params)
+    return make_detector("patchcore_ensemble" if isinstance(config, EnsembleConfig) else "patchcore", config)
 
 
 def evaluation_options(params: dict[str, Any]) -> EvaluationOptions:

@@ -27,6 +27,7 @@ from patchcore_lib.components.knn import DISTANCES
 from patchcore_lib.components.sampling import SAMPLERS
 from patchcore_lib.data import check_category, ensure_default_dataset, list_categories
 from patchcore_lib.detectors import DETECTORS, GaussianADConfig, PatchCoreConfig
+from patchcore_lib.detectors.ensemble import FUSIONS
 from patchcore_lib.errors import ConfigError
 from patchcore_lib.evaluation.options import EvaluationOptions
 from patchcore_lib.utils.schema import check_value, option, schema_fields
@@ -63,6 +64,8 @@ class StudyParameters:
     # 04 evaluate
     ensemble_backbones: tuple[str, ...] = option((), "two or more backbones: one PatchCore each, averaged",
                                                  choices=BACKBONES.names)
+    ensemble_fusion: str = option("official", "fusion of the ensemble members: official (min-max over the test "
+                                  "set, as the official code) or standardised", choices=FUSIONS)
     # 06 baselines
     methods: tuple[str, ...] = option(("patchcore", "padim", "orthoad"), "detectors compared",
                                       choices=DETECTORS.names)
