@@ -50,8 +50,8 @@ def reweighting_factors(test_features: torch.Tensor, nearest_bank_indices: torch
     if neighbourhood + 1 > len(bank):
         raise ConfigError(f"re-weighting neighbourhood b={neighbourhood} needs more than {len(bank)} memory-bank features")
     anchors = bank[nearest_bank_indices.to(bank.device)]  # [B, D]
-    _, neighbour_idx = search.query(anchors, k=neighbourhood + 1)  # [B, b+1], usually m* first
-    neighbour_idx = neighbour_idx.to(bank.device)
+    # exact neighbours of m* (B rows only), whatever the search (an approximate index may miss some)
+    neighbour_idx = torch.cdist(anchors.float(), bank).topk(neighbourhood + 1, dim=1, largest=False).indices
     rows = []
     for anchor, candidates in zip(nearest_bank_indices.tolist(), neighbour_idx.tolist()):
         others = [c for c in candidates if c != anchor][:neighbourhood]

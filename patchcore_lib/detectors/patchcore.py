@@ -23,6 +23,7 @@ from patchcore_lib.components.features import PatchFeatureExtractor
 from patchcore_lib.utils.files import atomic_torch_save
 from patchcore_lib.utils.schema import check_fields, config_dict, config_from_dict, option
 from patchcore_lib.components.knn import BACKENDS, DISTANCES, NearestNeighbourSearch
+from patchcore_lib.components.knn_ivfpq import IVFPQSearch
 from patchcore_lib.components.sampling import SAMPLERS, make_sampler
 from patchcore_lib.components.scoring import (SCORE_MODES, euclidean_distances, image_scores_max,
                                              image_scores_reweighted, patch_scores_from_distances)
@@ -58,7 +59,14 @@ class PatchCoreConfig:
                                          "(anomalib's num_neighbors = b + 1; the paper gives no value)", minimum=1)
     distance: str = option("sqeuclidean", "patch distance of the anomaly maps", choices=DISTANCES)
     sigma: float = option(4.0, "Gaussian blur of the anomaly maps in pixels (0: none)", minimum=0.0)
-    knn_backend: str = option("auto", "nearest-neighbour search backend", choices=BACKENDS)
+    knn_backend: str = option("auto", "exact nearest-neighbour search backend", choices=BACKENDS)
+    knn_search: str = option("exact", "nearest-neighbour search: exact, or ivfpq (approximate FAISS IVF-PQ, the "
+                             "paper's Table 5; needs faiss)", choices=("exact", "ivfpq"))
+    ivf_nlist: int = option(512, "ivfpq: number of inverted lists (official 512)", minimum=1)
+    pq_m: int = option(64, "ivfpq: sub-quantisers per vector, must divide the feature dimension (official 64)",
+                       minimum=1)
+    pq_nbits: int = option(8, "ivfpq: bits per sub-quantiser code (official 8)", minimum=1, maximum=16)
+    ivf_nprobe: int = option(1, "ivfpq: lists searched per query (official: FAISS's default 1)", minimum=1)
     batch_size: int = option(8, "images per forward pass", minimum=1)
     seed: int = option(0, "seed of the coreset (and of random backbone weights)")
     device: str = option("auto", "auto, cpu or cuda[:N]", metavar="DEVICE")
@@ -76,6 +84,8 @@ class PatchCoreConfig:
         if self.imagesize < min_size:
             raise ConfigError(f"imagesize {self.imagesize} is too small for {self.backbone} layers "
                               f"{', '.join(self.layers)}: it needs at least {min_size} px")
+        if self.knn_search == "ivfpq" and self.target_embed_dimension % self.pq_m:
+            raise ConfigError(f"pq_m ({self.pq_m}) must divide target_embed_dimension ({self.target_embed_dimension})")
         resolve_device(self.device)
 
     def to_dict(self) -> dict[str, Any]:
@@ -89,6 +99,14 @@ class PatchCoreConfig:
         """The settings that determine the extracted patch features (cache key material)."""
         return {k: self.to_dict()[k] for k in ("backbone", "layers", "weights", "resize", "imagesize", "patch_size",
                                                "pretrain_embed_dimension", "target_embed_dimension", "seed")}
+
+
+def make_search(config: PatchCoreConfig) -> NearestNeighbourSearch | IVFPQSearch:
+    """The nearest-neighbour search of ``config``: exact (FAISS flat or torch) or approximate IVF-PQ."""
+    if config.knn_search == "ivfpq":
+        return IVFPQSearch(config.num_nn, config.distance, config.ivf_nlist, config.pq_m, config.pq_nbits,
+                           config.ivf_nprobe)
+    return NearestNeighbourSearch(config.num_nn, config.distance, config.knn_backend)
 
 
 def check_options(options: dict[str, Any], allowed: set[str], method: str) -> None:
@@ -134,7 +152,7 @@ class PatchCore:
             self.extractor = PatchFeatureExtractor(config.backbone, config.layers, config.patch_size,
                                                    config.pretrain_embed_dimension, config.target_embed_dimension,
                                                    weights=config.weights).to(self.device)
-        self.search = NearestNeighbourSearch(config.num_nn, config.distance, config.knn_backend)
+        self.search = make_search(config)
         self.memory_bank: torch.Tensor | None = None
         self.timings: dict[str, float] = {}
 
