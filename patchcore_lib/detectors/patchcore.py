@@ -45,6 +45,8 @@ class PatchCoreConfig:
     resize: int = option(256, "resize the short image side to this many pixels", minimum=1)
     imagesize: int = option(224, "centre crop size in pixels (<= resize)", minimum=1)
     patch_size: int = option(3, "neighbourhood size p of the local patch aggregation", minimum=1)
+    patch_stride: int = option(1, "stride s of the patch grid (paper Eq. 3; s > 1 keeps every s-th position per "
+                               "axis, the paper's ablation)", minimum=1)
     pretrain_embed_dimension: int | None = option(None, "per-layer pooled dimension (default: the backbone's)",
                                                   minimum=1)
     target_embed_dimension: int | None = option(None, "patch feature dimension (default: the backbone's)",
@@ -98,7 +100,8 @@ class PatchCoreConfig:
     def feature_key(self) -> dict[str, Any]:
         """The settings that determine the extracted patch features (cache key material)."""
         return {k: self.to_dict()[k] for k in ("backbone", "layers", "weights", "resize", "imagesize", "patch_size",
-                                               "pretrain_embed_dimension", "target_embed_dimension", "seed")}
+                                               "patch_stride", "pretrain_embed_dimension", "target_embed_dimension",
+                                               "seed")}
 
 
 def make_search(config: PatchCoreConfig) -> NearestNeighbourSearch | IVFPQSearch:
@@ -151,7 +154,8 @@ class PatchCore:
             torch.manual_seed(config.seed)  # makes "random" backbone weights reproducible
             self.extractor = PatchFeatureExtractor(config.backbone, config.layers, config.patch_size,
                                                    config.pretrain_embed_dimension, config.target_embed_dimension,
-                                                   weights=config.weights).to(self.device)
+                                                   weights=config.weights,
+                                                   patch_stride=config.patch_stride).to(self.device)
         self.search = make_search(config)
         self.memory_bank: torch.Tensor | None = None
         self.timings: dict[str, float] = {}

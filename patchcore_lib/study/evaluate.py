@@ -70,6 +70,10 @@ def setting_name(config: dict[str, Any]) -> str:
         name += f"_{config['sampler']}"
     if config.get("score", "max") != "max":
         name += f"_{config['score']}"
+    if int(config.get("patch_stride", 1) or 1) != 1:
+        name += f"_stride-{config['patch_stride']}"
+    if config.get("knn_search", "exact") != "exact":
+        name += f"_{config['knn_search']}"
     if int(config.get("seed", 0) or 0):
         name += f"_S{config['seed']}"
     return name
