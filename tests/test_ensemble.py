@@ -88,7 +88,7 @@ def test_minmax_fusion_by_hand():
     np.testing.assert_allclose(fused_maps, [[[0.0, 0.125]], [[0.25, 0.5]], [[0.5, 0.375]]])
 
 
-def test_official_fusion_over_the_test_set(synthetic_root):
+def test_official_fusion_over_the_test_set(synthetic_root, tmp_path):
     import numpy as np
 
     from patchcore_lib.detectors.ensemble import minmax_fusion
@@ -103,7 +103,22 @@ def test_official_fusion_over_the_test_set(synthetic_root):
     np.testing.assert_allclose(predictions.maps, maps, rtol=1e-6, atol=1e-7)
     assert predictions.scores.min() >= 0 and predictions.scores.max() <= 1 and predictions.maps.max() <= 1
     assert ensemble.config.to_dict()["fusion"] == "official"
+    assert PatchCoreEnsemble.load(ensemble.save(tmp_path / "e.pt")).config.fusion == "official"
     with pytest.raises(ConfigError, match="fusion 'official'.*predict_dataset"):
         ensemble.predict(test[0]["image"][None])
     with pytest.raises(ConfigError, match="unknown ensemble fusion"):
         PatchCoreEnsemble(MEMBERS, fusion="median")
+
+
+def test_fusion_is_an_ensemble_option_of_the_cli():
+    from patchcore_lib.cli import build_parser
+    from patchcore_lib.detectors.registry import method_config
+
+    args = build_parser().parse_args(["evaluate", "--data-root", "x", "--category", "y", "--out", "z",
+                                      "--method", "patchcore_ensemble", "--ensemble-fusion", "official"])
+    assert args.ensemble_fusion == "official"
+    base = PatchCoreConfig(backbone="resnet18", weights="random", resize=64, imagesize=64)
+    config = method_config("patchcore_ensemble", base, backbones=("resnet18", "efficientnet_lite0"), fusion="official")
+    assert config.fusion == "official" and config.to_dict()["fusion"] == "official"
+    with pytest.raises(ConfigError, match="unknown fusion 'mean'"):
+        method_config("patchcore_ensemble", base, backbones=("resnet18", "efficientnet_lite0"), fusion="mean")
