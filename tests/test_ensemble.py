@@ -72,3 +72,53 @@ def test_ensemble_through_the_factory_and_the_cli(synthetic_root, tmp_path, caps
     assert rows[0]["method"] == "patchcore_ensemble" and 0.5 <= float(rows[0]["image_auroc"]) <= 1
     record = json.loads((out / "tiny" / "metrics.json").read_text())
     assert [m["backbone"] for m in record["config"]["members"]] == ["efficientnet_lite0", "efficientnet_lite1"]
+
+
+def test_minmax_fusion_by_hand():
+    import numpy as np
+
+    from patchcore_lib.detectors.ensemble import minmax_fusion
+
+    # member 0 scores 1, 3, 5 -> 0, 0.5, 1; member 1 scores 10, 30, 20 -> 0, 1, 0.5; means 0, 0.75, 0.75
+    scores = np.array([[1.0, 3.0, 5.0], [10.0, 30.0, 20.0]])
+    # maps [2 members, 3 images, 1x2]: member 0 over all pixels min 0 max 4; member 1 constant (contributes 0)
+    maps = np.array([[[[0.0, 1.0]], [[2.0, 4.0]], [[4.0, 3.0]]], np.full((3, 1, 2), 7.0)])
+    fused_scores, fused_maps = minmax_fusion(scores, maps)
+    np.testing.assert_allclose(fused_scores, [0.0, 0.75, 0.75])
+    np.testing.assert_allclose(fused_maps, [[[0.0, 0.125]], [[0.25, 0.5]], [[0.5, 0.375]]])
+
+
+def test_official_fusion_over_the_test_set(synthetic_root, tmp_path):
+    import numpy as np
+
+    from patchcore_lib.detectors.ensemble import minmax_fusion
+
+    ensemble = PatchCoreEnsemble(MEMBERS, fusion="official").fit(
+        MVTecDataset(synthetic_root, "tiny", "train", 64, 64), show_progress=False)
+    test = MVTecDataset(synthetic_root, "tiny", "test", 64, 64)
+    predictions = ensemble.predict_dataset(test, show_progress=False)
+    raw = [m.predict_dataset(test, show_progress=False) for m in ensemble.members]
+    scores, maps = minmax_fusion(np.stack([r.scores for r in raw]), np.stack([r.maps for r in raw]))
+    np.testing.assert_allclose(predictions.scores, scores, rtol=1e-6)
+    np.testing.assert_allclose(predictions.maps, maps, rtol=1e-6, atol=1e-7)
+    assert predictions.scores.min() >= 0 and predictions.scores.max() <= 1 and predictions.maps.max() <= 1
+    assert ensemble.config.to_dict()["fusion"] == "official"
+    assert PatchCoreEnsemble.load(ensemble.save(tmp_path / "e.pt")).config.fusion == "official"
+    with pytest.raises(ConfigError, match="fusion 'official'.*predict_dataset"):
+        ensemble.predict(test[0]["image"][None])
+    with pytest.raises(ConfigError, match="unknown ensemble fusion"):
+        PatchCoreEnsemble(MEMBERS, fusion="median")
+
+
+def test_fusion_is_an_ensemble_option_of_the_cli():
+    from patchcore_lib.cli import build_parser
+    from patchcore_lib.detectors.registry import method_config
+
+    args = build_parser().parse_args(["evaluate", "--data-root", "x", "--category", "y", "--out", "z",
+                                      "--method", "patchcore_ensemble", "--ensemble-fusion", "official"])
+    assert args.ensemble_fusion == "official"
+    base = PatchCoreConfig(backbone="resnet18", weights="random", resize=64, imagesize=64)
+    config = method_config("patchcore_ensemble", base, backbones=("resnet18", "efficientnet_lite0"), fusion="official")
+    assert config.fusion == "official" and config.to_dict()["fusion"] == "official"
+    with pytest.raises(ConfigError, match="unknown fusion 'mean'"):
+        method_config("patchcore_ensemble", base, backbones=("resnet18", "efficientnet_lite0"), fusion="mean")

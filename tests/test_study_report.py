@@ -21,7 +21,12 @@ def test_reference_tables():
     assert means.loc["PatchCore-10%", "pro"] == pytest.approx(0.935)
     assert means.loc["PatchCore-1%", "pixel_auroc"] == pytest.approx(0.980)
     assert means.loc["PaDiM", "image_auroc"] == pytest.approx(0.953)
-    assert reference.official_mean()["pro"] == pytest.approx(0.944, abs=5e-4)  # README headline of IM224 WR50
+    official = reference.official_mean()
+    assert official["anomaly_pro"] == pytest.approx(0.944, abs=5e-4)  # README headline of IM224 WR50
+    assert pd.isna(official["pro"])  # no official column has our all-images PRO definition
+    bottle = reference.official_results().set_index("category").loc["bottle"]
+    assert bottle["pixel_auroc"] == bottle["full_pixel_auroc"] and bottle["anomaly_pro"] == bottle["anomaly_pro"]
+    assert bottle["anomaly_pixel_auroc"] == pytest.approx(0.9795612184704285)
     assert set(reference.official_results()["category"]) - {"mean"} == set(reference.MVTEC_CATEGORIES)
     assert reference.official_run_for({"backbone": "wide_resnet50_2", "imagesize": 320, "coreset_ratio": 0.01}) == \
         "IM320_WR50_L2-3_P001_D1024-1024_PS-3_AN-1"
@@ -36,7 +41,8 @@ def test_summary_table_and_markdown(tmp_path):
               "patch_size": 3, "num_nn": 1}
     runs = pd.DataFrame([
         {"method": "PatchCore", "setting": setting_name(config), "category": "bottle", "image_auroc": 1.0,
-         "pixel_auroc": 0.98, "pro": 0.95, "config": config},
+         "pixel_auroc": 0.98, "pro": 0.95, "anomaly_pixel_auroc": 0.97, "anomaly_pro": 0.96,
+         "mask_convention": "official", "config": config},
         {"method": "PatchCore", "setting": setting_name(config), "category": "mine", "image_auroc": 0.9,
          "pixel_auroc": 0.9, "pro": 0.8, "config": config},
     ])
@@ -44,12 +50,18 @@ def test_summary_table_and_markdown(tmp_path):
     bottle = table[table["category"] == "bottle"].iloc[0]
     assert bottle["official_run"] == "IM224_WR50_L2-3_P01_D1024-1024_PS-3_AN-1"
     assert bottle["diff_official_pixel_auroc"] == pytest.approx(98.0 - 98.48388278688711)
+    # each official column against our metric of the same definition; our all-images PRO against none
+    assert bottle["diff_official_anomaly_pro"] == pytest.approx(96.0 - 97.14400665245521)
+    assert bottle["diff_official_anomaly_pixel_auroc"] == pytest.approx(97.0 - 97.95612184704285)
+    assert pd.isna(bottle["official_pro"]) and pd.isna(bottle["diff_official_pro"])
+    assert bottle["mask_convention"] == "official"
     assert pd.isna(table[table["category"] == "mine"].iloc[0]["official_image_auroc"])
     assert table.iloc[-1]["category"] == "mean (2)"
     report.style_summary(table).to_html()
     paths = report.write_summary(tmp_path, table)
     text = paths["md"].read_text()
     assert "IM224_WR50_L2-3_P01_D1024-1024_PS-3_AN-1" in text and "| bottle |" in text
+    assert "Ground-truth masks: `nearest`, `official` convention." in text
 
 
 def test_collect_runs_and_baselines(tmp_path):
@@ -62,8 +74,17 @@ def test_collect_runs_and_baselines(tmp_path):
                                "fit_seconds": 1.0, "predict_seconds_per_image": 0.1, "memory_bank_size": 10,
                                "config": config})
         os.utime(folder / "metrics.json", (time.time() + (auroc > 0.6), time.time() + (auroc > 0.6)))
+    official = tmp_path / "04_evaluate" / "bottle-official"
+    official.mkdir(parents=True)
+    write_metrics(official, {"category": "bottle", "image_auroc": 1.0, "pixel_auroc": 0.98, "pro": 0.9,
+                             "anomaly_pixel_auroc": 0.97, "anomaly_pro": 0.93, "mask_convention": "official",
+                             "config": config})
     runs = report.collect_runs(tmp_path)
-    assert len(runs) == 1 and runs.iloc[0]["image_auroc"] == 0.9 and runs.iloc[0]["run_id"] == "bottle-new"
+    assert len(runs) == 2  # the official-mask run is a setting of its own
+    nearest = runs[runs["mask_convention"] == "nearest"].iloc[0]
+    assert nearest["image_auroc"] == 0.9 and nearest["run_id"] == "bottle-new"
+    marked = runs[runs["mask_convention"] == "official"].iloc[0]
+    assert marked["setting"].endswith("_masks-official") and marked["anomaly_pro"] == 0.93
     flat = tmp_path / "06_baselines" / "flat"
     flat.mkdir(parents=True)
     write_metrics(flat, {"method": "padim", "category": "bottle", "image_auroc": 0.95, "pixel_auroc": 0.97,

@@ -169,6 +169,8 @@ def test_papermill_reads_every_declared_parameter(notebook):
 @pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "params").glob("*.yaml")
                                          if not p.stem.startswith("sweep")))  # sweeps: test_study_cluster.py
 def test_presets_load_and_validate(name):
+    from patchcore_lib.study.evaluate import evaluation_config
+
     preset = runner.load_preset(ROOT / "params" / f"{name}.yaml")
     check_parameters(preset["parameters"])  # every value passes the notebooks' one parameter check
     for overrides in preset["notebook_parameters"].values():
@@ -182,7 +184,9 @@ def test_presets_load_and_validate(name):
     if name == "real_lite0":  # the README's measurements: the CLI's defaults with the offline backbone
         assert config == PatchCoreConfig(backbone="efficientnet_lite0")
     if name == "ensemble_im320":  # notebook 04 builds the paper's three-backbone ensemble from it
-        ensemble = EnsembleConfig.from_backbones(config, preset["parameters"]["ensemble_backbones"])
+        ensemble = evaluation_config(preset["parameters"])
+        assert ensemble.fusion == "official"  # as the official code: min-max over the test set
+        assert {(m.pretrain_embed_dimension, m.target_embed_dimension) for m in ensemble.members} == {(1024, 384)}
         assert [(m.backbone, m.layers) for m in ensemble.members] == [
             ("wide_resnet101_2", ("layer2", "layer3")), ("resnext101_32x8d", ("layer2", "layer3")),
             ("densenet201", ("features.denseblock2", "features.denseblock3"))]

@@ -6,7 +6,9 @@ import math
 
 from patchcore_lib.cli.common import DefaultsFormatter, add_common_options, add_model_options, detector_from_args, require
 from patchcore_lib.data import AUTO, LAYOUTS
+from patchcore_lib.evaluation.options import EvaluationOptions
 from patchcore_lib.evaluation.runner import evaluate
+from patchcore_lib.utils.schema import add_options, options_from_args
 
 
 def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -22,7 +24,9 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--save-model", action="store_true", help="write <out>/<category>/model.pt")
     parser.add_argument("--no-resume", action="store_true", help="recompute categories already finished in --out")
     add_common_options(parser)
-    parser.set_defaults(patchcore_names=add_model_options(parser), run=run)
+    parser.set_defaults(patchcore_names=add_model_options(parser), run=run,
+                        evaluation_names=add_options(parser.add_argument_group("evaluation options"),
+                                                     EvaluationOptions))
     return parser
 
 
@@ -34,8 +38,9 @@ def run(args: argparse.Namespace) -> int:
     require(args, "data_root", "category", "out")
     categories = [args.category] if isinstance(args.category, str) else list(args.category)
     detector = detector_from_args(args, args.patchcore_names)
+    options = EvaluationOptions(**options_from_args(args, args.evaluation_names))
     rows = evaluate(detector, args.data_root, categories, args.out, save_model=args.save_model,
-                    show_progress=not args.quiet, resume=not args.no_resume, layout=args.layout)
+                    show_progress=not args.quiet, resume=not args.no_resume, layout=args.layout, options=options)
     print(f"{'category':<16} {'image_auroc':>11} {'pixel_auroc':>11} {'pro':>7} {'fit_s':>7} {'s/img':>7}")
     for row in rows:
         print(f"{row['category']:<16} {_metric(row['image_auroc'])} {_metric(row['pixel_auroc'])} "
@@ -43,5 +48,6 @@ def run(args: argparse.Namespace) -> int:
     for row in rows:
         if row.get("note"):
             print(f"note ({row['category']}): {row['note']}")
-    print(f"results written to {args.out}/results.csv")
+    print(f"masks: {options.mask_convention} convention; anomaly-only pixel AUROC / PRO and all columns in "
+          f"{args.out}/results.csv")
     return 0

@@ -1,7 +1,8 @@
 """PatchCore patch features, exactly as the official pipeline, computed without waste.
 
 Official pipeline, per layer l with C_l channels on an h_l x w_l grid:
-  1. unfold p x p neighbourhoods (stride 1, padding (p-1)//2) -> a C_l*p*p vector per position;
+  1. unfold p x p neighbourhoods (stride s, default 1, padding (p-1)//2) -> a C_l*p*p vector per position
+     (with s > 1 only every s-th position of each axis: the paper's Eq. 3, h, w mod s = 0);
   2. bilinearly upsample that grid of vectors to the finest layer's grid;
   3. adaptive-average-pool each vector to ``pretrain_embed_dimension`` (P);
 then stack the layers' P-vectors, flatten, adaptive-average-pool to ``target_embed_dimension`` (T).
@@ -57,19 +58,20 @@ class SparseAggregation(nn.Module):
     has a short band of non-zeros. On CPU the product is a sparse (CSR) x dense matrix product per
     image with the unfolded neighbourhoods; on CUDA it is a dense convolution with the kept rows.
     ``method`` ("auto", "csr" or "conv") forces one of the two on any device (tests run the CUDA
-    method on CPU). ``forward``: ``x [B, C, h, w]`` -> ``[B, row_stop - row_start, h, w]``.
+    method on CPU). ``forward``: ``x [B, C, h, w]`` -> ``[B, row_stop - row_start, h', w']`` with
+    h' = (h + 2 * ((p - 1) // 2) - p) // stride + 1 (h' = h for odd p and stride 1), as ``nn.Unfold``.
     """
 
     METHODS = ("auto", "csr", "conv")
 
-    def __init__(self, matrix: torch.Tensor, channels: int, patch_size: int) -> None:
+    def __init__(self, matrix: torch.Tensor, channels: int, patch_size: int, stride: int = 1) -> None:
         super().__init__()
         rows = (matrix != 0).any(1).nonzero().squeeze(1)
         if rows.numel() == 0:
             raise ConfigError("aggregation matrix of a layer is all zero (embedding dimensions too small?)")
         self.row_start, self.row_stop = int(rows.min()), int(rows.max()) + 1
         self.register_buffer("weight", matrix[self.row_start:self.row_stop].float().contiguous(), persistent=False)
-        self.channels, self.patch_size = channels, patch_size
+        self.channels, self.patch_size, self.stride = channels, patch_size, stride
         self.method = "auto"
         self._sparse: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
 
@@ -84,29 +86,35 @@ class SparseAggregation(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, channels, height, width = x.shape
         padding = (self.patch_size - 1) // 2
+        height = (height + 2 * padding - self.patch_size) // self.stride + 1
+        width = (width + 2 * padding - self.patch_size) // self.stride + 1
         rows = self.row_stop - self.row_start
         if self.method not in self.METHODS:
             raise ConfigError(f"unknown aggregation method {self.method!r}; valid: {', '.join(self.METHODS)}")
         if self.method == "conv" or (self.method == "auto" and x.device.type != "cpu"):
             kernel = self.weight.view(rows, channels, self.patch_size, self.patch_size).to(dtype=x.dtype)
-            return F.conv2d(x, kernel, padding=padding)
+            return F.conv2d(x, kernel, padding=padding, stride=self.stride)
         sparse = self._sparse_weight(x.device, x.dtype)
         out = x.new_empty(batch, rows, height * width)
         for index in range(batch):  # one image at a time: its unfolded copy stays small
-            unfolded = F.unfold(x[index:index + 1], self.patch_size, padding=padding)[0]  # [C*p*p, h*w]
+            unfolded = F.unfold(x[index:index + 1], self.patch_size, padding=padding, stride=self.stride)[0]
             out[index] = torch.sparse.mm(sparse, unfolded)
         return out.view(batch, rows, height, width)
 
 
 class PatchFeatureExtractor(nn.Module):
-    """Images [B, 3, S, S] -> patch features [B, h*w, T] on the finest chosen layer's h x w grid."""
+    """Images [B, 3, S, S] -> patch features [B, h*w, T] on the finest chosen layer's h x w grid (every
+    ``patch_stride``-th position of it along each axis when the stride is > 1)."""
 
     def __init__(self, backbone: str = "efficientnet_lite0", layers: tuple[str, ...] | list[str] | None = None,
                  patch_size: int = 3, pretrain_embed_dimension: int | None = None,
-                 target_embed_dimension: int | None = None, weights: str | None = None) -> None:
+                 target_embed_dimension: int | None = None, weights: str | None = None,
+                 patch_stride: int = 1) -> None:
         super().__init__()
         if not isinstance(patch_size, int) or patch_size < 1:
             raise ConfigError(f"patch_size must be a positive integer, got {patch_size!r}")
+        if isinstance(patch_stride, bool) or not isinstance(patch_stride, int) or patch_stride < 1:
+            raise ConfigError(f"patch_stride must be a positive integer, got {patch_stride!r}")
         self.backbone = FeatureExtractor(backbone, layers, weights)
         default_pretrain, default_target = self.backbone.spec.embed_dims
         self.pretrain_embed_dimension = int(pretrain_embed_dimension or default_pretrain)
@@ -114,11 +122,11 @@ class PatchFeatureExtractor(nn.Module):
         if self.pretrain_embed_dimension < 1 or self.target_embed_dimension < 1:
             raise ConfigError("embedding dimensions must be positive, got "
                               f"pretrain={self.pretrain_embed_dimension}, target={self.target_embed_dimension}")
-        self.patch_size = patch_size
+        self.patch_size, self.patch_stride = patch_size, patch_stride
         kernels = aggregation_kernels(self.backbone.channels, patch_size, self.pretrain_embed_dimension,
                                       self.target_embed_dimension, dtype=torch.float64)
         self.aggregations = nn.ModuleList(
-            SparseAggregation(kernel.reshape(kernel.shape[0], -1), channels, patch_size)
+            SparseAggregation(kernel.reshape(kernel.shape[0], -1), channels, patch_size, patch_stride)
             for kernel, channels in zip(kernels, self.backbone.channels)
         )
         self.eval()
@@ -135,6 +143,7 @@ class PatchFeatureExtractor(nn.Module):
     def feature_grid(self, imagesize: int) -> tuple[int, int]:
         """The (h, w) patch grid for square inputs of side ``imagesize``."""
         side = -(-imagesize // self.backbone.strides[0])
+        side = (side + 2 * ((self.patch_size - 1) // 2) - self.patch_size) // self.patch_stride + 1
         return side, side
 
     @torch.no_grad()
@@ -144,11 +153,11 @@ class PatchFeatureExtractor(nn.Module):
             raise ConfigError(f"image size {tuple(images.shape[-2:])} is too small for {self.backbone.spec.name} "
                               f"layers {', '.join(self.layers)}: it needs at least {self.min_imagesize} px")
         maps = self.backbone(images)
-        first = maps[self.layers[0]]
+        first = self.aggregations[0](maps[self.layers[0]])  # [B, rows of the first layer, h, w]
         batch, grid = first.shape[0], (first.shape[-2], first.shape[-1])
         total = first.new_zeros(batch, self.target_embed_dimension, *grid)
-        for layer, aggregation in zip(self.layers, self.aggregations):
-            y = aggregation(maps[layer])  # [B, rows of this layer, h_l, w_l]
+        for index, (layer, aggregation) in enumerate(zip(self.layers, self.aggregations)):
+            y = first if index == 0 else aggregation(maps[layer])  # [B, rows of this layer, h_l, w_l]
             if (y.shape[-2], y.shape[-1]) != grid:
                 y = F.interpolate(y, size=grid, mode="bilinear", align_corners=False)
             total[:, aggregation.row_start:aggregation.row_stop] += y

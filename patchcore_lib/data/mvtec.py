@@ -145,7 +145,7 @@ class MVTecDataset(torch.utils.data.Dataset):
     """One category and split of an MVTec-AD-layout dataset, preprocessed as the official code.
 
     Items are dicts: ``image`` [3, S, S] float, ``mask`` [1, S, S] float 0/1, ``label`` int,
-    ``defect_type`` str, ``path`` str (S = ``imagesize``).
+    ``defect_type`` str, ``path`` str (S = ``imagesize``; masks resized by ``mask_convention``).
     """
 
     #: every defect image has a ground-truth mask in this layout (pixel metrics are defined)
@@ -158,11 +158,12 @@ class MVTecDataset(torch.utils.data.Dataset):
         folder = Path(root) / category
         return (folder / "train" / GOOD).is_dir() and (folder / "ground_truth").is_dir()
 
-    def __init__(self, root: str | Path, category: str, split: str = "train", resize: int = 256, imagesize: int = 224) -> None:
+    def __init__(self, root: str | Path, category: str, split: str = "train", resize: int = 256, imagesize: int = 224,
+                 mask_convention: str = "nearest") -> None:
         self.root = Path(root)
         self.category = category
         self.split = split
-        self.preprocess = Preprocess(resize, imagesize)
+        self.preprocess = Preprocess(resize, imagesize, mask_convention)
         self.samples = find_samples(self.root, category, split)
 
     def __len__(self) -> int:

@@ -16,6 +16,10 @@ from patchcore_lib.errors import ConfigError, DatasetError
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: How ground-truth masks are brought to the crop: ``nearest`` (nearest-neighbour resize of the 0/255 mask,
+#: threshold 127: the MVTec and anomalib convention) or ``official`` (the official PatchCore code: bilinear
+#: resize, centre crop, then an integer cast of the [0, 1] mask, so only fully covered pixels are anomalous).
+MASK_CONVENTIONS = ("nearest", "official")
 
 
 #: full-scale value of each integer mode that is not 8-bit: images are scaled by their storage depth, never per
@@ -112,18 +116,24 @@ def _to_8bit_mask(img: Image.Image, path: Path) -> Image.Image:
 
 
 class Preprocess:
-    """Official geometry: resize the short side to ``resize``, centre crop ``imagesize``, ImageNet mean/std."""
+    """Official geometry: resize the short side to ``resize``, centre crop ``imagesize``, ImageNet mean/std.
+    Masks follow ``mask_convention`` (:data:`MASK_CONVENTIONS`)."""
 
-    def __init__(self, resize: int = 256, imagesize: int = 224) -> None:
+    def __init__(self, resize: int = 256, imagesize: int = 224, mask_convention: str = "nearest") -> None:
         if not isinstance(resize, int) or not isinstance(imagesize, int) or resize < 1 or imagesize < 1:
             raise ConfigError(f"resize and imagesize must be positive integers, got resize={resize!r}, imagesize={imagesize!r}")
         if imagesize > resize:
             raise ConfigError(f"imagesize ({imagesize}) must not exceed resize ({resize}): the centre crop is taken from the resized image")
+        if mask_convention not in MASK_CONVENTIONS:
+            raise ConfigError(f"unknown mask_convention {mask_convention!r}; valid: {', '.join(MASK_CONVENTIONS)}")
         self.resize = resize
         self.imagesize = imagesize
+        self.mask_convention = mask_convention
         self._geometry = transforms.Compose([transforms.Resize(resize), transforms.CenterCrop(imagesize)])
+        interpolation = transforms.InterpolationMode.NEAREST if mask_convention == "nearest" \
+            else transforms.InterpolationMode.BILINEAR
         self._mask_geometry = transforms.Compose(
-            [transforms.Resize(resize, interpolation=transforms.InterpolationMode.NEAREST), transforms.CenterCrop(imagesize)]
+            [transforms.Resize(resize, interpolation=interpolation), transforms.CenterCrop(imagesize)]
         )
         self._mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
@@ -135,10 +145,15 @@ class Preprocess:
         return (tensor - self._mean) / self._std
 
     def mask(self, mask: Image.Image | None) -> torch.Tensor:
-        """Binary mask -> float tensor [1, imagesize, imagesize] of 0/1 (zeros when ``mask`` is None)."""
+        """Binary 0/255 mask -> float tensor [1, imagesize, imagesize] of 0/1 (zeros when ``mask`` is None).
+
+        ``nearest``: nearest-neighbour resize, > 127. ``official``: bilinear resize (8-bit, as PIL does for the
+        official code), then ``ToTensor`` + ``astype(int)`` there, i.e. anomalous only where the value is 255.
+        """
         if mask is None:
             return torch.zeros(1, self.imagesize, self.imagesize)
-        array = np.asarray(self._mask_geometry(mask)) > 127
+        resized = np.asarray(self._mask_geometry(mask))
+        array = resized > 127 if self.mask_convention == "nearest" else resized == 255
         return torch.from_numpy(array.astype(np.float32))[None]
 
     def denormalise(self, image: torch.Tensor) -> np.ndarray:

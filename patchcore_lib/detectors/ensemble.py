@@ -1,22 +1,29 @@
 """Ensembles of PatchCore members (e.g. several backbones, as in the paper's WR101/ResNeXt101/DN201 run).
 
-Each member keeps its own memory bank. Member scores live on different scales, so each member is
-standardised with statistics of nominal data: after fitting, a member scores a few training images and
-the mean / standard deviation of those anomaly-map pixels become its offset / scale. The ensemble's image
-score and map are the means of the standardised member scores and maps. (The official code instead
-min-max normalises each member over the whole test set, which needs all test images at once; ours scores
-single images the same way at any time.)
+Each member keeps its own memory bank. Member scores live on different scales; two fusions put them on one:
+
+* ``official`` (the official code, used by the reproduction presets): over the whole test set, each member's
+  image scores are min-max normalised, and separately its anomaly maps with the minimum and maximum over all
+  pixels of all its test maps; the ensemble's score and map are the means over members. It needs every test
+  image, so only :meth:`PatchCoreEnsemble.predict_dataset` offers it; ``predict`` on a batch raises.
+* ``standardised`` (for deployment, where test images arrive one at a time): after fitting, each member
+  scores a few training images and the mean / standard deviation of those anomaly-map pixels become its
+  offset / scale for both scores and maps; the means over members of the standardised values are returned,
+  by ``predict`` and ``predict_dataset`` alike.
+
+The members share every PatchCore setting but the backbone and its layers, including the embedding
+dimensions: the official ensemble runs use 1024 -> 384 (``params/ensemble_im320.yaml`` sets them).
 """
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
+from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
-
-import os
-from pathlib import Path
 
 from patchcore_lib import __version__
 from patchcore_lib.components.backbones import BACKBONES
@@ -30,6 +37,21 @@ from patchcore_lib.utils.schema import check_fields, option
 
 PAPER_ENSEMBLE_BACKBONES = ("wide_resnet101_2", "resnext101_32x8d", "densenet201")
 ENSEMBLE_FORMAT = "patchcore_lib.ensemble/1"
+FUSIONS = ("standardised", "official")
+
+
+def minmax_fusion(scores: np.ndarray, maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The official ensemble fusion. scores [M, N] and maps [M, N, H, W] of M members over N test images ->
+    (scores [N], maps [N, H, W]): each member's scores scaled by (s - min) / (max - min) over its N scores, its
+    maps by the min / max over all its N*H*W pixels, then the mean over members. A member whose values are all
+    equal contributes zeros (the official code would divide by zero)."""
+    def normalise(values: np.ndarray) -> np.ndarray:
+        flat = values.reshape(len(values), -1).astype(np.float64)
+        low, high = flat.min(axis=1, keepdims=True), flat.max(axis=1, keepdims=True)
+        span = np.where(high > low, high - low, 1.0)
+        return ((flat - low) / span).reshape(values.shape)
+
+    return normalise(scores).mean(0).astype(np.float32), normalise(maps).mean(0).astype(np.float32)
 
 
 @dataclasses.dataclass
@@ -39,7 +61,11 @@ class EnsembleOptions:
     backbones: tuple[str, ...] = option(PAPER_ENSEMBLE_BACKBONES, "one PatchCore member per backbone, each with "
                                         "its default layers (at least two)", choices=BACKBONES.names,
                                         metavar="NAME")
-    calibration_images: int = option(8, "nominal images that standardise each member", minimum=1)
+    calibration_images: int = option(8, "nominal images that standardise each member (fusion standardised)",
+                                     minimum=1)
+    fusion: str = option("standardised", "official: min-max over the whole test set, as the official code "
+                         "(evaluation only); standardised: statistics of nominal images, works image by image",
+                         choices=FUSIONS)
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -47,11 +73,12 @@ class EnsembleOptions:
 
 @dataclasses.dataclass(frozen=True)
 class EnsembleConfig:
-    """The members' configurations (same image geometry) and the calibration size."""
+    """The members' configurations (same image geometry), the calibration size and the fusion."""
 
     members: tuple[PatchCoreConfig, ...]
     calibration_images: int = 8
     method: str = "patchcore_ensemble"
+    fusion: str = "standardised"
 
     def __post_init__(self) -> None:
         if len(self.members) < 2:
@@ -62,15 +89,18 @@ class EnsembleConfig:
         if isinstance(self.calibration_images, bool) or not isinstance(self.calibration_images, int) \
                 or self.calibration_images < 1:
             raise ConfigError(f"calibration_images must be a positive integer, got {self.calibration_images!r}")
+        if self.fusion not in FUSIONS:
+            raise ConfigError(f"unknown ensemble fusion {self.fusion!r}; valid: {', '.join(FUSIONS)}")
 
     @classmethod
-    def from_backbones(cls, base: PatchCoreConfig, backbones: Sequence[str], calibration_images: int = 8
-                       ) -> "EnsembleConfig":
-        """One member per backbone: ``base``'s settings with that backbone and its default layers."""
+    def from_backbones(cls, base: PatchCoreConfig, backbones: Sequence[str], calibration_images: int = 8,
+                       fusion: str = "standardised") -> "EnsembleConfig":
+        """One member per backbone: ``base``'s settings (embedding dimensions included) with that backbone
+        and its default layers."""
         if isinstance(backbones, str) or len(backbones) < 2:
             raise ConfigError(f"an ensemble needs at least two backbones, got {backbones!r}")
         members = tuple(dataclasses.replace(base, backbone=name, layers=None) for name in backbones)
-        return cls(members, calibration_images)
+        return cls(members, calibration_images, fusion=fusion)
 
     # the shared settings, read by evaluation and prediction code like a PatchCoreConfig's
     resize = property(lambda self: self.members[0].resize)
@@ -79,7 +109,7 @@ class EnsembleConfig:
     backbone = property(lambda self: "+".join(c.backbone for c in self.members))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "calibration_images": self.calibration_images,
+        return {"method": self.method, "calibration_images": self.calibration_images, "fusion": self.fusion,
                 "backbone": self.backbone, "imagesize": self.imagesize, "resize": self.resize,
                 **{key: getattr(self.members[0], key) for key in ("coreset_ratio", "sampler", "patch_size", "num_nn",
                                                                   "score", "seed")},
@@ -92,7 +122,7 @@ class PatchCoreEnsemble:
 
     config_class = EnsembleConfig
     options_class = EnsembleOptions
-    method_options = ("backbones", "calibration_images")
+    method_options = ("backbones", "calibration_images", "fusion")
     option_prefix = "ensemble"
     file_format = ENSEMBLE_FORMAT
 
@@ -107,11 +137,12 @@ class PatchCoreEnsemble:
         if not isinstance(member, PatchCoreConfig):
             member = PatchCoreConfig(**shared_settings(member))
         chosen = EnsembleOptions(**options)
-        return EnsembleConfig.from_backbones(member, chosen.backbones, chosen.calibration_images)
+        return EnsembleConfig.from_backbones(member, chosen.backbones, chosen.calibration_images, chosen.fusion)
 
-    def __init__(self, configs: Sequence[PatchCoreConfig] | EnsembleConfig, calibration_images: int = 8) -> None:
+    def __init__(self, configs: Sequence[PatchCoreConfig] | EnsembleConfig, calibration_images: int = 8,
+                 fusion: str = "standardised") -> None:
         if not isinstance(configs, EnsembleConfig):
-            configs = EnsembleConfig(tuple(configs), calibration_images)
+            configs = EnsembleConfig(tuple(configs), calibration_images, fusion=fusion)
         self.config = configs
         self.members = [PatchCore(c) for c in configs.members]
         self.calibration_images = configs.calibration_images
@@ -122,21 +153,30 @@ class PatchCoreEnsemble:
         self.memory_bank_size = 0
 
     def fit(self, dataset: torch.utils.data.Dataset, show_progress: bool = True) -> "PatchCoreEnsemble":
-        """Fit every member on the nominal images, then calibrate each member's scale on them."""
+        """Fit every member on the nominal images, then (fusion standardised) calibrate each member's scale
+        on the first ``calibration_images`` of them."""
         start = time.perf_counter()
-        calibration = next(iter(make_loader(dataset, min(self.calibration_images, len(dataset)))))["image"]
+        standardised = self.config.fusion == "standardised"
+        calibration = next(iter(make_loader(dataset, min(self.calibration_images, len(dataset)))))["image"] \
+            if standardised else None
         for index, member in enumerate(self.members):
             member.fit(dataset, show_progress=show_progress)
-            _, maps = member.predict(calibration)
-            self.offsets[index] = maps.mean()
-            self.scales[index] = maps.std().clamp_min(1e-12)
+            if standardised:
+                _, maps = member.predict(calibration)
+                self.offsets[index] = maps.mean()
+                self.scales[index] = maps.std().clamp_min(1e-12)
         self.memory_bank_size = sum(len(m.memory_bank) for m in self.members)
         self.timings["fit_seconds"] = time.perf_counter() - start
         return self
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean of the members' standardised image scores [B] and anomaly maps [B, S, S]."""
+        """Mean of the members' standardised image scores [B] and anomaly maps [B, S, S] (fusion standardised;
+        the official fusion needs the whole test set: ConfigError, use :meth:`predict_dataset`)."""
+        if self.config.fusion != "standardised":
+            raise ConfigError("this ensemble uses fusion 'official', which min-max normalises each member over the "
+                              "whole test set: call predict_dataset(test_split), or build the ensemble with "
+                              "fusion='standardised' to score single images")
         scores, maps = [], []
         for index, member in enumerate(self.members):
             member_scores, member_maps = member.predict(images)
@@ -145,8 +185,19 @@ class PatchCoreEnsemble:
         return torch.stack(scores).mean(0), torch.stack(maps).mean(0)
 
     def predict_dataset(self, dataset: torch.utils.data.Dataset, show_progress: bool = True) -> Predictions:
-        predictions = predict_over_dataset(self.predict, dataset, self.config.batch_size, self.config.imagesize,
-                                           show_progress)
+        """Scores, maps, masks and labels of every image of ``dataset``, fused as ``config.fusion`` says
+        (official: :func:`minmax_fusion` of the members' raw predictions, kept in ``extra``)."""
+        if self.config.fusion == "standardised":
+            predictions = predict_over_dataset(self.predict, dataset, self.config.batch_size, self.config.imagesize,
+                                               show_progress)
+        else:
+            members = [predict_over_dataset(m.predict, dataset, self.config.batch_size, self.config.imagesize,
+                                            show_progress) for m in self.members]
+            scores, maps = minmax_fusion(np.stack([p.scores for p in members]), np.stack([p.maps for p in members]))
+            first = members[0]
+            predictions = Predictions(scores, maps, first.masks, first.labels, first.defect_types, first.paths,
+                                      sum(p.seconds for p in members),
+                                      extra={"member_scores": np.stack([p.scores for p in members])})
         self.timings["predict_seconds"] = predictions.seconds
         return predictions
 
@@ -163,7 +214,7 @@ class PatchCoreEnsemble:
         if any(m.memory_bank is None for m in self.members):
             raise ConfigError("the ensemble is not fitted: call fit() first")
         payload = {"format": ENSEMBLE_FORMAT, "library_version": __version__,
-                   "calibration_images": self.calibration_images,
+                   "calibration_images": self.calibration_images, "fusion": self.config.fusion,
                    "members": [m.state() for m in self.members],
                    "offsets": self.offsets.clone(), "scales": self.scales.clone()}
         return atomic_torch_save(seal(payload), path)
@@ -183,7 +234,8 @@ class PatchCoreEnsemble:
             raise ModelFileError(f"model file {path}: calibration offsets/scales are not finite and positive")
         if len(members) < 2 or offsets.shape != (len(members),) or scales.shape != (len(members),):
             raise ModelFileError(f"model file {path}: member count and calibration do not match")
-        ensemble = cls(EnsembleConfig(tuple(m.config for m in members), int(payload.get("calibration_images", 8))))
+        ensemble = cls(EnsembleConfig(tuple(m.config for m in members), int(payload.get("calibration_images", 8)),
+                                      fusion=str(payload.get("fusion", "standardised"))))
         if backbone is not None and backbone != ensemble.config.backbone:
             raise ModelFileError(f"model file {path} holds an ensemble of {ensemble.config.backbone}, not {backbone!r}")
         ensemble.members = members

@@ -25,8 +25,10 @@ from patchcore_lib.utils.files import atomic_torch_save
 from patchcore_lib.utils.integrity import checksum_problem, seal
 from patchcore_lib.utils.schema import check_fields, config_dict, config_from_dict, option
 from patchcore_lib.components.knn import BACKENDS, DISTANCES, NearestNeighbourSearch
+from patchcore_lib.components.knn_ivfpq import IVFPQSearch
 from patchcore_lib.components.sampling import SAMPLERS, make_sampler
-from patchcore_lib.components.scoring import SCORE_MODES, image_scores_max, image_scores_reweighted, patch_scores_from_distances
+from patchcore_lib.components.scoring import (SCORE_MODES, euclidean_distances, image_scores_max,
+                                             image_scores_reweighted, patch_scores_from_distances)
 
 MODEL_FORMAT = "patchcore_lib.model/1"
 
@@ -45,6 +47,8 @@ class PatchCoreConfig:
     resize: int = option(256, "resize the short image side to this many pixels", minimum=1)
     imagesize: int = option(224, "centre crop size in pixels (<= resize)", minimum=1)
     patch_size: int = option(3, "neighbourhood size p of the local patch aggregation", minimum=1)
+    patch_stride: int = option(1, "stride s of the patch grid (paper Eq. 3; s > 1 keeps every s-th position per "
+                               "axis, the paper's ablation)", minimum=1)
     pretrain_embed_dimension: int | None = option(None, "per-layer pooled dimension (default: the backbone's)",
                                                   minimum=1)
     target_embed_dimension: int | None = option(None, "patch feature dimension (default: the backbone's)",
@@ -55,10 +59,18 @@ class PatchCoreConfig:
     num_nn: int = option(1, "k nearest neighbours averaged into a patch score", minimum=1)
     score: str = option("max", "image score: max patch score or the paper's Eq. 7 re-weighting",
                         choices=SCORE_MODES)
-    reweight_neighbourhood: int = option(3, "b of the paper's Eq. 7", minimum=1)
+    reweight_neighbourhood: int = option(3, "b of the paper's Eq. 7: neighbours of m* besides m* itself "
+                                         "(anomalib's num_neighbors = b + 1; the paper gives no value)", minimum=1)
     distance: str = option("sqeuclidean", "patch distance of the anomaly maps", choices=DISTANCES)
     sigma: float = option(4.0, "Gaussian blur of the anomaly maps in pixels (0: none)", minimum=0.0)
-    knn_backend: str = option("auto", "nearest-neighbour search backend", choices=BACKENDS)
+    knn_backend: str = option("auto", "exact nearest-neighbour search backend", choices=BACKENDS)
+    knn_search: str = option("exact", "nearest-neighbour search: exact, or ivfpq (approximate FAISS IVF-PQ, the "
+                             "paper's Table 5; needs faiss)", choices=("exact", "ivfpq"))
+    ivf_nlist: int = option(512, "ivfpq: number of inverted lists (official 512)", minimum=1)
+    pq_m: int = option(64, "ivfpq: sub-quantisers per vector, must divide the feature dimension (official 64)",
+                       minimum=1)
+    pq_nbits: int = option(8, "ivfpq: bits per sub-quantiser code (official 8)", minimum=1, maximum=16)
+    ivf_nprobe: int = option(1, "ivfpq: lists searched per query (official: FAISS's default 1)", minimum=1)
     batch_size: int = option(8, "images per forward pass", minimum=1)
     seed: int = option(0, "seed of the coreset (and of random backbone weights)")
     device: str = option("auto", "auto, cpu or cuda[:N]", metavar="DEVICE")
@@ -76,6 +88,8 @@ class PatchCoreConfig:
         if self.imagesize < min_size:
             raise ConfigError(f"imagesize {self.imagesize} is too small for {self.backbone} layers "
                               f"{', '.join(self.layers)}: it needs at least {min_size} px")
+        if self.knn_search == "ivfpq" and self.target_embed_dimension % self.pq_m:
+            raise ConfigError(f"pq_m ({self.pq_m}) must divide target_embed_dimension ({self.target_embed_dimension})")
         resolve_device(self.device)
 
     def to_dict(self) -> dict[str, Any]:
@@ -88,7 +102,16 @@ class PatchCoreConfig:
     def feature_key(self) -> dict[str, Any]:
         """The settings that determine the extracted patch features (cache key material)."""
         return {k: self.to_dict()[k] for k in ("backbone", "layers", "weights", "resize", "imagesize", "patch_size",
-                                               "pretrain_embed_dimension", "target_embed_dimension", "seed")}
+                                               "patch_stride", "pretrain_embed_dimension", "target_embed_dimension",
+                                               "seed")}
+
+
+def make_search(config: PatchCoreConfig) -> NearestNeighbourSearch | IVFPQSearch:
+    """The nearest-neighbour search of ``config``: exact (FAISS flat or torch) or approximate IVF-PQ."""
+    if config.knn_search == "ivfpq":
+        return IVFPQSearch(config.num_nn, config.distance, config.ivf_nlist, config.pq_m, config.pq_nbits,
+                           config.ivf_nprobe)
+    return NearestNeighbourSearch(config.num_nn, config.distance, config.knn_backend)
 
 
 def check_options(options: dict[str, Any], allowed: set[str], method: str) -> None:
@@ -133,8 +156,9 @@ class PatchCore:
             torch.manual_seed(config.seed)  # makes "random" backbone weights reproducible
             self.extractor = PatchFeatureExtractor(config.backbone, config.layers, config.patch_size,
                                                    config.pretrain_embed_dimension, config.target_embed_dimension,
-                                                   weights=config.weights).to(self.device)
-        self.search = NearestNeighbourSearch(config.num_nn, config.distance, config.knn_backend)
+                                                   weights=config.weights,
+                                                   patch_stride=config.patch_stride).to(self.device)
+        self.search = make_search(config)
         self.memory_bank: torch.Tensor | None = None
         self.threshold: dict[str, Any] | None = None  # the calibrated threshold record (detectors/threshold.py)
         self.timings: dict[str, float] = {}
@@ -228,7 +252,8 @@ class PatchCore:
         if self.config.score == "max":
             scores = image_scores_max(patch_scores)
         else:
-            scores = image_scores_reweighted(patch_scores, features, indices[:, 0].reshape(batch, per_image),
+            nearest = euclidean_distances(distances[:, 0], self.config.distance).reshape(batch, per_image)
+            scores = image_scores_reweighted(nearest, features, indices[:, 0].reshape(batch, per_image),
                                              self.search, self.config.reweight_neighbourhood)
         maps = anomaly_maps(patch_scores.reshape(batch, *grid), image_size, self.config.sigma)
         return scores.float().cpu(), maps.float().cpu()

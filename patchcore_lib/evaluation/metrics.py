@@ -33,6 +33,8 @@ __all__ = [
     "pixel_auroc",
     "pro_curve",
     "pro_score",
+    "anomaly_pixel_auroc",
+    "anomaly_pro_score",
     "per_defect_image_auroc",
     "roc_points",
     "legacy_pixel_auroc",
@@ -337,6 +339,33 @@ def pro_score(masks: Any, maps: Any, max_fpr: float = 0.3) -> float:
     x, y = _truncate(*curve, max_fpr)
     area = float(np.sum(0.5 * (y[1:] + y[:-1]) * np.diff(x)))
     return min(max(area / max_fpr, 0.0), 1.0)
+
+
+def _anomalous_images(labels: Any, masks: Any, maps: Any) -> tuple[np.ndarray, np.ndarray]:
+    """masks/maps [N, H, W] of the images with label 1 (labels [N] 0/1)."""
+    y = _as_binary(labels, "labels", ndim=1)
+    m, a = _as_image_stack(masks, maps)
+    if len(y) != len(m):
+        raise ConfigError(f"labels ({len(y)}) and masks/maps ({len(m)} images) must have the same length")
+    return m[y], a[y]
+
+
+def anomaly_pixel_auroc(labels: Any, masks: Any, maps: Any) -> float:
+    """Pixel AUROC pooled over the anomalous test images only (the official code's ``anomaly_pixel_auroc``).
+
+    labels: [N] 0/1 image labels; masks: [N, H, W] 0/1; maps: [N, H, W]. NaN (with a warning) if undefined.
+    """
+    m, a = _anomalous_images(labels, masks, maps)
+    return _auroc(m.ravel(), a.ravel(), "anomaly pixel AUROC")
+
+
+def anomaly_pro_score(labels: Any, masks: Any, maps: Any, max_fpr: float = 0.3) -> float:
+    """PRO (as :func:`pro_score`) over the anomalous test images only: the FPR counts only the normal
+    pixels of those images (the official results' ``anomaly_pro`` column). labels [N], masks/maps [N, H, W]."""
+    m, a = _anomalous_images(labels, masks, maps)
+    if not len(m):
+        return _undefined("anomaly PRO is undefined (no anomalous image); returning NaN")
+    return pro_score(m, a, max_fpr)
 
 
 def legacy_pixel_auroc(masks: Any, maps: Any, num_samples: int = 1000, at_fpr: float = 1.0) -> float:

@@ -28,10 +28,17 @@ MVTEC_CATEGORIES = ("carpet", "grid", "leather", "tile", "wood", "bottle", "cabl
 #: The official run reproduced by the paper setting ``params/paper_im224_wr50.yaml``.
 DEFAULT_OFFICIAL_RUN = "IM224_WR50_L2-3_P01_D1024-1024_PS-3_AN-1"
 
-#: Column of the official CSVs used for each of our metrics (see reference_data/README.md).
-OFFICIAL_COLUMNS = {"image_auroc": "instance_auroc", "pixel_auroc": "full_pixel_auroc", "pro": "anomaly_pro"}
+#: Column of the official CSVs with the same definition as each of our metrics (see reference_data/README.md):
+#: pixel AUROC over all test images, and pixel AUROC / PRO over the anomalous test images only. Our ``pro``
+#: (standard MVTec PRO over all test images) has no official counterpart: their ``full_pro`` is computed by
+#: unpublished code and is far from the standard value, so it is not compared.
+OFFICIAL_COLUMNS = {"image_auroc": "instance_auroc", "pixel_auroc": "full_pixel_auroc",
+                    "anomaly_pixel_auroc": "anomaly_pixel_auroc", "anomaly_pro": "anomaly_pro"}
 
+#: The paper's metrics (its PRO is compared with our ``pro``).
 METRICS = ("image_auroc", "pixel_auroc", "pro")
+#: Every metric the evaluation reports; the official runs have values for the OFFICIAL_COLUMNS keys.
+ALL_METRICS = ("image_auroc", "pixel_auroc", "pro", "anomaly_pixel_auroc", "anomaly_pro")
 
 
 @lru_cache(maxsize=1)
@@ -61,10 +68,11 @@ def official_runs() -> list[str]:
 
 
 def official_results(run_name: str = DEFAULT_OFFICIAL_RUN):
-    """Per-category official results of ``run_name``: columns category, image_auroc, pixel_auroc, pro + raw columns.
+    """Per-category official results of ``run_name``: columns category and :data:`ALL_METRICS` + raw columns.
 
-    ``category`` is the MVTec name without the ``mvtec_`` prefix (the file's own mean row: ``mean``); ``pro`` is
-    the ``anomaly_pro`` column.
+    ``category`` is the MVTec name without the ``mvtec_`` prefix (the file's own mean row: ``mean``). Each of
+    our metric columns holds the official column of the same definition (:data:`OFFICIAL_COLUMNS`); ``pro``
+    (all test images) is NaN, as no official column has that definition.
     """
     path = DATA_DIR / "official" / f"{run_name}.csv"
     if not path.is_file():
@@ -74,16 +82,16 @@ def official_results(run_name: str = DEFAULT_OFFICIAL_RUN):
     table = raw.copy()
     table.insert(0, "category", [str(n).removeprefix("mvtec_") if str(n).lower() != "mean" else "mean"
                                  for n in raw["row_name"]])
-    for ours, theirs in OFFICIAL_COLUMNS.items():
-        table[ours] = raw[theirs].astype(float)
+    for ours in ALL_METRICS:
+        table[ours] = raw[OFFICIAL_COLUMNS[ours]].astype(float) if ours in OFFICIAL_COLUMNS else float("nan")
     return table.drop(columns=["row_name"])
 
 
 def official_mean(run_name: str = DEFAULT_OFFICIAL_RUN) -> dict[str, float]:
-    """Mean over the categories of one official run (image_auroc, pixel_auroc, pro)."""
+    """Mean over the categories of one official run (every :data:`ALL_METRICS` key; ``pro`` is NaN)."""
     table = official_results(run_name)
     table = table[table["category"].isin(MVTEC_CATEGORIES)]
-    return {m: float(table[m].mean()) for m in METRICS}
+    return {m: float(table[m].mean()) for m in ALL_METRICS}
 
 
 def paper_method_for(coreset_ratio: float) -> str:
@@ -118,11 +126,11 @@ def reference_for(category: str, run_names: list[str] | None = None):
     """All published numbers for one MVTec category as a tidy DataFrame.
 
     Columns: source (``paper: <method>`` or ``official: <run>``), scope (``category`` or ``mean of 15``),
-    image_auroc, pixel_auroc, pro (fractions; NaN where not published). Paper class means are included
+    :data:`ALL_METRICS` (fractions; NaN where not published with that definition). Paper class means are included
     (scope ``mean of 15``) so that a category without a per-class paper value still shows the paper's level.
     Returns an empty table for a category that is not an MVTec AD one.
     """
-    columns = ["source", "scope", *METRICS]
+    columns = ["source", "scope", *ALL_METRICS]
     if category not in MVTEC_CATEGORIES:
         return pd.DataFrame(columns=columns)
     rows = []
@@ -136,7 +144,7 @@ def reference_for(category: str, run_names: list[str] | None = None):
         hit = table[table["category"] == category]
         if len(hit):
             rows.append({"source": f"official: {run}", "scope": "category",
-                         **{m: float(hit.iloc[0][m]) for m in METRICS}})
+                         **{m: float(hit.iloc[0][m]) for m in ALL_METRICS}})
     return pd.DataFrame(rows, columns=columns)
 
 

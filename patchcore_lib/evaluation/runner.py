@@ -35,12 +35,17 @@ from patchcore_lib import __version__
 from patchcore_lib.errors import OutputError
 from patchcore_lib.utils.files import atomic_write_text, check_writable_dir, output_lock
 from patchcore_lib.utils.fingerprint import file_sha256
-from patchcore_lib.evaluation.metrics import image_auroc, per_defect_image_auroc, pixel_auroc, pro_score
+from patchcore_lib.evaluation.metrics import (anomaly_pixel_auroc, anomaly_pro_score, image_auroc,
+                                              per_defect_image_auroc, pixel_auroc, pro_score)
+from patchcore_lib.evaluation.options import EvaluationOptions
 
-RESULT_COLUMNS = ["category", "image_auroc", "pixel_auroc", "pro", "fit_seconds", "predict_seconds",
-                  "predict_seconds_per_image", "memory_bank_size", "num_train", "num_test", "run_id", "method",
-                  "layout", "note"]
+RESULT_COLUMNS = ["category", "image_auroc", "pixel_auroc", "pro", "anomaly_pixel_auroc", "anomaly_pro",
+                  "fit_seconds", "predict_seconds", "predict_seconds_per_image", "memory_bank_size", "num_train",
+                  "num_test", "run_id", "method", "mask_convention", "layout", "note"]
 # ``memory_bank_size`` is the number of stored patches (PatchCore) or of per-position Gaussians (PaDiM/OrthoAD).
+# ``pixel_auroc``/``pro``: over all test images; ``anomaly_*``: over the anomalous test images only (the
+# official code's ``anomaly_pixel_auroc`` / ``anomaly_pro``).
+_TEXT_COLUMNS = ("category", "run_id", "method", "mask_convention")
 
 
 #: the note of a result whose pixel metrics could not be computed
@@ -48,12 +53,16 @@ NO_MASKS_NOTE = "pixel metrics unavailable: not every defect image has a ground-
 
 
 def prediction_metrics(predictions: Predictions, has_masks: bool = True) -> dict[str, Any]:
-    """Image AUROC, pixel AUROC, PRO and per-defect image AUROC of a set of predictions (``has_masks``
-    False: the pixel metrics are NaN, not computed from empty masks)."""
+    """Image AUROC, pixel AUROC and PRO (all images, and anomalous images only), per-defect image AUROC
+    (``has_masks`` False: the pixel metrics are NaN, not computed from empty masks)."""
+    nan = float("nan")
     return {
         "image_auroc": image_auroc(predictions.labels, predictions.scores),
-        "pixel_auroc": pixel_auroc(predictions.masks, predictions.maps) if has_masks else float("nan"),
-        "pro": pro_score(predictions.masks, predictions.maps) if has_masks else float("nan"),
+        "pixel_auroc": pixel_auroc(predictions.masks, predictions.maps) if has_masks else nan,
+        "pro": pro_score(predictions.masks, predictions.maps) if has_masks else nan,
+        "anomaly_pixel_auroc": anomaly_pixel_auroc(predictions.labels, predictions.masks, predictions.maps)
+        if has_masks else nan,
+        "anomaly_pro": anomaly_pro_score(predictions.labels, predictions.masks, predictions.maps) if has_masks else nan,
         "per_defect_image_auroc": per_defect_image_auroc(predictions.defect_types, predictions.labels,
                                                          predictions.scores),
     }
@@ -71,15 +80,20 @@ def _write_scores(path: Path, predictions: Predictions) -> None:
 
 def evaluate_category(detector: Detector, data_root: str | Path, category: str, out_dir: str | Path | None = None,
                       save_model: bool = False, show_progress: bool = True, run_id: str = "",
-                      layout: str = "auto") -> tuple[dict[str, Any], Predictions]:
-    """Fit ``detector`` on the category's nominal training images, predict the test split, compute metrics;
-    write ``scores.csv``, ``metrics.json`` (and ``model.pt``) under ``out_dir/category`` when given.
-    ``layout``: a registered dataset layout, or "auto" (detected). Without masks (folder layout) the pixel
-    metrics are NaN and the row's ``note`` says why."""
+                      layout: str = "auto", options: EvaluationOptions | None = None
+                      ) -> tuple[dict[str, Any], Predictions]:
+    """Fit ``detector`` on the category's nominal training images (``options.train_shots`` of them when set),
+    predict the test split (masks by ``options.mask_convention``), compute metrics; write ``scores.csv``,
+    ``metrics.json`` (and ``model.pt``) under ``out_dir/category`` when given. ``layout``: a registered
+    dataset layout, or "auto" (detected). Without masks (folder layout) the pixel metrics are NaN and the
+    row's ``note`` says why."""
     config = detector.config
+    options = options or EvaluationOptions()
     layout = resolve_layout(data_root, category, layout)
-    train = open_split(data_root, category, "train", config.resize, config.imagesize, layout=layout)
-    test = open_split(data_root, category, "test", config.resize, config.imagesize, layout=layout)
+    train = open_split(data_root, category, "train", config.resize, config.imagesize, layout=layout,
+                       shots=options.train_shots, shots_seed=options.shots_seed)
+    test = open_split(data_root, category, "test", config.resize, config.imagesize, layout=layout,
+                      mask_convention=options.mask_convention)
     method = method_name(detector)
     detector.fit(train, show_progress=show_progress)
     predictions = detector.predict_dataset(test, show_progress=show_progress)
@@ -90,6 +104,8 @@ def evaluate_category(detector: Detector, data_root: str | Path, category: str, 
         "image_auroc": metrics["image_auroc"],
         "pixel_auroc": metrics["pixel_auroc"],
         "pro": metrics["pro"],
+        "anomaly_pixel_auroc": metrics["anomaly_pixel_auroc"],
+        "anomaly_pro": metrics["anomaly_pro"],
         "fit_seconds": detector.timings["fit_seconds"],
         "predict_seconds": predictions.seconds,
         "predict_seconds_per_image": predictions.seconds / len(test),
@@ -98,6 +114,7 @@ def evaluate_category(detector: Detector, data_root: str | Path, category: str, 
         "num_test": len(test),
         "run_id": run_id,
         "method": method,
+        "mask_convention": options.mask_convention,
         "layout": layout,
         "note": "" if has_masks else NO_MASKS_NOTE,
     }
@@ -110,7 +127,7 @@ def evaluate_category(detector: Detector, data_root: str | Path, category: str, 
         else:
             (folder / "model.pt").unlink(missing_ok=True)  # an older run's model: not of these metrics
         record = {"row": row, "per_defect_image_auroc": metrics["per_defect_image_auroc"],
-                  "timings": detector.timings, "config": config.to_dict(),
+                  "timings": detector.timings, "config": config.to_dict(), "evaluation": options.to_dict(),
                   "dataset_fingerprint": dataset_fingerprint(data_root, category), "library_version": __version__,
                   "outputs": {name: file_sha256(folder / name) for name in ("scores.csv", "model.pt")
                               if (folder / name).is_file()}}
@@ -137,8 +154,8 @@ def results_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     for column in RESULT_COLUMNS:
         if column in ("category", "run_id"):
             continue
-        if column == "method":
-            mean[column] = rows[0].get("method", "patchcore")
+        if column in _TEXT_COLUMNS:
+            mean[column] = rows[0].get(column, "patchcore" if column == "method" else "")
             continue
         if column in ("layout", "note"):
             mean[column] = "; ".join(dict.fromkeys(str(r.get(column) or "") for r in rows if r.get(column)))
@@ -164,9 +181,11 @@ def write_results_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
-def _finished_row(folder: Path, config: Any, fingerprint: str, save_model: bool = False) -> dict[str, Any] | None:
-    """The saved row of a finished category if it was computed with the same config, data content and library
-    version, and its outputs (``scores.csv``, ``model.pt`` when asked for) are the ones it recorded."""
+def _finished_row(folder: Path, config: Any, fingerprint: str, options: EvaluationOptions,
+                  save_model: bool = False) -> dict[str, Any] | None:
+    """The saved row of a finished category if it was computed with the same config, evaluation options, data
+    content and library version, and its outputs (``scores.csv``, ``model.pt`` when asked for) are the ones
+    it recorded."""
     try:
         record = json.loads((folder / "metrics.json").read_text())
     except (OSError, ValueError):
@@ -174,7 +193,7 @@ def _finished_row(folder: Path, config: Any, fingerprint: str, save_model: bool 
     if not isinstance(record, dict) or not isinstance(record.get("row"), dict):
         return None
     if (record.get("config") != config.to_dict() or record.get("dataset_fingerprint") != fingerprint
-            or record.get("library_version") != __version__):
+            or record.get("library_version") != __version__ or record.get("evaluation") != options.to_dict()):
         return None
     outputs = record.get("outputs") if isinstance(record.get("outputs"), dict) else {}
     wanted = ["scores.csv", "model.pt"] if save_model or (folder / "model.pt").exists() else ["scores.csv"]
@@ -189,10 +208,12 @@ def _finished_row(folder: Path, config: Any, fingerprint: str, save_model: bool 
 
 def evaluate(detector: Detector, data_root: str | Path, categories: Sequence[str], out_dir: str | Path,
              save_model: bool = False, show_progress: bool = True, resume: bool = True,
-             layout: str = "auto") -> list[dict[str, Any]]:
+             layout: str = "auto", options: EvaluationOptions | None = None) -> list[dict[str, Any]]:
     """Fit and evaluate ``detector`` (re-fitted per category) on each category into ``out_dir``; returns the
-    rows (without the mean row). ``run.json``, the resume check and the run id use its full configuration."""
+    rows (without the mean row). ``run.json``, the resume check and the run id use its full configuration
+    and the evaluation ``options`` (mask convention, few-shot draw)."""
     config = detector.config
+    options = options or EvaluationOptions()
     layouts = {category: resolve_layout(data_root, category, layout) for category in categories}
     for category in categories:
         check = getattr(LAYOUTS.get(layouts[category]), "check", None)
@@ -205,10 +226,13 @@ def evaluate(detector: Detector, data_root: str | Path, categories: Sequence[str
     out = check_writable_dir(out_dir)
     fingerprints = {c: dataset_fingerprint(data_root, c) for c in categories}
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + config_hash(config)
+    if options != EvaluationOptions():
+        run_id += "-" + config_hash(options)
     rows: list[dict[str, Any]] = []
     run_info = {
         "run_id": run_id,
         "config": config.to_dict(),
+        "evaluation": options.to_dict(),
         "data_root": str(Path(data_root).resolve()),
         "categories": list(categories),
         "dataset_fingerprints": fingerprints,
@@ -222,7 +246,8 @@ def evaluate(detector: Detector, data_root: str | Path, categories: Sequence[str
     try:
         with output_lock(out):
             for category in categories:
-                done = _finished_row(out / category, config, fingerprints[category], save_model) if resume else None
+                done = (_finished_row(out / category, config, fingerprints[category], options, save_model)
+                        if resume else None)
                 if done is not None:
                     print(f"{category}: already done with the same settings, reusing "
                           f"{out / category / 'metrics.json'}", file=sys.stderr)
@@ -230,7 +255,7 @@ def evaluate(detector: Detector, data_root: str | Path, categories: Sequence[str
                     rows.append(done)
                 else:
                     row, _ = evaluate_category(detector, data_root, category, out, save_model, show_progress, run_id,
-                                               layout=layouts[category])
+                                               layout=layouts[category], options=options)
                     rows.append(row)
                 # run record and table only once a category is finished: a failed run leaves no result files
                 atomic_write_text(out / "run.json", json.dumps(run_info, indent=2))

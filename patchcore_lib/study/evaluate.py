@@ -11,31 +11,46 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from patchcore_lib.data import Preprocess, load_rgb, open_split
-from patchcore_lib.detectors import (Detector, EnsembleConfig, PatchCore, ThresholdOptions, f1_optimal_threshold,
-                                     make_detector, threshold_rates)
+from patchcore_lib.detectors import (Detector, EnsembleConfig, PatchCore, PatchCoreConfig, ThresholdOptions,
+                                     f1_optimal_threshold, make_detector, threshold_rates)
 from patchcore_lib.errors import ConfigError
 from patchcore_lib.evaluation.metrics import (image_auroc, per_defect_image_auroc, pixel_auroc, pro_curve, pro_score,
                                               roc_points)
-from patchcore_lib.evaluation.reference import (METRICS, MVTEC_CATEGORIES, official_results, official_run_for,
+from patchcore_lib.evaluation.options import EvaluationOptions
+from patchcore_lib.evaluation.reference import (ALL_METRICS, MVTEC_CATEGORIES, official_results, official_run_for,
                                                 official_runs, paper_method_for, paper_table)
 from patchcore_lib.study.params import config_from_params
+from patchcore_lib.utils.schema import schema_fields
 
 #: keys every 04_evaluate metrics.json holds under "metrics"
 REQUIRED_METRICS = ("image_auroc", "pixel_auroc", "pro", "fit_seconds", "predict_seconds_per_image",
                     "memory_bank_size", "category", "config")
 #: the columns of the one-row metrics table
-ROW_COLUMNS = ("category", "image_auroc", "pixel_auroc", "pro", "fit_seconds", "predict_seconds_per_image",
-               "memory_bank_size")
+ROW_COLUMNS = ("category", "image_auroc", "pixel_auroc", "pro", "anomaly_pixel_auroc", "anomaly_pro", "fit_seconds",
+               "predict_seconds_per_image", "memory_bank_size", "mask_convention")
 
 
 # =========================================================================== configuration and records
-def evaluation_detector(params: dict[str, Any]) -> Detector:
-    """The unfitted detector of notebook 04: one PatchCore, or an ensemble when ``ensemble_backbones`` names two
-    or more backbones (the members share every setting but the backbone and its layers)."""
+def evaluation_config(params: dict[str, Any]) -> PatchCoreConfig | EnsembleConfig:
+    """The configuration of notebook 04's detector: one PatchCore, or an ensemble when ``ensemble_backbones``
+    names two or more backbones (the members share every setting but the backbone and its layers; fused as
+    ``ensemble_fusion`` says, official by default)."""
     config = config_from_params(params)
     if params.get("ensemble_backbones"):
-        return make_detector("patchcore_ensemble", EnsembleConfig.from_backbones(config, params["ensemble_backbones"]))
-    return make_detector("patchcore", config)
+        return EnsembleConfig.from_backbones(config, params["ensemble_backbones"],
+                                             fusion=params.get("ensemble_fusion", "official"))
+    return config
+
+
+def evaluation_detector(params: dict[str, Any]) -> Detector:
+    """The unfitted detector of :func:`evaluation_config`."""
+    config = evaluation_config(params)
+    return make_detector("patchcore_ensemble" if isinstance(config, EnsembleConfig) else "patchcore", config)
+
+
+def evaluation_options(params: dict[str, Any]) -> EvaluationOptions:
+    """The :class:`EvaluationOptions` among the notebook parameters (defaults for those not given)."""
+    return EvaluationOptions(**{k: v for k, v in params.items() if k in schema_fields(EvaluationOptions)})
 
 
 def setting_name(config: dict[str, Any]) -> str:
@@ -56,6 +71,10 @@ def setting_name(config: dict[str, Any]) -> str:
         name += f"_{config['sampler']}"
     if config.get("score", "max") != "max":
         name += f"_{config['score']}"
+    if int(config.get("patch_stride", 1) or 1) != 1:
+        name += f"_stride-{config['patch_stride']}"
+    if config.get("knn_search", "exact") != "exact":
+        name += f"_{config['knn_search']}"
     if int(config.get("seed", 0) or 0):
         name += f"_S{config['seed']}"
     return name
@@ -63,9 +82,9 @@ def setting_name(config: dict[str, Any]) -> str:
 
 def metrics_record(row: dict[str, Any], predictions: Any, config: Any) -> dict[str, Any]:
     """The metrics.json content of one evaluation: the row, per-defect AUROC and the full config."""
-    record = {key: row[key] for key in ("category", "image_auroc", "pixel_auroc", "pro", "fit_seconds",
-                                        "predict_seconds", "predict_seconds_per_image", "memory_bank_size",
-                                        "num_train", "num_test") if key in row}
+    record = {key: row[key] for key in ("category", "image_auroc", "pixel_auroc", "pro", "anomaly_pixel_auroc",
+                                        "anomaly_pro", "fit_seconds", "predict_seconds", "predict_seconds_per_image",
+                                        "memory_bank_size", "num_train", "num_test", "mask_convention") if key in row}
     record["per_defect_image_auroc"] = per_defect_image_auroc(predictions.defect_types, predictions.labels,
                                                               predictions.scores)
     record["config"] = config.to_dict()
@@ -78,7 +97,7 @@ def metrics_record(row: dict[str, Any], predictions: Any, config: Any) -> dict[s
 
 def metrics_row_table(metrics: dict[str, Any]) -> pd.DataFrame:
     """The one-row table of the headline numbers of a :func:`metrics_record`."""
-    return pd.DataFrame([{k: metrics[k] for k in ROW_COLUMNS}])
+    return pd.DataFrame([{k: metrics.get(k) for k in ROW_COLUMNS}])
 
 
 def scores_table(predictions: Any) -> pd.DataFrame:
@@ -242,10 +261,13 @@ def reference_comparison(category: str, metrics: dict[str, Any]) -> pd.DataFrame
 
     Rows: ``ours``, the matching paper variant (per category where known, else its 15-class mean, marked in
     ``scope``) and every official run with a value for the category. Empty (only ``ours``) for non-MVTec data.
+    Columns: every metric of :data:`ALL_METRICS`; a reference has a value only where its definition is ours
+    (official: no ``pro``; paper: no anomalous-image metrics). ``ours`` names its mask convention.
     """
     config = metrics.get("config", {})
-    rows = [{"source": f"ours ({setting_name(config)})", "scope": "category",
-             **{m: 100 * float(metrics[m]) for m in METRICS}}]
+    convention = metrics.get("mask_convention", "nearest")
+    rows = [{"source": f"ours ({setting_name(config)}, {convention} masks)", "scope": "category",
+             **{m: 100 * float(metrics.get(m, float("nan"))) for m in ALL_METRICS}}]
     if category in MVTEC_CATEGORIES:
         method = paper_method_for(config.get("coreset_ratio", 0.1))
         paper = paper_table()
@@ -257,7 +279,7 @@ def reference_comparison(category: str, metrics: dict[str, Any]) -> pd.DataFrame
                 scope = "mean of 15 (no per-class value)"
             if len(hit):
                 rows.append({"source": f"paper: {method_name}", "scope": scope,
-                             **{m: 100 * float(hit.iloc[0][m]) for m in METRICS}})
+                             **{m: 100 * float(hit.iloc[0][m]) for m in ALL_METRICS if m in hit.columns}})
         matching = official_run_for(config)
         for run in [matching] + [r for r in official_runs() if r != matching]:
             table = official_results(run)
@@ -265,9 +287,9 @@ def reference_comparison(category: str, metrics: dict[str, Any]) -> pd.DataFrame
             if len(hit):
                 scope = "category" + (" (closest run to this setting)" if run == matching else "")
                 rows.append({"source": f"official: {run}", "scope": scope,
-                             **{m: 100 * float(hit.iloc[0][m]) for m in METRICS}})
-    table = pd.DataFrame(rows, columns=["source", "scope", *METRICS])
-    return table.rename(columns={m: f"{m} (%)" for m in METRICS})
+                             **{m: 100 * float(hit.iloc[0][m]) for m in ALL_METRICS}})
+    table = pd.DataFrame(rows, columns=["source", "scope", *ALL_METRICS])
+    return table.rename(columns={m: f"{m} (%)" for m in ALL_METRICS})
 
 
 # =========================================================================== threshold from normal images

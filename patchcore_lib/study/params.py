@@ -7,6 +7,8 @@ declaration of its name:
 * a field of :class:`~patchcore_lib.detectors.PatchCoreConfig` (``backbone``, ``imagesize``, ``sampler``, ...),
   else of :class:`~patchcore_lib.detectors.GaussianADConfig` (``method``, ``d``, ``k``, ...): the detector's
   own schema (:func:`patchcore_lib.utils.schema.check_value`);
+* else a field of :class:`~patchcore_lib.evaluation.options.EvaluationOptions` (``mask_convention``,
+  ``train_shots``, ``shots_seed``);
 * else a field of :class:`StudyParameters` below: the parameters only the study notebooks have (data
   location, output folders, the lists of values an ablation sweeps);
 * any other name is refused.
@@ -25,7 +27,9 @@ from patchcore_lib.components.knn import DISTANCES
 from patchcore_lib.components.sampling import SAMPLERS
 from patchcore_lib.data import AUTO, LAYOUTS, ensure_default_dataset, list_categories, resolve_layout
 from patchcore_lib.detectors import DETECTORS, GaussianADConfig, PatchCoreConfig, ThresholdOptions
+from patchcore_lib.detectors.ensemble import FUSIONS
 from patchcore_lib.errors import ConfigError
+from patchcore_lib.evaluation.options import EvaluationOptions
 from patchcore_lib.utils.schema import check_value, option, schema_fields
 
 
@@ -62,6 +66,8 @@ class StudyParameters:
     # 04 evaluate
     ensemble_backbones: tuple[str, ...] = option((), "two or more backbones: one PatchCore each, averaged",
                                                  choices=BACKBONES.names)
+    ensemble_fusion: str = option("official", "fusion of the ensemble members: official (min-max over the test "
+                                  "set, as the official code) or standardised", choices=FUSIONS)
     # 06 baselines
     methods: tuple[str, ...] = option(("patchcore", "padim", "orthoad"), "detectors compared",
                                       choices=DETECTORS.names)
@@ -73,7 +79,7 @@ class StudyParameters:
 NON_EMPTY = ("ratios", "bank_imagesizes", "samplers", "k_values", "b_values", "distances", "sigmas", "methods")
 
 #: where each parameter name is declared, in order of precedence
-SCHEMAS: tuple[type, ...] = (PatchCoreConfig, GaussianADConfig, ThresholdOptions, StudyParameters)
+SCHEMAS: tuple[type, ...] = (PatchCoreConfig, GaussianADConfig, ThresholdOptions, EvaluationOptions, StudyParameters)
 
 
 def schema_for(name: str) -> type:

@@ -11,16 +11,31 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from patchcore_lib.evaluation.reference import (METRICS, MVTEC_CATEGORIES, official_results, official_run_for,
+from patchcore_lib.evaluation.reference import (ALL_METRICS, MVTEC_CATEGORIES, official_results, official_run_for,
                                                 paper_method_for, paper_table)
 from patchcore_lib.study.evaluate import setting_name
 from patchcore_lib.study.outputs import save_figure
 from patchcore_lib.utils.files import atomic_write_text
 
-METRIC_LABELS = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "pro": "PRO"}
-RUN_COLUMNS = ["method", "setting", "category", "image_auroc", "pixel_auroc", "pro", "fit_seconds",
-               "predict_seconds_per_image", "memory_bank_size", "run_id", "folder", "written", "config"]
-_NUMBERS = ("image_auroc", "pixel_auroc", "pro", "fit_seconds", "predict_seconds_per_image", "memory_bank_size")
+METRIC_LABELS = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "pro": "PRO",
+                 "anomaly_pixel_auroc": "pixel AUROC, anomalous images", "anomaly_pro": "PRO, anomalous images"}
+RUN_COLUMNS = ["method", "setting", "category", "image_auroc", "pixel_auroc", "pro", "anomaly_pixel_auroc",
+               "anomaly_pro", "fit_seconds", "predict_seconds_per_image", "memory_bank_size", "mask_convention",
+               "run_id", "folder", "written", "config"]
+_NUMBERS = ("image_auroc", "pixel_auroc", "pro", "anomaly_pixel_auroc", "anomaly_pro", "fit_seconds",
+            "predict_seconds_per_image", "memory_bank_size")
+METRICS = ALL_METRICS  # every metric of the summary; each reference value has our metric's definition
+
+
+def _convention(value: Any) -> str:
+    """A recorded mask convention; ``nearest`` (the only one before the option existed) when missing."""
+    return value if isinstance(value, str) and value else "nearest"
+
+
+def _setting_label(config: dict[str, Any], mask_convention: str, setting: str | None = None) -> str:
+    """The setting name, marked ``_masks-official`` when the official mask convention was used."""
+    name = setting or setting_name(config)
+    return name + ("_masks-official" if mask_convention == "official" else "")
 
 
 # =========================================================================== collecting runs
@@ -50,8 +65,10 @@ def _latest(rows: list[dict[str, Any]]) -> pd.DataFrame:
 def collect_runs(reports_dir: str | Path, notebook: str = "04_evaluate") -> pd.DataFrame:
     """Every ``reports/<notebook>/<run-id>/metrics.json`` as one row (latest per category and setting).
 
-    Columns: method, setting, category, image_auroc, pixel_auroc, pro, fit_seconds,
-    predict_seconds_per_image, memory_bank_size, run_id, folder, written (mtime), config (dict).
+    Columns: method, setting, category, image_auroc, pixel_auroc, pro, anomaly_pixel_auroc, anomaly_pro,
+    fit_seconds, predict_seconds_per_image, memory_bank_size, mask_convention (``nearest`` for records older
+    than the option), run_id, folder, written (mtime), config (dict). Runs with official masks are a setting
+    of their own (suffix ``_masks-official``).
     """
     rows = []
     for path in sorted(Path(reports_dir, notebook).glob("*/metrics.json")):
@@ -62,9 +79,10 @@ def collect_runs(reports_dir: str | Path, notebook: str = "04_evaluate") -> pd.D
         if not all(k in metrics for k in ("category", "image_auroc", "pixel_auroc", "pro")):
             continue
         config = metrics.get("config") or {}
-        rows.append({"method": "PatchCore", "setting": metrics.get("setting") or setting_name(config),
+        convention = _convention(metrics.get("mask_convention"))
+        rows.append({"method": "PatchCore", "setting": _setting_label(config, convention, metrics.get("setting")),
                      "category": metrics["category"], **{k: _as_float(metrics.get(k)) for k in _NUMBERS},
-                     "run_id": path.parent.name, "folder": str(path.parent), "written": path.stat().st_mtime,
+                     "mask_convention": convention, "run_id": path.parent.name, "folder": str(path.parent), "written": path.stat().st_mtime,
                      "config": config})
     return _latest(rows)
 
@@ -107,9 +125,11 @@ def collect_baselines(reports_dir: str | Path, notebook: str = "06_baselines") -
             label = values.get("run") or values.get("setting")
             if label and (values.get("backbone") or metrics.get("backbone")):
                 label = f"{label}, {values.get('backbone') or metrics.get('backbone')}"
-            rows.append({"method": method, "setting": label or (setting_name(config) if config else "default"),
+            convention = _convention(values.get("mask_convention") or metrics.get("mask_convention"))
+            rows.append({"method": method, "setting": _setting_label(config, convention, label or (
+                             setting_name(config) if config else "default")),
                          "category": values.get("category", category),
-                         **{k: _as_float(values.get(k)) for k in _NUMBERS},
+                         **{k: _as_float(values.get(k)) for k in _NUMBERS}, "mask_convention": convention,
                          "run_id": path.parent.name, "folder": str(path.parent), "written": path.stat().st_mtime,
                          "config": config})
     return _latest(rows)
@@ -130,7 +150,8 @@ def collect_all(reports_dir: str | Path, categories: Sequence[str] = ()) -> tupl
 # =========================================================================== the summary table
 def _summary_columns() -> list[str]:
     return (["method", "setting", "category"] + [f"{w}_{m}" for m in METRICS for w in ("ours", "paper", "official")]
-            + [f"diff_{w}_{m}" for m in METRICS for w in ("paper", "official")] + ["paper_source", "official_run"])
+            + [f"diff_{w}_{m}" for m in METRICS for w in ("paper", "official")]
+            + ["mask_convention", "paper_source", "official_run"])
 
 
 def _setting_rows(method: str, setting: str, group: pd.DataFrame, paper: pd.DataFrame) -> list[dict[str, Any]]:
@@ -144,18 +165,20 @@ def _setting_rows(method: str, setting: str, group: pd.DataFrame, paper: pd.Data
     category_rows = []
     for _, run in group.sort_values("category").iterrows():
         category = run["category"]
-        row = {"method": method, "setting": setting, "category": category}
+        row = {"method": method, "setting": setting, "category": category,
+               "mask_convention": _convention(run.get("mask_convention"))}
         mvtec = category in MVTEC_CATEGORIES
         hit = paper[(paper["method"] == paper_method) & (paper["category"] == category)] if mvtec else paper[:0]
         off = official[official["category"] == category] if (official is not None and mvtec) else None
         for m in METRICS:
-            row[f"ours_{m}"] = 100 * run[m]
-            row[f"paper_{m}"] = 100 * float(hit.iloc[0][m]) if len(hit) else float("nan")
+            row[f"ours_{m}"] = 100 * _as_float(run.get(m))
+            row[f"paper_{m}"] = 100 * float(hit.iloc[0][m]) if (len(hit) and m in hit.columns) else float("nan")
             row[f"official_{m}"] = 100 * float(off.iloc[0][m]) if off is not None and len(off) else float("nan")
         row["paper_source"] = f"{paper_method} (per class)" if len(hit) else ""
         row["official_run"] = official_run if off is not None and len(off) else ""
         category_rows.append(row)
-    mean = {"method": method, "setting": setting}
+    mean = {"method": method, "setting": setting,
+            "mask_convention": category_rows[0]["mask_convention"] if category_rows else "nearest"}
     n = len(category_rows)
     all_mvtec = sorted(r["category"] for r in category_rows) == sorted(MVTEC_CATEGORIES)
     pmean = paper[(paper["method"] == paper_method) & (paper["category"] == "mean")] if paper_method else paper[:0]
@@ -164,7 +187,8 @@ def _setting_rows(method: str, setting: str, group: pd.DataFrame, paper: pd.Data
         off_values = [r[f"official_{m}"] for r in category_rows if not math.isnan(r[f"official_{m}"])]
         mean[f"official_{m}"] = float(np.mean(off_values)) if off_values and len(off_values) == n else float("nan")
         # the paper's class mean is only comparable when all 15 classes were run
-        mean[f"paper_{m}"] = 100 * float(pmean.iloc[0][m]) if (len(pmean) and all_mvtec) else float("nan")
+        mean[f"paper_{m}"] = 100 * float(pmean.iloc[0][m]) if (len(pmean) and all_mvtec and m in pmean.columns) \
+            else float("nan")
     mean["paper_source"] = f"{paper_method} (mean of 15)" if (len(pmean) and all_mvtec) else ""
     mean["official_run"] = official_run if not math.isnan(mean["official_image_auroc"]) else ""
     mean["category"] = f"mean ({n})"
@@ -172,11 +196,14 @@ def _setting_rows(method: str, setting: str, group: pd.DataFrame, paper: pd.Data
 
 
 def summary_table(runs: pd.DataFrame | None) -> pd.DataFrame:
-    """The MVTec table: per method/setting and category our image AUROC, pixel AUROC and PRO (percent)
-    beside the paper's and the official code's values and the differences, plus a ``mean`` row per setting.
+    """The MVTec table: per method/setting and category our metrics (percent) beside the paper's and the
+    official code's values of the same definition and the differences, plus a ``mean`` row per setting.
 
     Columns: method, setting, category, ours_<m>, paper_<m>, official_<m>, diff_paper_<m>, diff_official_<m>
-    for m in image_auroc, pixel_auroc, pro; paper_source, official_run. The paper variant (25/10/1%) is the one
+    for m in image_auroc, pixel_auroc, pro, anomaly_pixel_auroc, anomaly_pro; mask_convention, paper_source,
+    official_run. Each official column is compared only with our metric of its definition (official
+    ``full_pixel_auroc`` with ``pixel_auroc``, ``anomaly_pixel_auroc`` and ``anomaly_pro`` with ours of the
+    same name; none with ``pro``); the paper reports image AUROC, pixel AUROC and PRO. The paper variant (25/10/1%) is the one
     closest to the setting's coreset ratio; the official run is the one matching it (see
     :func:`patchcore_lib.evaluation.reference.official_run_for`). Reference columns are NaN for non-MVTec
     categories and for the baselines' rows (which are compared with the paper's PaDiM mean where that applies).
@@ -243,9 +270,11 @@ def plot_summary(table: pd.DataFrame, title: str = "") -> Any:
     Bars: every method/setting of the table ("ours"), then the paper and the official run of the first
     PatchCore setting (only where they have values: the paper's class mean appears in the ``mean`` group
     when all 15 categories were run)."""
-    fig, axes = plt.subplots(len(METRICS), 1, figsize=(15, 3.4 * len(METRICS)), squeeze=False)
+    shown = [m for m in METRICS if any(f"{w}_{m}" in table.columns and table[f"{w}_{m}"].notna().any()
+                                       for w in ("ours", "paper", "official"))] or list(METRICS[:3])
+    fig, axes = plt.subplots(len(shown), 1, figsize=(15, 3.4 * len(shown)), squeeze=False)
     if not len(table):
-        for ax, m in zip(axes[:, 0], METRICS):
+        for ax, m in zip(axes[:, 0], shown):
             ax.text(0.5, 0.5, "no runs found", ha="center", transform=ax.transAxes)
             ax.set(title=f"{METRIC_LABELS[m]} per category", xlabel="category", ylabel=f"{METRIC_LABELS[m]} (%)")
         if title:
@@ -257,7 +286,7 @@ def plot_summary(table: pd.DataFrame, title: str = "") -> Any:
     series = _plot_series(rows)
     width = 0.8 / max(1, len(series))
     x = np.arange(len(categories))
-    for ax, m in zip(axes[:, 0], METRICS):
+    for ax, m in zip(axes[:, 0], shown):
         finite = []
         for k, (label, values) in enumerate(series):
             heights = np.array([values[m].get(c, np.nan) for c in categories], dtype=float)
@@ -302,8 +331,13 @@ SUMMARY_INTRO = (
     "`reports/04_evaluate/*/metrics.json`; baselines from `reports/06_baselines`). `paper_*`: Roth et al., "
     "CVPR 2022 (per-class values only where a source is stored in `patchcore_lib/evaluation/reference_data`; the "
     "15-class mean only when all 15 classes were run). `official_*`: results published with the official "
-    "implementation for the run named in `official_run` (PRO = its `anomaly_pro` column). `diff_*` = ours "
-    "minus reference.")
+    "implementation for the run named in `official_run`, each compared only with our metric of the same definition: "
+    "`pixel_auroc` with its `full_pixel_auroc` (all test images), `anomaly_pixel_auroc` and `anomaly_pro` (anomalous "
+    "test images only) with its columns of those names; our `pro` (all test images) has no official counterpart. "
+    "`mask_convention`: how ground-truth masks were resized (`nearest`: nearest neighbour, the MVTec convention; "
+    "`official`: bilinear then integer cast, as the official code, which counts fewer boundary pixels as "
+    "anomalous); a comparison with the official code digit for digit needs `official`. `diff_*` = ours minus "
+    "reference.")
 
 
 def write_summary(reports_dir: str | Path, table: pd.DataFrame, figure: Any = None) -> dict[str, Path]:
@@ -320,7 +354,9 @@ def write_summary(reports_dir: str | Path, table: pd.DataFrame, figure: Any = No
         run = next((s for s in group["official_run"] if s), "")
         if run:
             lines += [f"Official reference run: `{run}`.", ""]
-        show = group.drop(columns=["method", "setting", "official_run"])
+        conventions = sorted(set(group["mask_convention"]))
+        lines += [f"Ground-truth masks: {', '.join(f'`{c}`' for c in conventions)} convention.", ""]
+        show = group.drop(columns=["method", "setting", "official_run", "mask_convention"])
         show = show[[c for c in show.columns if not (show[c].isna().all() and c.startswith(("paper_", "official_",
                                                                                             "diff_")))]]
         lines += [markdown_table(show), ""]
