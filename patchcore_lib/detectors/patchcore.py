@@ -19,7 +19,7 @@ from patchcore_lib.data import make_loader
 from patchcore_lib.detectors.base import (DETECTORS, Predictions, predict_over_dataset, resolve_device, shared_settings,
                                          state_fingerprint)
 from patchcore_lib.errors import ConfigError, ModelFileError
-from patchcore_lib.components.features import PatchFeatureExtractor
+from patchcore_lib.components.features import PRECISIONS, PatchFeatureExtractor
 from patchcore_lib.utils.files import atomic_torch_save
 from patchcore_lib.utils.schema import check_fields, config_dict, config_from_dict, option
 from patchcore_lib.components.knn import BACKENDS, DISTANCES, NearestNeighbourSearch
@@ -60,6 +60,9 @@ class PatchCoreConfig:
     batch_size: int = option(8, "images per forward pass", minimum=1)
     seed: int = option(0, "seed of the coreset (and of random backbone weights)")
     device: str = option("auto", "auto, cpu or cuda[:N]", metavar="DEVICE")
+    precision: str = option("float32", "backbone forward precision: exact float32, tf32 (CUDA tensor cores), or "
+                            "bfloat16/float16 autocast; features, coreset and kNN stay float32",
+                            choices=PRECISIONS)
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -86,7 +89,8 @@ class PatchCoreConfig:
     def feature_key(self) -> dict[str, Any]:
         """The settings that determine the extracted patch features (cache key material)."""
         return {k: self.to_dict()[k] for k in ("backbone", "layers", "weights", "resize", "imagesize", "patch_size",
-                                               "pretrain_embed_dimension", "target_embed_dimension", "seed")}
+                                               "pretrain_embed_dimension", "target_embed_dimension", "seed",
+                                               "precision")}
 
 
 def check_options(options: dict[str, Any], allowed: set[str], method: str) -> None:
@@ -131,7 +135,8 @@ class PatchCore:
             torch.manual_seed(config.seed)  # makes "random" backbone weights reproducible
             self.extractor = PatchFeatureExtractor(config.backbone, config.layers, config.patch_size,
                                                    config.pretrain_embed_dimension, config.target_embed_dimension,
-                                                   weights=config.weights).to(self.device)
+                                                   weights=config.weights, precision=config.precision
+                                                   ).to(self.device)
         self.search = NearestNeighbourSearch(config.num_nn, config.distance, config.knn_backend)
         self.memory_bank: torch.Tensor | None = None
         self.timings: dict[str, float] = {}
