@@ -80,7 +80,8 @@ def bench_dataset(args: argparse.Namespace) -> dict[str, Any]:
     from patchcore_lib.components.sampling import make_sampler
 
     config = PatchCoreConfig(backbone=args.backbone, weights=args.weights, resize=args.resize, imagesize=args.imagesize,
-                             coreset_ratio=args.coreset_ratio, device=args.device, batch_size=args.batch_size)
+                             coreset_ratio=args.coreset_ratio, device=args.device, batch_size=args.batch_size,
+                             precision=args.precision)
     model = PatchCore(config)
     device = model.device
     result: dict[str, Any] = {"mode": "dataset", "config": config.to_dict(), "device": str(device),
@@ -215,7 +216,7 @@ def bench_mvtec_workload(args: argparse.Namespace) -> dict[str, Any]:
 
     config = PatchCoreConfig(backbone=args.backbone, weights=args.weights, resize=args.imagesize,
                              imagesize=args.imagesize, coreset_ratio=args.coreset_ratio, device=args.device,
-                             batch_size=args.batch_size)
+                             batch_size=args.batch_size, precision=args.precision)
     model = PatchCore(config)
     device = model.device
     if device.type == "cuda":
@@ -301,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--coreset-ratio", type=float, default=0.1)
     parser.add_argument("--out", default=None, help="write the JSON result here")
+    parser.add_argument("--precision", default="float32", help="backbone precision: float32, tf32, bfloat16, float16")
     if synthetic:
         argv = argv[1:]
         parser.add_argument("--n", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])

@@ -42,6 +42,7 @@ def test_coreset_on_cuda_is_the_plain_loop_on_cuda():
     starts = sampler.start_points(len(features)).tolist()
     expected = reference_approx_greedy(reduced, starts, int(len(features) * 0.05))  # on the CUDA tensors
     assert sampler.select(features).tolist() == expected
+    assert sampler.last_stats["cuda_graph"] is True  # 300 selections: replayed from a captured CUDA graph
 
 
 def test_torch_knn_on_cuda_matches_cpu():

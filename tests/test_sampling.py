@@ -240,3 +240,21 @@ def test_approx_greedy_no_n_by_n_matrix():
     idx = ApproximateGreedyCoresetSampler(0.001, projection_dim=16, show_progress=False).select(x)
     assert idx.shape == (200,) and len(set(idx.tolist())) == 200
     assert time.perf_counter() - t0 < 20
+
+
+@pytest.mark.parametrize("duplicates", [False, True])
+def test_device_stepped_loop_equals_the_plain_loop(duplicates):
+    """The graph-capturable loop (state on the device, counter as a tensor), run eagerly here, selects what
+    the plain loop selects, ties and more selections than distinct points included."""
+    from patchcore_lib.components.coreset_kernels import _greedy_plain, _greedy_stepped, squared_norms_chunked
+
+    x = clustered(3000, 16, 6, seed=5)
+    if duplicates:
+        x = torch.cat([x[:40]] * 5)  # 40 distinct points, 200 rows, 150 selections
+    count = 150 if duplicates else 300
+    x_sq = squared_norms_chunked(x)
+    start = x_sq.sqrt()
+    plain = _greedy_plain(x, x_sq, start.clone(), count, range(count), {})
+    stats: dict = {}
+    stepped = _greedy_stepped(x, x_sq, start.clone(), count, None, stats, use_graph=False, steps_per_graph=7)
+    assert torch.equal(stepped, plain) and stats["cuda_graph"] is False and stats["iterations"] == count

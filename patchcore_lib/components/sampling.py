@@ -32,9 +32,9 @@ import numpy as np
 import torch
 import tqdm
 
-from patchcore_lib.components.coreset_kernels import (_batch_distances, _greedy_lazy, _greedy_plain,
-                                                      all_point_distances, point_distances, squared_norms,
-                                                      squared_norms_chunked)  # noqa: F401 (re-exported)
+from patchcore_lib.components.coreset_kernels import (  # noqa: F401 (point_distances, squared_norms re-exported)
+    _batch_distances, _greedy_lazy, _greedy_plain, _greedy_stepped, all_point_distances, point_distances,
+    squared_norms, squared_norms_chunked)
 from patchcore_lib.errors import ConfigError
 from patchcore_lib.utils.registry import Registry
 
@@ -307,6 +307,9 @@ class ApproximateGreedyCoresetSampler(_ProjectingSampler):
                 dim=-1,
             ).mean(-1)
             self.last_stats = {}
+            if not pruning and reduced.device.type == "cuda":  # device-side steps, replayed as a CUDA graph
+                with tqdm.tqdm(total=count, desc="Coreset", disable=not self.show_progress, leave=False) as bar:
+                    return _greedy_stepped(reduced, x_sq, running, count, bar, self.last_stats)
             progress = self._progress(count, "Coreset")
             if not pruning:
                 return _greedy_plain(reduced, x_sq, running, count, progress, self.last_stats)

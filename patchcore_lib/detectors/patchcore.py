@@ -20,7 +20,7 @@ from patchcore_lib.detectors.base import (DETECTORS, Predictions, predict_images
                                          shared_settings, state_fingerprint)
 from patchcore_lib.detectors.threshold import ThresholdOptions, calibrate
 from patchcore_lib.errors import ConfigError, ModelFileError
-from patchcore_lib.components.features import PatchFeatureExtractor
+from patchcore_lib.components.features import PRECISIONS, PatchFeatureExtractor
 from patchcore_lib.utils.files import atomic_torch_save
 from patchcore_lib.utils.integrity import checksum_problem, seal
 from patchcore_lib.utils.schema import check_fields, config_dict, config_from_dict, option
@@ -74,6 +74,9 @@ class PatchCoreConfig:
     batch_size: int = option(8, "images per forward pass", minimum=1)
     seed: int = option(0, "seed of the coreset (and of random backbone weights)")
     device: str = option("auto", "auto, cpu or cuda[:N]", metavar="DEVICE")
+    precision: str = option("float32", "backbone forward precision: exact float32, tf32 (CUDA tensor cores), or "
+                            "bfloat16/float16 autocast; features, coreset and kNN stay float32",
+                            choices=PRECISIONS)
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -103,7 +106,7 @@ class PatchCoreConfig:
         """The settings that determine the extracted patch features (cache key material)."""
         return {k: self.to_dict()[k] for k in ("backbone", "layers", "weights", "resize", "imagesize", "patch_size",
                                                "patch_stride", "pretrain_embed_dimension", "target_embed_dimension",
-                                               "seed")}
+                                               "seed", "precision")}
 
 
 def make_search(config: PatchCoreConfig) -> NearestNeighbourSearch | IVFPQSearch:
@@ -156,8 +159,8 @@ class PatchCore:
             torch.manual_seed(config.seed)  # makes "random" backbone weights reproducible
             self.extractor = PatchFeatureExtractor(config.backbone, config.layers, config.patch_size,
                                                    config.pretrain_embed_dimension, config.target_embed_dimension,
-                                                   weights=config.weights,
-                                                   patch_stride=config.patch_stride).to(self.device)
+                                                   weights=config.weights, patch_stride=config.patch_stride,
+                                                   precision=config.precision).to(self.device)
         self.search = make_search(config)
         self.memory_bank: torch.Tensor | None = None
         self.threshold: dict[str, Any] | None = None  # the calibrated threshold record (detectors/threshold.py)
