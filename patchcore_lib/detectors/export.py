@@ -29,6 +29,7 @@ from patchcore_lib.data import ImageList
 from patchcore_lib.detectors.patchcore import PatchCore, PatchCoreConfig, read_model_file
 from patchcore_lib.errors import ConfigError, ModelFileError
 from patchcore_lib.utils.files import atomic_torch_save
+from patchcore_lib.utils.integrity import seal
 
 EXPORT_FORMAT = "patchcore_lib.exported/1"
 FORMATS = ("onnx", "torchscript")
@@ -139,7 +140,7 @@ class ExportedPatchCore(PatchCore):
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the bundle (atomically)."""
-        return atomic_torch_save(self.payload, path)
+        return atomic_torch_save(seal(self.payload), path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | None = None, backbone: str | None = None
@@ -187,5 +188,5 @@ def export_model(model: PatchCore, graph_format: str, out: str | os.PathLike, ch
             f"model's by {check['max_relative_difference']:.3g} relative ({exported.scores[worst]:.6g} vs "
             f"{eager.scores[worst]:.6g}; tolerance {rtol:g})")
     payload["check"] = check
-    atomic_torch_save(payload, out)
+    atomic_torch_save(seal(payload), out)
     return check

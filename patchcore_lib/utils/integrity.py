@@ -17,6 +17,9 @@ def _update(digest: "hashlib._Hash", value: Any) -> None:
         tensor = value.detach().cpu().contiguous()
         digest.update(f"tensor {tensor.dtype} {tuple(tensor.shape)}\n".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    elif isinstance(value, (bytes, bytearray)):  # e.g. an exported ONNX / TorchScript graph
+        digest.update(f"bytes {len(value)}\n".encode())
+        digest.update(bytes(value))
     elif isinstance(value, dict):
         digest.update(f"dict {len(value)}\n".encode())
         for key in sorted(value, key=str):
