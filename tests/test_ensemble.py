@@ -114,7 +114,8 @@ def test_fusion_is_an_ensemble_option_of_the_cli():
     from patchcore_lib.cli import build_parser
     from patchcore_lib.detectors.registry import method_config
 
-    args = build_parser().parse_args(["evaluate", "--data-root", "x", "--category", "y", "--out", "z",
+    parser, _ = build_parser()
+    args = parser.parse_args(["evaluate", "--data-root", "x", "--category", "y", "--out", "z",
                                       "--method", "patchcore_ensemble", "--ensemble-fusion", "official"])
     assert args.ensemble_fusion == "official"
     base = PatchCoreConfig(backbone="resnet18", weights="random", resize=64, imagesize=64)
