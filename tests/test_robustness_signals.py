@@ -48,7 +48,7 @@ def test_sigterm_is_one_line_keeps_finished_work_and_leaves_no_temporaries(tmp_p
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 128 + signal.SIGTERM, stderr
     assert "Traceback" not in stderr and stderr.strip().splitlines() == [
-        "error: interrupted; finished categories are kept and a re-run resumes"]
+        "error: interrupted; finished work is kept (evaluate: categories, predict: rows) and a re-run resumes"]
     assert (out / "cat_a" / "metrics.json").is_file() and not list(out.rglob("*.tmp"))
 
 
