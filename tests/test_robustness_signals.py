@@ -88,7 +88,7 @@ def test_interrupting_the_study_is_one_line_without_the_kernels_traceback(tmp_pa
                                                          "language": "python"}}), str(notebooks / "01_slow.ipynb"))
     reports = tmp_path / "reports"
     process = _start(["patchcore_lib.study", "--data-root", "", "--categories", "c1", "--notebooks-dir",
-                      str(notebooks), "--reports-dir", str(reports)], cwd=tmp_path)
+                      str(notebooks), "--reports-dir", str(reports), "--cluster", "none"], cwd=tmp_path)
     _wait_for(reports / "executed" / "01_slow-c1.ipynb")
     time.sleep(3)  # the cell is running
     os.killpg(process.pid, signum)  # Ctrl-C in a terminal reaches the whole foreground process group
