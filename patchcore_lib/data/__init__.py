@@ -2,11 +2,11 @@
 from patchcore_lib.data.layouts import LAYOUTS, open_split
 from patchcore_lib.data.mvtec import (GOOD, MVTecDataset, Sample, check_category, dataset_fingerprint, find_samples,
                                       list_categories)
-from patchcore_lib.data.preprocessing import (IMAGE_EXTENSIONS, IMAGENET_MEAN, IMAGENET_STD, Preprocess, collate,
+from patchcore_lib.data.preprocessing import (CROP_MODES, IMAGE_EXTENSIONS, IMAGENET_MEAN, IMAGENET_STD, Preprocess, collate,
                                               load_mask, load_rgb, make_loader)
 from patchcore_lib.data.synthetic import default_category, ensure_default_dataset, make_synthetic_dataset
 
 __all__ = ["LAYOUTS", "open_split", "GOOD", "MVTecDataset", "Sample", "check_category", "dataset_fingerprint",
-           "find_samples", "list_categories", "IMAGE_EXTENSIONS", "IMAGENET_MEAN", "IMAGENET_STD", "Preprocess",
+           "find_samples", "list_categories", "CROP_MODES", "IMAGE_EXTENSIONS", "IMAGENET_MEAN", "IMAGENET_STD", "Preprocess",
            "collate", "load_mask", "load_rgb", "make_loader", "default_category", "ensure_default_dataset",
            "make_synthetic_dataset"]

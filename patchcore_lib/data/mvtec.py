@@ -128,11 +128,12 @@ class MVTecDataset(torch.utils.data.Dataset):
     ``defect_type`` str, ``path`` str (S = ``imagesize``).
     """
 
-    def __init__(self, root: str | Path, category: str, split: str = "train", resize: int = 256, imagesize: int = 224) -> None:
+    def __init__(self, root: str | Path, category: str, split: str = "train", resize: int = 256, imagesize: int = 224,
+                 crop: str = "center") -> None:
         self.root = Path(root)
         self.category = category
         self.split = split
-        self.preprocess = Preprocess(resize, imagesize)
+        self.preprocess = Preprocess(resize, imagesize, crop)
         self.samples = find_samples(self.root, category, split)
 
     def __len__(self) -> int:

@@ -16,6 +16,9 @@ from patchcore_lib.errors import ConfigError, DatasetError
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: image geometries: ``center`` = resize the short side, centre crop (official); ``none`` = the whole image
+#: resized to a square ``imagesize`` x ``imagesize`` (aspect ratio not kept, nothing cut away)
+CROP_MODES = ("center", "none")
 
 
 def load_rgb(path: Path) -> Image.Image:
@@ -56,19 +59,30 @@ def load_mask(path: Path, expected_size: tuple[int, int], image_path: Path) -> I
 
 
 class Preprocess:
-    """Official geometry: resize the short side to ``resize``, centre crop ``imagesize``, ImageNet mean/std."""
+    """Official geometry: resize the short side to ``resize``, centre crop ``imagesize``, ImageNet mean/std.
 
-    def __init__(self, resize: int = 256, imagesize: int = 224) -> None:
+    ``crop="none"``: the whole image is resized to ``imagesize`` x ``imagesize`` instead (``resize`` unused),
+    so nothing at the border of a non-square image is cut away."""
+
+    def __init__(self, resize: int = 256, imagesize: int = 224, crop: str = "center") -> None:
         if not isinstance(resize, int) or not isinstance(imagesize, int) or resize < 1 or imagesize < 1:
             raise ConfigError(f"resize and imagesize must be positive integers, got resize={resize!r}, imagesize={imagesize!r}")
         if imagesize > resize:
             raise ConfigError(f"imagesize ({imagesize}) must not exceed resize ({resize}): the centre crop is taken from the resized image")
+        if crop not in CROP_MODES:
+            raise ConfigError(f"crop must be one of {', '.join(CROP_MODES)}, got {crop!r}")
         self.resize = resize
         self.imagesize = imagesize
-        self._geometry = transforms.Compose([transforms.Resize(resize), transforms.CenterCrop(imagesize)])
-        self._mask_geometry = transforms.Compose(
-            [transforms.Resize(resize, interpolation=transforms.InterpolationMode.NEAREST), transforms.CenterCrop(imagesize)]
-        )
+        self.crop = crop
+        nearest = transforms.InterpolationMode.NEAREST
+        if crop == "none":
+            self._geometry = transforms.Resize((imagesize, imagesize))
+            self._mask_geometry = transforms.Resize((imagesize, imagesize), interpolation=nearest)
+        else:
+            self._geometry = transforms.Compose([transforms.Resize(resize), transforms.CenterCrop(imagesize)])
+            self._mask_geometry = transforms.Compose(
+                [transforms.Resize(resize, interpolation=nearest), transforms.CenterCrop(imagesize)]
+            )
         self._mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
 

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from patchcore_lib import __version__
 from patchcore_lib.components.anomaly_map import anomaly_maps
 from patchcore_lib.components.backbones import BACKBONES, check_layers, get_spec
-from patchcore_lib.data import make_loader
+from patchcore_lib.data import CROP_MODES, make_loader
 from patchcore_lib.detectors.base import (DETECTORS, Predictions, predict_over_dataset, resolve_device, shared_settings,
                                          state_fingerprint)
 from patchcore_lib.errors import ConfigError, ModelFileError
@@ -42,6 +42,8 @@ class PatchCoreConfig:
                                  metavar="FILE")
     resize: int = option(256, "resize the short image side to this many pixels", minimum=1)
     imagesize: int = option(224, "centre crop size in pixels (<= resize)", minimum=1)
+    crop: str = option("center", "image geometry: center (resize short side + centre crop, official) or none "
+                       "(whole image resized to imagesize x imagesize)", choices=CROP_MODES)
     patch_size: int = option(3, "neighbourhood size p of the local patch aggregation", minimum=1)
     pretrain_embed_dimension: int | None = option(None, "per-layer pooled dimension (default: the backbone's)",
                                                   minimum=1)
@@ -85,7 +87,7 @@ class PatchCoreConfig:
 
     def feature_key(self) -> dict[str, Any]:
         """The settings that determine the extracted patch features (cache key material)."""
-        return {k: self.to_dict()[k] for k in ("backbone", "layers", "weights", "resize", "imagesize", "patch_size",
+        return {k: self.to_dict()[k] for k in ("backbone", "layers", "weights", "resize", "imagesize", "crop", "patch_size",
                                                "pretrain_embed_dimension", "target_embed_dimension", "seed")}
 
 

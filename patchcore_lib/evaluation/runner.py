@@ -62,8 +62,10 @@ def evaluate_category(detector: Detector, data_root: str | Path, category: str, 
     """Fit ``detector`` on the category's nominal training images, predict the test split, compute metrics;
     write ``scores.csv``, ``metrics.json`` (and ``model.pt``) under ``out_dir/category`` when given."""
     config = detector.config
-    train = open_split(data_root, category, "train", config.resize, config.imagesize, layout=layout)
-    test = open_split(data_root, category, "test", config.resize, config.imagesize, layout=layout)
+    train = open_split(data_root, category, "train", config.resize, config.imagesize, layout=layout,
+                       crop=getattr(config, "crop", "center"))
+    test = open_split(data_root, category, "test", config.resize, config.imagesize, layout=layout,
+                       crop=getattr(config, "crop", "center"))
     method = method_name(detector)
     detector.fit(train, show_progress=show_progress)
     predictions = detector.predict_dataset(test, show_progress=show_progress)
