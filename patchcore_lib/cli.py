@@ -1,5 +1,8 @@
 """Command line: ``patchcore evaluate --data-root DIR --category NAME ... --out DIR`` (also ``python -m patchcore_lib``).
 
+Without ``--data-root`` each category is looked up as :func:`patchcore_lib.data.resolve_data_root` says
+(``$PATCHCORE_DATA_ROOT``, the per-user data folder, the MVTec AD download, the synthetic set for synthetic names).
+
 Every model option is generated from the configuration schema (:class:`PatchCoreConfig` and each registered
 detector's own options), so defaults, choices and checks live in one place. Errors are printed to stderr as
 one line and the exit code is non-zero (``--debug`` shows tracebacks).
@@ -11,6 +14,7 @@ import sys
 from typing import Any, Sequence
 
 from patchcore_lib import __version__
+from patchcore_lib.data import resolve_data_root
 from patchcore_lib.detectors import DETECTORS, SHARED_SETTINGS, Detector, PatchCoreConfig, make_detector
 from patchcore_lib.errors import ConfigError, PatchCoreError
 from patchcore_lib.evaluation.runner import evaluate
@@ -62,13 +66,33 @@ def detector_from_args(args: argparse.Namespace, patchcore_names: Sequence[str])
     return make_detector(args.method, base, **method_options)
 
 
+def resolve_root(data_root: str, categories: Sequence[str], download: bool = True,
+                 show_progress: bool = True) -> str:
+    """The one data root of ``categories`` (:func:`~patchcore_lib.data.resolve_data_root` for each); ConfigError
+    when they lie in different folders or a category would be replaced by another."""
+    roots = {}
+    for category in categories:
+        root, found = resolve_data_root(data_root, category, download=download, show_progress=show_progress)
+        if found != category:
+            raise ConfigError(f"category {category!r} resolved to {found!r}")  # never substitute silently
+        roots[category] = str(root)
+    if len(set(roots.values())) > 1:
+        raise ConfigError("the categories lie in different folders (" + ", ".join(f"{c}: {r}" for c, r in
+                          roots.items()) + "); pass --data-root, or evaluate them one folder at a time")
+    return next(iter(roots.values()))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     ev = commands.add_parser("evaluate", help="fit and evaluate a detector on MVTec-layout categories")
-    ev.add_argument("--data-root", required=True, help="folder holding <category>/train, test, ground_truth")
+    ev.add_argument("--data-root", default="",
+                    help="folder holding <category>/train, test, ground_truth (default: $PATCHCORE_DATA_ROOT, then "
+                         "the per-user data folder; a missing MVTec AD category is downloaded there)")
     ev.add_argument("--category", action="append", required=True, help="category name (repeat for several)")
+    ev.add_argument("--no-download", action="store_true",
+                    help="without --data-root: never download a missing MVTec AD category (fail instead)")
     ev.add_argument("--out", required=True, help="output directory")
     ev.add_argument("--save-model", action="store_true", help="write <out>/<category>/model.pt")
     ev.add_argument("--no-resume", action="store_true", help="recompute categories already finished in --out")
@@ -80,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _evaluate(args: argparse.Namespace) -> int:
     detector = detector_from_args(args, args.patchcore_names)
-    rows = evaluate(detector, args.data_root, args.category, args.out, save_model=args.save_model,
+    data_root = resolve_root(args.data_root, args.category, download=not args.no_download,
+                             show_progress=not args.quiet)
+    rows = evaluate(detector, data_root, args.category, args.out, save_model=args.save_model,
                     show_progress=not args.quiet, resume=not args.no_resume)
     print(f"{'category':<16} {'image_auroc':>11} {'pixel_auroc':>11} {'pro':>7} {'fit_s':>7} {'s/img':>7}")
     for row in rows:

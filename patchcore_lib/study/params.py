@@ -23,7 +23,7 @@ from typing import Any
 from patchcore_lib.components.backbones import BACKBONES, check_layers, get_spec
 from patchcore_lib.components.knn import DISTANCES
 from patchcore_lib.components.sampling import SAMPLERS
-from patchcore_lib.data import check_category, ensure_default_dataset, list_categories
+from patchcore_lib.data import resolve_data_root
 from patchcore_lib.detectors import DETECTORS, GaussianADConfig, PatchCoreConfig
 from patchcore_lib.errors import ConfigError
 from patchcore_lib.utils.schema import check_value, option, schema_fields
@@ -33,8 +33,9 @@ from patchcore_lib.utils.schema import check_value, option, schema_fields
 class StudyParameters:
     """The notebook parameters that are not detector settings, declared once (defaults as in the notebooks)."""
 
-    data_root: str = option("", "dataset root in MVTec layout; empty: the embedded synthetic dataset")
-    category: str = option("", "category under data_root; empty: the synthetic default category")
+    data_root: str = option("", "dataset root in MVTec layout; empty: $PATCHCORE_DATA_ROOT, the per-user data "
+                                "folder, the MVTec AD download (see patchcore_lib.data.roots)")
+    category: str = option("", "category under data_root; empty: the embedded synthetic default category")
     categories: tuple[str, ...] = option((), "categories of the report (empty: every category found)")
     reports_dir: str | None = option(None, "output folder; None: reports/ of the checkout")
     run_id: str | None = option(None, "run folder name; None: <category>-<hash of the parameters>")
@@ -101,8 +102,9 @@ def check_parameters(params: dict[str, Any]) -> dict[str, Any]:
 def check_combination(params: dict[str, Any], synthetic_kind: str = "texture") -> dict[str, Any]:
     """The checks across parameters; returns a new dict with ``layers`` in network order and the dataset resolved.
 
-    An empty ``data_root`` becomes the embedded synthetic dataset (generated on first use) and an empty or
-    unknown ``category`` its default category; a given ``data_root`` must hold ``category``.
+    The dataset is resolved by :func:`patchcore_lib.data.resolve_data_root`: an empty ``data_root`` is looked
+    up in ``$PATCHCORE_DATA_ROOT`` and the per-user data folder (MVTec AD categories downloaded when missing);
+    the synthetic set only for an empty or synthetic ``category``; a given ``data_root`` must hold ``category``.
     """
     out = dict(params)
     if "backbone" in out and out.get("layers"):
@@ -112,14 +114,9 @@ def check_combination(params: dict[str, Any], synthetic_kind: str = "texture") -
                           f"'resize' ({out['resize']})")
     if len(out.get("ensemble_backbones") or ()) == 1:
         raise ConfigError("notebook parameter 'ensemble_backbones' needs at least two backbones (or [] for none)")
-    if "data_root" in out:
-        if not out["data_root"]:
-            root, category = ensure_default_dataset(kind=synthetic_kind)
-            out["data_root"] = str(root)
-            if not out.get("category") or out["category"] not in list_categories(root):
-                out["category"] = category
-        elif "category" in out:
-            check_category(out["data_root"], out["category"])
+    if "data_root" in out and (not out["data_root"] or "category" in out):
+        root, category = resolve_data_root(out["data_root"], out.get("category"), synthetic_kind=synthetic_kind)
+        out["data_root"], out["category"] = out["data_root"] or str(root), category
     return out
 
 

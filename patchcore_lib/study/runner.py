@@ -24,7 +24,8 @@ from typing import Any, Callable, Sequence
 import nbformat
 import yaml
 
-from patchcore_lib.data import check_category, default_category, list_categories
+from patchcore_lib.data import check_category, default_category, list_categories, resolve_data_root
+from patchcore_lib.data.roots import synthetic_kind_of
 from patchcore_lib.errors import ConfigError, PatchCoreError
 from patchcore_lib.study.outputs import default_reports_dir, repository_root
 from patchcore_lib.utils.files import atomic_write_text, output_lock
@@ -144,8 +145,10 @@ def execute_notebook(notebook: Path, output: Path, params: dict[str, Any], kerne
 
 
 def plan_runs(preset: dict[str, Any], notebooks: Sequence[Path], categories: Sequence[str], data_root: str,
-              reports_dir: Path) -> list[dict[str, Any]]:
-    """The list of executions: notebook, category (None for once-only notebooks), parameters, outputs."""
+              reports_dir: Path, roots: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """The list of executions: notebook, category (None for once-only notebooks), parameters, outputs.
+
+    ``roots``: the data root of each category where it differs from ``data_root`` (see :func:`resolve_roots`)."""
     runs = []
     executed = reports_dir / "executed"
     for notebook in notebooks:
@@ -160,12 +163,23 @@ def plan_runs(preset: dict[str, Any], notebooks: Sequence[Path], categories: Seq
             params = {**values, **common}
             if category is not None:
                 params["category"] = category
+                params["data_root"] = (roots or {}).get(category, data_root)
             params = {k: v for k, v in params.items() if k in declared}
             stem = f"{notebook.stem}-{category}" if category is not None else notebook.stem
             runs.append({"notebook": notebook, "category": category, "parameters": params,
                          "ipynb": executed / f"{stem}.ipynb", "html": executed / f"{stem}.html",
                          "done": executed / f"{stem}.done.json"})
     return runs
+
+
+def resolve_roots(data_root: str, categories: Sequence[str], download: bool = True) -> dict[str, str]:
+    """Without ``data_root``: the folder of each non-synthetic category (``$PATCHCORE_DATA_ROOT``, the per-user
+    data folder, or the MVTec AD download; see :func:`patchcore_lib.data.resolve_data_root`), resolved before
+    any notebook runs so that a missing category fails at once with one clear error. Synthetic categories keep
+    the empty root (each notebook generates the set). With ``data_root``: ``{}``."""
+    if data_root:
+        return {}
+    return {c: str(resolve_data_root("", c, download=download)[0]) for c in categories if not synthetic_kind_of(c)}
 
 
 def resolve_categories(data_root: str, categories: Sequence[str]) -> list[str]:
@@ -225,7 +239,7 @@ def _execute_runs(runs: list[dict[str, Any]], force: bool, kernel: str | None,
 def run_study(preset: dict[str, Any], *, categories: Sequence[str] | None = None, data_root: str | None = None,
               reports_dir: str | Path | None = None, notebooks_dir: str | Path | None = None,
               only: Sequence[str] | None = None, force: bool = False, kernel: str | None = None,
-              log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+              log: Callable[[str], None] = print, download: bool = True) -> list[dict[str, Any]]:
     """Run (or skip, when complete with the same parameters) every notebook of the study; return the runs
     with ``status`` (``done``, ``skipped`` or ``failed``) and ``seconds``. Raises :class:`StudyError` at the
     end when a notebook failed (the others still run)."""
@@ -238,7 +252,7 @@ def run_study(preset: dict[str, Any], *, categories: Sequence[str] | None = None
     notebooks = discover_notebooks(folder, only or preset.get("notebooks"))
     if not notebooks:
         raise ConfigError(f"no notebooks found in {folder}")
-    runs = plan_runs(preset, notebooks, categories, data_root, reports)
+    runs = plan_runs(preset, notebooks, categories, data_root, reports, resolve_roots(data_root, categories, download))
     log(f"study '{preset.get('name', 'study')}': {len(notebooks)} notebooks x categories {', '.join(categories)} "
         f"-> {len(runs)} runs; reports in {reports}")
     reports.mkdir(parents=True, exist_ok=True)
@@ -284,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
                         help="override a notebook parameter of the preset (VALUE is read as YAML), e.g. "
                              "--set weights=/models/wide_resnet50_2-95faca4d.pth --set imagesize=128")
+    parser.add_argument("--no-download", action="store_true",
+                        help="without --data-root: never download a missing MVTec AD category (fail instead)")
     parser.add_argument("--force", action="store_true", help="re-run notebooks even when complete")
     parser.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebooks' python3)")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -296,7 +312,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         preset = load_preset(args.preset or repository_root() / "params" / "quick.yaml")
         preset["parameters"].update(parse_overrides(args.overrides))
         run_study(preset, categories=args.categories, data_root=args.data_root, reports_dir=args.reports_dir,
-                  notebooks_dir=args.notebooks_dir, only=args.only, force=args.force, kernel=args.kernel)
+                  notebooks_dir=args.notebooks_dir, only=args.only, force=args.force, kernel=args.kernel,
+                  download=not args.no_download)
     except PatchCoreError as exc:
         if args.debug:
             raise
