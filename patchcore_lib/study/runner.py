@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import hashlib
 import json
 import sys
@@ -24,9 +25,10 @@ from typing import Any, Callable, Sequence
 import nbformat
 import yaml
 
-from patchcore_lib.data import check_category, default_category, list_categories, resolve_data_root
+from patchcore_lib import __version__
+from patchcore_lib.data import check_category, dataset_fingerprint, default_category, list_categories, resolve_data_root
 from patchcore_lib.data.roots import synthetic_kind_of
-from patchcore_lib.errors import ConfigError, PatchCoreError
+from patchcore_lib.errors import ConfigError, DatasetError, PatchCoreError
 from patchcore_lib.study.outputs import default_reports_dir, repository_root
 from patchcore_lib.utils.files import atomic_write_text, output_lock
 
@@ -40,7 +42,8 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 def load_preset(path: str | Path) -> dict[str, Any]:
     """Read a study preset (YAML): ``data_root``, ``categories``, ``parameters`` (for every notebook that
-    declares them), ``notebook_parameters`` (``{notebook-prefix: {name: value}}``), optional ``notebooks``."""
+    declares them), ``notebook_parameters`` (``{notebook-prefix: {name: value}}``), optional ``notebooks`` and
+    ``reports_dir`` (relative to the checkout; default ``reports/<name>``, see :func:`preset_reports_dir`)."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text()) or {}
@@ -50,7 +53,8 @@ def load_preset(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"study preset {path} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"study preset {path} must be a mapping, got {type(data).__name__}")
-    known = {"name", "description", "data_root", "categories", "parameters", "notebook_parameters", "notebooks"}
+    known = {"name", "description", "data_root", "categories", "parameters", "notebook_parameters", "notebooks",
+             "reports_dir"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"study preset {path}: unknown keys {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -60,6 +64,16 @@ def load_preset(path: str | Path) -> dict[str, Any]:
     data["parameters"] = dict(data.get("parameters") or {})
     data["notebook_parameters"] = dict(data.get("notebook_parameters") or {})
     return data
+
+
+def preset_reports_dir(preset: dict[str, Any]) -> Path:
+    """Where a preset's study writes: its ``reports_dir`` (relative to the checkout), else
+    ``<default reports folder>/<preset name>`` (``reports/quick`` for the default study), so that only
+    the preset made for it (``params/real_reports.yaml``) writes the committed reports."""
+    if preset.get("reports_dir"):
+        path = Path(preset["reports_dir"]).expanduser()
+        return path if path.is_absolute() else repository_root() / path
+    return default_reports_dir() / str(preset.get("name") or "study")
 
 
 def discover_notebooks(folder: str | Path, only: Sequence[str] | None = None) -> list[Path]:
@@ -108,10 +122,33 @@ def notebook_code_hash(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def run_hash(notebook: str | Path, params: dict[str, Any]) -> str:
-    """Hash identifying one execution: the notebook's code and the parameters passed."""
-    payload = {"code": notebook_code_hash(notebook), "parameters": params}
+def run_hash(notebook: str | Path, params: dict[str, Any], inputs: dict[str, Any] | None = None) -> str:
+    """Hash identifying one execution: the notebook's code, the parameters passed and ``inputs`` (what else
+    the outputs depend on: the library's sources, the dataset's fingerprint; see :func:`run_inputs`)."""
+    payload = {"code": notebook_code_hash(notebook), "parameters": params, "inputs": inputs or {}}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@functools.cache
+def library_fingerprint() -> str:
+    """``<version>+<sha256 of every source file of patchcore_lib>``: changes with any library change,
+    committed or not (so a skip never reuses a report computed by other code)."""
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*")):
+        if path.is_file() and path.suffix in (".py", ".csv", ".json") and "__pycache__" not in path.parts:
+            digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return f"{__version__}+{digest.hexdigest()[:16]}"
+
+
+def run_inputs(category: str | None, data_root: str = "") -> dict[str, Any]:
+    """The skip key's inputs besides code and parameters: the library fingerprint and, for a run with a
+    category, the dataset fingerprint (file names and sizes; a synthetic category is generated if missing)."""
+    inputs: dict[str, Any] = {"library": library_fingerprint()}
+    if category:
+        root, category = resolve_data_root(data_root, category, download=False)
+        inputs["dataset"] = dataset_fingerprint(root, category)
+    return inputs
 
 
 def is_complete(done_path: Path, expected_hash: str, outputs: Sequence[Path]) -> bool:
@@ -167,9 +204,25 @@ def plan_runs(preset: dict[str, Any], notebooks: Sequence[Path], categories: Seq
             params = {k: v for k, v in params.items() if k in declared}
             stem = f"{notebook.stem}-{category}" if category is not None else notebook.stem
             runs.append({"notebook": notebook, "category": category, "parameters": params,
+                         "data_root": (roots or {}).get(category, data_root) if category is not None else data_root,
                          "ipynb": executed / f"{stem}.ipynb", "html": executed / f"{stem}.html",
                          "done": executed / f"{stem}.done.json"})
     return runs
+
+
+def roots_of(data_roots: Sequence[str], categories: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """Several dataset roots: (categories, {category: the first root holding it}); with no categories given,
+    every category found under the roots. DatasetError naming the roots for a category none holds."""
+    found: dict[str, str] = {}
+    for root in data_roots:
+        for category in list_categories(root):
+            found.setdefault(category, root)
+    wanted = list(categories) or list(found)
+    missing = [c for c in wanted if c not in found]
+    if missing or not wanted:
+        raise DatasetError(f"categories {missing or '(any)'} not found under any of {', '.join(data_roots)} "
+                           f"(found: {', '.join(found) or 'none'})")
+    return wanted, {c: found[c] for c in wanted}
 
 
 def resolve_roots(data_root: str, categories: Sequence[str], download: bool = True) -> dict[str, str]:
@@ -201,9 +254,14 @@ def _execute_runs(runs: list[dict[str, Any]], force: bool, kernel: str | None,
                   log: Callable[[str], None]) -> list[dict[str, Any]]:
     """Execute (or skip) each planned run in order; returns the failed ones."""
     failures = []
+    earlier: list[str] = []  # the keys of the runs before: a report notebook reads their outputs
     for k, run in enumerate(runs, 1):
         label = f"[{k}/{len(runs)}] {run['ipynb'].stem}"
-        digest = run_hash(run["notebook"], run["parameters"])
+        inputs = run_inputs(run["category"], run["data_root"])
+        if run["category"] is None:
+            inputs["runs"] = list(earlier)
+        digest = run_hash(run["notebook"], run["parameters"], inputs)
+        earlier.append(digest)
         if not force and is_complete(run["done"], digest, [run["ipynb"], run["html"]]):
             run.update(status="skipped", seconds=0.0)
             log(f"{label}: complete with the same parameters, skipped")
@@ -223,7 +281,7 @@ def _execute_runs(runs: list[dict[str, Any]], force: bool, kernel: str | None,
         seconds = time.perf_counter() - t0
         if error is None:
             record = {"hash": digest, "notebook": str(run["notebook"]), "category": run["category"],
-                      "parameters": run["parameters"], "seconds": round(seconds, 2),
+                      "parameters": run["parameters"], "inputs": inputs, "seconds": round(seconds, 2),
                       "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
             atomic_write_text(run["done"], json.dumps(record, indent=2, default=str))
             run.update(status="done", seconds=seconds)
@@ -236,7 +294,7 @@ def _execute_runs(runs: list[dict[str, Any]], force: bool, kernel: str | None,
     return failures
 
 
-def run_study(preset: dict[str, Any], *, categories: Sequence[str] | None = None, data_root: str | None = None,
+def run_study(preset: dict[str, Any], *, categories: Sequence[str] | None = None, data_root: str | Sequence[str] | None = None,
               reports_dir: str | Path | None = None, notebooks_dir: str | Path | None = None,
               only: Sequence[str] | None = None, force: bool = False, kernel: str | None = None,
               log: Callable[[str], None] = print, download: bool = True) -> list[dict[str, Any]]:
@@ -245,14 +303,21 @@ def run_study(preset: dict[str, Any], *, categories: Sequence[str] | None = None
     end when a notebook failed (the others still run)."""
     start = time.perf_counter()
     data_root = preset.get("data_root", "") if data_root is None else data_root
-    data_root = str(Path(data_root).expanduser().resolve()) if data_root else ""
-    categories = resolve_categories(data_root, categories or preset.get("categories") or [])
-    reports = Path(reports_dir or default_reports_dir()).expanduser().resolve()
+    data_roots = [data_root] if isinstance(data_root, str) else list(data_root)
+    data_roots = [str(Path(r).expanduser().resolve()) for r in data_roots if r]
+    if len(data_roots) > 1:  # each category from the first root that holds it
+        categories, roots = roots_of(data_roots, categories or preset.get("categories") or [])
+        data_root = data_roots[0]
+    else:
+        data_root = data_roots[0] if data_roots else ""
+        categories = resolve_categories(data_root, categories or preset.get("categories") or [])
+        roots = resolve_roots(data_root, categories, download)
+    reports = Path(reports_dir or preset_reports_dir(preset)).expanduser().resolve()
     folder = Path(notebooks_dir or repository_root() / "notebooks")
     notebooks = discover_notebooks(folder, only or preset.get("notebooks"))
     if not notebooks:
         raise ConfigError(f"no notebooks found in {folder}")
-    runs = plan_runs(preset, notebooks, categories, data_root, reports, resolve_roots(data_root, categories, download))
+    runs = plan_runs(preset, notebooks, categories, data_root, reports, roots)
     log(f"study '{preset.get('name', 'study')}': {len(notebooks)} notebooks x categories {', '.join(categories)} "
         f"-> {len(runs)} runs; reports in {reports}")
     reports.mkdir(parents=True, exist_ok=True)
@@ -290,9 +355,13 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Run the notebook study (papermill) and render HTML reports.")
     parser.add_argument("-f", "--preset", default=None,
                         help="study preset YAML (default: params/quick.yaml of the checkout)")
-    parser.add_argument("--data-root", default=None, help="dataset root (MVTec layout); '' = embedded synthetic")
+    parser.add_argument("--data-root", nargs="+", default=None,
+                        help="dataset root(s) (MVTec layout); with several, each category is taken from the first "
+                             "that holds it; omitted: the preset's, else $PATCHCORE_DATA_ROOT / the per-user data "
+                             "folder / the MVTec AD download / the synthetic set for synthetic categories")
     parser.add_argument("--categories", nargs="+", default=None, help="categories (default: preset's, else all)")
-    parser.add_argument("--reports-dir", default=None, help="output folder (default: reports/ of the checkout)")
+    parser.add_argument("--reports-dir", default=None,
+                        help="output folder (default: the preset's reports_dir, else reports/<preset name>)")
     parser.add_argument("--notebooks-dir", default=None, help="folder of the notebooks (default: notebooks/)")
     parser.add_argument("--only", nargs="+", default=None, help="run only notebooks starting with these prefixes")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
