@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import shutil
 import socket
 import tarfile
@@ -22,13 +23,19 @@ from patchcore_lib.study.runner import load_preset, resolve_roots, run_study
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    """One temporary synthetic cache for the module (the default set is generated once)."""
+    return tmp_path_factory.mktemp("cache")
+
+
 @pytest.fixture()
-def isolated(tmp_path, monkeypatch):
+def isolated(tmp_path, monkeypatch, cache):
     """No $PATCHCORE_DATA_ROOT, an empty per-user data folder, a temporary synthetic cache, no mirror."""
     for name in ("PATCHCORE_DATA_ROOT", "PATCHCORE_MVTEC_URL", "PATCHCORE_MVTEC_SHA256"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setenv("PATCHCORE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PATCHCORE_CACHE", str(cache))
     return tmp_path
 
 
@@ -92,7 +99,7 @@ def test_user_data_folder(isolated, synthetic_root, monkeypatch):
 def test_synthetic_only_for_empty_or_synthetic_names(isolated):
     root, category = resolve_data_root("", "")
     assert category == "synthetic_texture" and (root / category / "train" / "good").is_dir()
-    assert root == isolated / "cache" / "synthetic"
+    assert root == Path(os.environ["PATCHCORE_CACHE"]) / "synthetic"
     assert resolve_data_root("", "synthetic_texture") == (root, "synthetic_texture")
 
 
@@ -104,7 +111,7 @@ def test_missing_category_one_clear_error(isolated, monkeypatch):
     assert "'my_parts' not found" in message and "PATCHCORE_DATA_ROOT" in message
     assert str(isolated / "env" / "my_parts" / "train" / "good") in message
     assert str(user_data_dir() / "my_parts" / "train" / "good") in message
-    assert not (isolated / "cache" / "synthetic").exists()  # never replaced by the synthetic set
+    assert not (isolated / "env").exists() and not user_data_dir().exists()  # nothing made, nothing substituted
 
 
 def test_mvtec_category_downloaded_from_a_file_url(isolated, monkeypatch):

@@ -47,10 +47,12 @@ def prediction_metrics(predictions: Predictions) -> dict[str, Any]:
 
 
 def _write_scores(path: Path, predictions: Predictions) -> None:
+    """Per-image scores; image paths relative to the category folder (``test/<defect>/<file>``)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["path", "defect_type", "label", "score"])
-    for row in zip(predictions.paths, predictions.defect_types, predictions.labels.tolist(),
+    paths = ["/".join(Path(p).parts[-3:]) for p in predictions.paths]
+    for row in zip(paths, predictions.defect_types, predictions.labels.tolist(),
                    predictions.scores.tolist()):
         writer.writerow(row)
     atomic_write_text(path, buffer.getvalue())

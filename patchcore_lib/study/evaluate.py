@@ -18,6 +18,7 @@ from patchcore_lib.evaluation.metrics import (image_auroc, per_defect_image_auro
 from patchcore_lib.evaluation.reference import (METRICS, MVTEC_CATEGORIES, official_results, official_run_for,
                                                 official_runs, paper_method_for, paper_table)
 from patchcore_lib.study.params import config_from_params
+from patchcore_lib.study.outputs import relative_paths
 
 #: keys every 04_evaluate metrics.json holds under "metrics"
 REQUIRED_METRICS = ("image_auroc", "pixel_auroc", "pro", "fit_seconds", "predict_seconds_per_image",
@@ -41,7 +42,8 @@ def setting_name(config: dict[str, Any]) -> str:
     """A short, stable name of a configuration, in the style of the official run names.
 
     e.g. ``IM224_wide_resnet50_2_L2-3_P0.1_PS-3_AN-1`` (image size, backbone, layers, coreset ratio,
-    patch size, nearest neighbours; ``_S<seed>`` when the seed is not 0, ``_<score>`` when not ``max``).
+    patch size, nearest neighbours; ``_S<seed>`` when the seed is not 0, ``_<score>`` when not ``max``,
+    ``_crop-none`` for the whole-image geometry).
     """
     if not config:
         return "unknown"
@@ -57,6 +59,8 @@ def setting_name(config: dict[str, Any]) -> str:
         name += f"_{config['score']}"
     if int(config.get("seed", 0) or 0):
         name += f"_S{config['seed']}"
+    if config.get("crop", "center") != "center":
+        name += f"_crop-{config['crop']}"
     return name
 
 
@@ -81,8 +85,8 @@ def metrics_row_table(metrics: dict[str, Any]) -> pd.DataFrame:
 
 
 def scores_table(predictions: Any) -> pd.DataFrame:
-    """Per test image: path, defect type, label, image score."""
-    return pd.DataFrame({"path": predictions.paths, "defect_type": predictions.defect_types,
+    """Per test image: path (relative to the category folder), defect type, label, image score."""
+    return pd.DataFrame({"path": relative_paths(predictions.paths), "defect_type": predictions.defect_types,
                          "label": predictions.labels, "score": predictions.scores})
 
 
@@ -167,7 +171,8 @@ def plot_per_defect(table: pd.DataFrame, title: str = "") -> Any:
 def segmentation_ranking(predictions: Any) -> pd.DataFrame:
     """Anomalous test images ranked by segmentation quality (per-image pixel AUROC, best first).
 
-    Columns: index (into the predictions), path, defect_type, score, pixel_auroc, defect_pixels.
+    Columns: index (into the predictions), path (relative to the category folder), defect_type, score,
+    pixel_auroc, defect_pixels.
     Images without defect pixels in their mask are left out.
     """
     rows = []
@@ -175,7 +180,8 @@ def segmentation_ranking(predictions: Any) -> pd.DataFrame:
         mask = np.asarray(predictions.masks[i]).ravel() > 0
         if not mask.any() or mask.all():
             continue
-        rows.append({"index": int(i), "path": predictions.paths[i], "defect_type": predictions.defect_types[i],
+        rows.append({"index": int(i), "path": relative_paths([predictions.paths[i]])[0],
+                     "defect_type": predictions.defect_types[i],
                      "score": float(predictions.scores[i]),
                      "pixel_auroc": float(roc_auc_score(mask, np.asarray(predictions.maps[i]).ravel())),
                      "defect_pixels": int(mask.sum())})
@@ -189,12 +195,13 @@ def best_and_worst(ranking: pd.DataFrame, count: int = 3) -> dict[str, list[int]
     return {"best": ranking.head(n)["index"].tolist(), "worst": ranking.tail(n).iloc[::-1]["index"].tolist()}
 
 
-def _load_display_image(path: str, resize: int, imagesize: int) -> np.ndarray:
-    preprocess = Preprocess(resize, imagesize)
+def _load_display_image(path: str, resize: int, imagesize: int, crop: str = "center") -> np.ndarray:
+    preprocess = Preprocess(resize, imagesize, crop)
     return preprocess.denormalise(preprocess.image(load_rgb(Path(path))))
 
 
-def plot_segmentations(predictions: Any, indices: Sequence[int], resize: int, imagesize: int, title: str = "") -> Any:
+def plot_segmentations(predictions: Any, indices: Sequence[int], resize: int, imagesize: int, title: str = "",
+                       crop: str = "center") -> Any:
     """One row per image: the test image with the ground-truth contour, the anomaly map overlaid, the map alone.
 
     The colour scale is shared by all rows (min..max of the maps over the whole test set), so rows compare.
@@ -206,7 +213,7 @@ def plot_segmentations(predictions: Any, indices: Sequence[int], resize: int, im
 
     mappable = None
     for row, index in enumerate(indices):
-        image = _load_display_image(predictions.paths[index], resize, imagesize)
+        image = _load_display_image(predictions.paths[index], resize, imagesize, crop)
         amap = np.asarray(predictions.maps[index])
         mask = np.asarray(predictions.masks[index]) > 0
         name = f"{predictions.defect_types[index]}/{Path(predictions.paths[index]).name}"

@@ -2,6 +2,7 @@
 and the official code, its plot, and ``reports/summary.{csv,md,png}``."""
 from __future__ import annotations
 
+import base64
 import json
 import math
 from pathlib import Path
@@ -15,7 +16,7 @@ from patchcore_lib.evaluation.anchors import anchor_for, paper_other_datasets
 from patchcore_lib.evaluation.reference import (METRICS, MVTEC_CATEGORIES, official_results, official_run_for,
                                                 paper_method_for, paper_table)
 from patchcore_lib.study.evaluate import setting_name
-from patchcore_lib.study.outputs import save_figure
+from patchcore_lib.study.outputs import save_figure, shown_path
 from patchcore_lib.utils.files import atomic_write_text
 
 METRIC_LABELS = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "pro": "PRO"}
@@ -65,7 +66,7 @@ def collect_runs(reports_dir: str | Path, notebook: str = "04_evaluate") -> pd.D
         config = metrics.get("config") or {}
         rows.append({"method": "PatchCore", "setting": metrics.get("setting") or setting_name(config),
                      "category": metrics["category"], **{k: _as_float(metrics.get(k)) for k in _NUMBERS},
-                     "run_id": path.parent.name, "folder": str(path.parent), "written": path.stat().st_mtime,
+                     "run_id": path.parent.name, "folder": shown_path(path.parent), "written": path.stat().st_mtime,
                      "config": config})
     return _latest(rows)
 
@@ -111,7 +112,7 @@ def collect_baselines(reports_dir: str | Path, notebook: str = "06_baselines") -
             rows.append({"method": method, "setting": label or (setting_name(config) if config else "default"),
                          "category": values.get("category", category),
                          **{k: _as_float(values.get(k)) for k in _NUMBERS},
-                         "run_id": path.parent.name, "folder": str(path.parent), "written": path.stat().st_mtime,
+                         "run_id": path.parent.name, "folder": shown_path(path.parent), "written": path.stat().st_mtime,
                          "config": config})
     return _latest(rows)
 
@@ -333,8 +334,9 @@ def plot_summary(table: pd.DataFrame, title: str = "") -> Any:
 
 
 # =========================================================================== summary files
-def markdown_table(table: pd.DataFrame, float_format: str = "{:.1f}") -> str:
-    """A GitHub-markdown table (no tabulate dependency); NaN shown as ``-``."""
+def markdown_table(table: pd.DataFrame, float_format: str = "{:.1f}", signed: bool = False) -> str:
+    """A GitHub-markdown table (no tabulate dependency); NaN shown as ``-``; ``signed``: numbers with a sign
+    (as columns named ``diff_*`` always are)."""
     columns = list(table.columns)
     lines = ["| " + " | ".join(str(c) for c in columns) + " |", "|" + "---|" * len(columns)]
     for _, row in table.iterrows():
@@ -342,7 +344,8 @@ def markdown_table(table: pd.DataFrame, float_format: str = "{:.1f}") -> str:
         for c in columns:
             value = row[c]
             if isinstance(value, (float, np.floating)):
-                cells.append("-" if math.isnan(value) else (("{:+.1f}".format(value)) if str(c).startswith("diff_")
+                cells.append("-" if math.isnan(value) else (("{:+.1f}".format(value))
+                                                            if signed or str(c).startswith("diff_")
                                                             else float_format.format(value)))
             else:
                 cells.append(str(value))
@@ -361,18 +364,36 @@ SUMMARY_INTRO = (
     "minus reference. Means only over MVTec AD classes, never across datasets.")
 
 
+SHORT = {"image_auroc": "image", "pixel_auroc": "pixel", "pro": "PRO"}
+REFERENCE_LABELS = {"ours": "ours", "paper": "paper", "official": "official", "anchor": "official code here"}
+
+
+def compact_table(group: pd.DataFrame, kinds: Sequence[str] = ("ours",) + REFERENCES, prefix: str = ""
+                  ) -> pd.DataFrame:
+    """A narrow view of summary rows: ``category`` then ``<metric> <reference>`` columns (``prefix`` e.g.
+    ``diff_``), leaving out columns without any value."""
+    out = pd.DataFrame({"category": group["category"].to_numpy()})
+    for m in METRICS:
+        for kind in kinds:
+            column = f"{prefix}{kind}_{m}"
+            if column in group and not group[column].isna().all():
+                out[f"{SHORT[m]} {REFERENCE_LABELS[kind]}"] = group[column].to_numpy()
+    return out
+
+
 def _section(group: pd.DataFrame) -> list[str]:
     lines = []
-    for key, name in (("official_run", "Official published run"), ("anchor_run", "Official code on this data")):
-        run = next((s for s in group[key] if s), "")
-        if run:
-            lines += [f"{name}: `{run}`.", ""]
-    show = group.drop(columns=["dataset", "method", "setting", "official_run", "anchor_run"])
-    show = show[[c for c in show.columns if not (show[c].isna().all() and c.startswith(("paper_", "official_",
-                                                                                        "anchor_", "diff_")))]]
-    if not any(show["paper_source"]):
-        show = show.drop(columns=["paper_source"])
-    return lines + [markdown_table(show), ""]
+    notes = [(key, name) for key, name in (("paper_source", "Paper"), ("official_run", "Official published run"),
+                                           ("anchor_run", "Official code on this data"))]
+    for key, name in notes:
+        values = list(dict.fromkeys(str(v) for v in group[key] if isinstance(v, str) and v))
+        if values:
+            lines += [f"{name}: " + "; ".join(f"`{v}`" for v in values) + ".", ""]
+    lines += [markdown_table(compact_table(group)), ""]
+    diffs = compact_table(group, REFERENCES, prefix="diff_")
+    if diffs.shape[1] > 1:
+        lines += ["Ours minus reference (points):", "", markdown_table(diffs, signed=True), ""]
+    return lines
 
 
 def write_summary(reports_dir: str | Path, table: pd.DataFrame, figure: Any = None) -> dict[str, Path]:
@@ -396,6 +417,10 @@ def write_summary(reports_dir: str | Path, table: pd.DataFrame, figure: Any = No
 
 
 def summary_markdown_for_display(paths: dict[str, Path]) -> str:
-    """The summary markdown with the figure linked by its absolute path (for display inside the notebook)."""
+    """The summary markdown with the figure embedded (base64 data URI), so the notebook's HTML holds the
+    image itself and no machine path."""
     text = Path(paths["md"]).read_text()
-    return text.replace("](summary.png)", f"]({paths['png']})") if "png" in paths else text
+    if "png" not in paths:
+        return text
+    data = base64.b64encode(Path(paths["png"]).read_bytes()).decode()
+    return text.replace("](summary.png)", f"](data:image/png;base64,{data})")
