@@ -87,9 +87,11 @@ def test_runner_skips_complete_runs_and_renders_html(tiny_study, tmp_path):
         assert (executed / f"{stem}.ipynb").is_file()
         html = (executed / f"{stem}.html").read_text()
         assert "<html" in html.lower() and "hello from" in html
+        assert data not in html  # the injected data_root is shown as $DATA_ROOT, not as this machine's folder
         done = json.loads((executed / f"{stem}.done.json").read_text())
         assert "unknown_to_all" not in done["parameters"]
     assert json.loads((executed / "01_first-a.done.json").read_text())["parameters"]["factor"] == 2
+    assert "$DATA_ROOT" in (executed / "01_first-a.html").read_text()
 
     # same parameters: nothing runs
     runs = runner.run_study(preset, categories=["a", "b"], data_root=data, reports_dir=reports,

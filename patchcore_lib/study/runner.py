@@ -157,13 +157,20 @@ def is_complete(done_path: Path, expected_hash: str, outputs: Sequence[Path]) ->
     return bool(record) and record.get("hash") == expected_hash and all(Path(p).is_file() for p in outputs)
 
 
-def render_html(ipynb: str | Path, html: str | Path | None = None) -> Path:
-    """Render an executed notebook to standalone HTML (nbconvert), written atomically next to it."""
+def render_html(ipynb: str | Path, html: str | Path | None = None, data_root: str = "") -> Path:
+    """Render an executed notebook to standalone HTML (nbconvert), written atomically next to it.
+
+    Machine paths (the injected parameters, tracebacks) are shown without the machine's folders: the data root
+    as ``$DATA_ROOT``, the checkout as ``$CHECKOUT``, the home folder as ``~``."""
     from nbconvert import HTMLExporter  # optional heavy dependency (study extra): imported when rendering
 
     ipynb = Path(ipynb)
     html = Path(html) if html else ipynb.with_suffix(".html")
     body, _ = HTMLExporter().from_notebook_node(nbformat.read(str(ipynb), as_version=4))
+    for path, shown in ((data_root, "$DATA_ROOT"), (str(repository_root().resolve()), "$CHECKOUT"),
+                        (str(Path.home()), "~")):
+        if path and len(path) > 1:
+            body = body.replace(path, shown)
     return atomic_write_text(html, body)
 
 
@@ -275,7 +282,7 @@ def _execute_runs(runs: list[dict[str, Any]], force: bool, kernel: str | None,
             error = exc
         if run["ipynb"].is_file():
             try:
-                render_html(run["ipynb"], run["html"])
+                render_html(run["ipynb"], run["html"], run.get("data_root", ""))
             except Exception as exc:  # rendering a broken partial notebook must not hide the real error
                 log(f"{label}: HTML rendering failed: {exc}")
         seconds = time.perf_counter() - t0
