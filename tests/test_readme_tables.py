@@ -38,7 +38,8 @@ def test_block_from_reports(tmp_path):
     assert block.startswith(readme.BEGIN) and block.endswith(readme.END)
     assert block.index("**MVTec AD") < block.index("**magnetic_tile, PatchCore")
     assert "| bottle | 99.5 | 99.0 | 100.0 | 100.0 |" in block  # ours, paper mean (marked), official, anchor
-    assert "| magnetic_tile | 75.0 | 97.9 | - | - |" in block
+    assert "| magnetic_tile | 75.0 | 97.9 | 90.0 | 80.0 |" in block  # image ours/paper, pixel ours, PRO ours
+    assert "mean of 15" in block and "Magnetic Tile Defects" in block
     assert "| B_none224 | whole image to 224x224 | 0.01 | 90.0 | 80.0 | 70.0 | 100 s | 0.100 s |" in block
     text = f"intro\n{readme.BEGIN}\nold\n{readme.END}\ntail\n"
     assert readme.replace_block(text, block) == f"intro\n{block}\ntail\n"
