@@ -55,7 +55,7 @@ def test_04_declares_the_documented_parameters():
 
     declared = notebook_parameters(NB04)
     assert list(declared) == ["data_root", "layout", "category", "backbone", "layers", "weights", "resize",
-                              "imagesize", "coreset_ratio", "sampler", "num_nn", "score", "distance", "sigma", "seed",
+                              "imagesize", "crop", "coreset_ratio", "sampler", "num_nn", "score", "distance", "sigma", "seed",
                               "device", "reports_dir", "run_id", "ensemble_backbones", "false_alarm_rate",
                               "calibration_folds", "ensemble_fusion", "mask_convention", "train_shots", "shots_seed"]
     assert declared["backbone"] == '"efficientnet_lite0"' and declared["imagesize"] == "224"
@@ -93,11 +93,11 @@ def test_05_collects_the_runs_and_writes_the_summary(executed_04):
     for name in ("summary.md", "summary.csv", "summary.png"):
         assert (reports / name).is_file(), name
     text = (reports / "summary.md").read_text()
-    assert "| tiny |" in text and "mean (1)" in text
+    assert "## tiny" in text and "| tiny |" in text and "| mean" not in text  # its own table, no mean row
     import pandas as pd
 
     table = pd.read_csv(reports / "summary.csv")
-    assert set(table["category"]) == {"tiny", "mean (1)"}
+    assert set(table["category"]) == {"tiny"} and set(table["dataset"]) == {"tiny"}
 
 
 def test_wrong_parameter_type_fails_with_a_clear_message(tiny_root, tmp_path):

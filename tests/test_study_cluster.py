@@ -149,12 +149,17 @@ def test_killed_worker_loses_nothing(scheduler, tmp_path):
                     "slow = Path(reports_dir) / 'slow'\n"
                     "assert [(slow / c / 'metrics.json').read_text() for c in 'ab'] == ['complete a', 'complete b']")
     reports = tmp_path / "reports"
+    data = tmp_path / "data"  # categories a and b (the slow notebook reads nothing)
+    for category in "ab":
+        (data / category / "train" / "good").mkdir(parents=True)
+        (data / category / "train" / "good" / "0.png").write_bytes(b"x")
     lines: list[str] = []
     errors: list[BaseException] = []
 
     def study() -> None:
         try:
-            runner.run_study({"name": "slow", "parameters": {"seconds": 8.0}}, categories=["a", "b"], data_root="",
+            runner.run_study({"name": "slow", "parameters": {"seconds": 8.0}}, categories=["a", "b"],
+                             data_root=str(data),
                              reports_dir=reports, notebooks_dir=notebooks, cluster=scheduler,
                              log=lambda line: lines.append(f"{time.time() - t0:6.1f} s {line}"))
         except BaseException as exc:  # reported below

@@ -48,7 +48,7 @@ def test_summary_table_and_markdown(tmp_path):
     ])
     table = report.summary_table(runs)
     bottle = table[table["category"] == "bottle"].iloc[0]
-    assert bottle["official_run"] == "IM224_WR50_L2-3_P01_D1024-1024_PS-3_AN-1"
+    assert bottle["dataset"] == "MVTec AD" and bottle["official_run"] == "IM224_WR50_L2-3_P01_D1024-1024_PS-3_AN-1"
     assert bottle["diff_official_pixel_auroc"] == pytest.approx(98.0 - 98.48388278688711)
     # each official column against our metric of the same definition; our all-images PRO against none
     assert bottle["diff_official_anomaly_pro"] == pytest.approx(96.0 - 97.14400665245521)
@@ -56,12 +56,55 @@ def test_summary_table_and_markdown(tmp_path):
     assert pd.isna(bottle["official_pro"]) and pd.isna(bottle["diff_official_pro"])
     assert bottle["mask_convention"] == "official"
     assert pd.isna(table[table["category"] == "mine"].iloc[0]["official_image_auroc"])
-    assert table.iloc[-1]["category"] == "mean (2)"
+    # no per-class source for PatchCore-10%: the paper's class mean, marked
+    assert bottle["paper_image_auroc"] == pytest.approx(99.0) and "mean of 15" in bottle["paper_source"]
+    mine = table[table["category"] == "mine"].iloc[0]
+    assert mine["dataset"] == "mine" and pd.isna(mine["official_image_auroc"]) and pd.isna(mine["paper_image_auroc"])
+    assert not any(str(c).startswith("mean") for c in table["category"])  # one MVTec class: no mean, none across datasets
     report.style_summary(table).to_html()
     paths = report.write_summary(tmp_path, table)
     text = paths["md"].read_text()
     assert "IM224_WR50_L2-3_P01_D1024-1024_PS-3_AN-1" in text and "| bottle |" in text
-    assert "Ground-truth masks: `nearest`, `official` convention." in text
+    assert "Ground-truth masks: `official` convention." in text and "Ground-truth masks: `nearest` convention." in text
+    assert text.index("## MVTec AD") < text.index("## mine")
+
+
+def test_summary_per_class_paper_anchor_and_other_datasets():
+    lite = {"backbone": "efficientnet_lite0", "layers": ["blocks.2", "blocks.4"], "imagesize": 224,
+            "coreset_ratio": 0.1, "patch_size": 3, "num_nn": 1, "pretrain_embed_dimension": 1024,
+            "target_embed_dimension": 1024}
+    one = {**lite, "coreset_ratio": 0.01}
+    rows = [{"method": "PatchCore", "setting": setting_name(c), "category": cat, "image_auroc": 0.9,
+             "pixel_auroc": 0.9, "pro": 0.9, "config": c, "mask_convention": "official"}
+            for c in (lite, one) for cat in ("bottle", "cable", "magnetic_tile")]
+    nearest = {**lite, "target_embed_dimension": 384}
+    rows += [{"method": "PatchCore", "setting": setting_name(nearest), "category": "bottle", "image_auroc": 0.9,
+              "pixel_auroc": 0.9, "pro": 0.9, "config": nearest, "mask_convention": "nearest"},
+             {"method": "PatchCore", "setting": setting_name(lite) + "_masks-nearest", "category": "bottle",
+              "image_auroc": 0.9, "pixel_auroc": 0.9, "pro": 0.9, "config": lite, "mask_convention": "nearest"}]
+    table = report.summary_table(pd.DataFrame(rows))
+    b10 = table[(table["category"] == "bottle") & (table["setting"] == setting_name(lite))].iloc[0]
+    assert b10["anchor_image_auroc"] == pytest.approx(100.0) and b10["anchor_pro"] == pytest.approx(94.99)
+    assert b10["diff_anchor_pixel_auroc"] == pytest.approx(90.0 - 98.381)
+    # the anchor ran with 1024 -> 1024 embeddings: no anchor for our 384-dim default
+    assert pd.isna(table[table["setting"] == setting_name(nearest)].iloc[0]["anchor_image_auroc"])
+    # nearest-neighbour masks: image AUROC compared with the official code, pixel metrics not (other masks)
+    masks_nearest = table[table["setting"] == setting_name(lite) + "_masks-nearest"].iloc[0]
+    assert masks_nearest["anchor_image_auroc"] == pytest.approx(100.0)
+    assert pd.isna(masks_nearest["anchor_pixel_auroc"]) and pd.isna(masks_nearest["anchor_pro"])
+    b1 = table[(table["category"] == "bottle") & (table["setting"] == setting_name(one))].iloc[0]
+    # per class for image and pixel AUROC; the paper's per-class PRO is not stored: its mean, marked
+    assert b1["paper_source"] == "PatchCore-1% (per class); PatchCore-1% (mean of 15, no per-class source)"
+    assert pd.isna(b1["anchor_image_auroc"])
+    mt10 = table[(table["category"] == "magnetic_tile") & (table["setting"] == setting_name(lite))].iloc[0]
+    assert mt10["dataset"] == "magnetic_tile" and mt10["paper_image_auroc"] == pytest.approx(97.9)
+    assert pd.isna(mt10["paper_pixel_auroc"]) and pd.isna(mt10["anchor_image_auroc"])  # anchor is at 1%
+    mt1 = table[(table["category"] == "magnetic_tile") & (table["setting"] == setting_name(one))].iloc[0]
+    assert mt1["anchor_image_auroc"] == pytest.approx(71.2) and pd.isna(mt1["paper_image_auroc"])  # paper: 10%
+    means = table[table["category"].str.startswith("mean")]
+    assert list(means["category"]) == ["mean (2 classes)"] * 2 and set(means["dataset"]) == {"MVTec AD"}
+    assert list(table["dataset"]).index("magnetic_tile") > max(i for i, d in enumerate(table["dataset"])
+                                                                if d == "MVTec AD")
 
 
 def test_collect_runs_and_baselines(tmp_path):

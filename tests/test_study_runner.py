@@ -12,9 +12,9 @@ nbformat = pytest.importorskip("nbformat")
 pytest.importorskip("papermill")
 
 from patchcore_lib.detectors import EnsembleConfig, PatchCoreConfig  # noqa: E402
-from patchcore_lib.study import runner  # noqa: E402
+from patchcore_lib.study import run_keys, runner  # noqa: E402
 from patchcore_lib.study.params import check_parameters, config_from_params  # noqa: E402
-from patchcore_lib.errors import ConfigError  # noqa: E402
+from patchcore_lib.errors import ConfigError, DatasetError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,10 +66,19 @@ def test_notebook_parameters_survive_comments_with_equals(tiny_study):
                                                                               "reports_dir", "factor"]
 
 
-def test_runner_skips_complete_runs_and_renders_html(tiny_study):
+def _fake_data(tmp_path: Path) -> str:
+    """A data root with categories a and b (one training file each; the tiny notebooks read no data)."""
+    for category in ("a", "b"):
+        (tmp_path / "data" / category / "train" / "good").mkdir(parents=True)
+        (tmp_path / "data" / category / "train" / "good" / "0.png").write_bytes(b"x")
+    return str(tmp_path / "data")
+
+
+def test_runner_skips_complete_runs_and_renders_html(tiny_study, tmp_path):
     notebooks, reports = tiny_study
+    data = _fake_data(tmp_path)
     preset = {"name": "t", "parameters": {"factor": 2, "unknown_to_all": 1}, "notebook_parameters": {}}
-    runs = runner.run_study(preset, categories=["a", "b"], data_root="", reports_dir=reports, notebooks_dir=notebooks,
+    runs = runner.run_study(preset, categories=["a", "b"], data_root=data, reports_dir=reports, notebooks_dir=notebooks,
                            log=lambda s: None)
     assert [r["status"] for r in runs] == ["done"] * 5
     assert _calls(reports) == ["first:a", "first:b", "more:a", "more:b", "report:a,b"]
@@ -78,26 +87,36 @@ def test_runner_skips_complete_runs_and_renders_html(tiny_study):
         assert (executed / f"{stem}.ipynb").is_file()
         html = (executed / f"{stem}.html").read_text()
         assert "<html" in html.lower() and "hello from" in html
+        assert data not in html  # the injected data_root is shown as $DATA_ROOT, not as this machine's folder
         done = json.loads((executed / f"{stem}.done.json").read_text())
         assert "unknown_to_all" not in done["parameters"]
     assert json.loads((executed / "01_first-a.done.json").read_text())["parameters"]["factor"] == 2
+    assert "$DATA_ROOT" in (executed / "01_first-a.html").read_text()
 
     # same parameters: nothing runs
-    runs = runner.run_study(preset, categories=["a", "b"], data_root="", reports_dir=reports,
+    runs = runner.run_study(preset, categories=["a", "b"], data_root=data, reports_dir=reports,
                            notebooks_dir=notebooks, log=lambda s: None)
     assert [r["status"] for r in runs] == ["skipped"] * 5
     assert len(_calls(reports)) == 5
 
+    # changed data (the dataset fingerprint): that category's runs and the report run again
+    (Path(data) / "b" / "train" / "good" / "1.png").write_bytes(b"y")
+    runs = runner.run_study(preset, categories=["a", "b"], data_root=data, reports_dir=reports,
+                           notebooks_dir=notebooks, log=lambda s: None)
+    assert [r["status"] for r in runs] == ["skipped", "done", "skipped", "done", "done"]
+    done = json.loads((reports / "executed" / "01_first-b.done.json").read_text())
+    assert done["inputs"]["library"] == run_keys.library_fingerprint() and len(done["inputs"]["data"]) == 64
+
     # a changed parameter re-runs only the notebooks that declare it
     preset["parameters"]["factor"] = 3
-    runs = runner.run_study(preset, categories=["a"], data_root="", reports_dir=reports, notebooks_dir=notebooks,
+    runs = runner.run_study(preset, categories=["a"], data_root=data, reports_dir=reports, notebooks_dir=notebooks,
                            log=lambda s: None, only=["01", "06"])
     assert [r["status"] for r in runs] == ["done", "skipped"]
     assert _calls(reports)[-1] == "first:a"
 
     # a missing HTML file makes the run incomplete
     (executed / "06_more-a.html").unlink()
-    runs = runner.run_study(preset, categories=["a"], data_root="", reports_dir=reports, notebooks_dir=notebooks,
+    runs = runner.run_study(preset, categories=["a"], data_root=data, reports_dir=reports, notebooks_dir=notebooks,
                            log=lambda s: None, only=["06"])
     assert [r["status"] for r in runs] == ["done"]
 
@@ -109,19 +128,32 @@ def test_failed_notebook_is_reported_and_not_marked_done(tmp_path):
     reports = tmp_path / "reports"
     lines: list[str] = []
     with pytest.raises(runner.StudyError, match="01_bad.ipynb"):
-        runner.run_study({"name": "t"}, categories=["x"], data_root="", reports_dir=reports, notebooks_dir=notebooks,
-                        log=lines.append)
+        runner.run_study({"name": "t"}, categories=["a"], data_root=_fake_data(tmp_path), reports_dir=reports,
+                        notebooks_dir=notebooks, log=lines.append)
     assert not (reports / "executed" / "01_bad.done.json").exists()
     assert (reports / "executed" / "01_bad.html").is_file(), "the failed notebook is still rendered for reading"
     assert any("FAILED" in line and "broken on purpose" in line for line in lines)
 
 
+def test_several_data_roots_and_preset_reports_folders(tmp_path):
+    first, second = tmp_path / "one", tmp_path / "two"
+    for root, category in ((first, "a"), (second, "a"), (second, "b")):
+        (root / category / "train" / "good").mkdir(parents=True)
+    assert runner.roots_of([str(first), str(second)], []) == (["a", "b"], {"a": str(first), "b": str(second)})
+    with pytest.raises(DatasetError, match="'c'.*not found under any of"):
+        runner.roots_of([str(first), str(second)], ["c"])
+    # the default study never writes into the committed reports folder
+    assert runner.preset_reports_dir(runner.load_preset(ROOT / "params" / "quick.yaml")) == ROOT / "reports" / "quick"
+    assert runner.preset_reports_dir(runner.load_preset(ROOT / "params" / "real_reports.yaml")) == ROOT / "reports"
+    assert runner.preset_reports_dir({"name": "x"}).name == "x"
+
+
 def test_run_hash_depends_on_code_and_parameters(tmp_path):
     a = _write_notebook(tmp_path / "a.ipynb", "x = 1", "print(x)")
     b = _write_notebook(tmp_path / "b.ipynb", "x = 1", "print(x + 1)")
-    assert runner.run_hash(a, {"x": 1}) == runner.run_hash(a, {"x": 1})
-    assert runner.run_hash(a, {"x": 1}) != runner.run_hash(a, {"x": 2})
-    assert runner.run_hash(a, {"x": 1}) != runner.run_hash(b, {"x": 1})
+    assert run_keys.run_hash(a, {"x": 1}) == run_keys.run_hash(a, {"x": 1})
+    assert run_keys.run_hash(a, {"x": 1}) != run_keys.run_hash(a, {"x": 2})
+    assert run_keys.run_hash(a, {"x": 1}) != run_keys.run_hash(b, {"x": 1})
 
 
 def test_bad_preset_is_refused(tmp_path):

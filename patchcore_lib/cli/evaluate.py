@@ -5,7 +5,7 @@ import argparse
 import math
 
 from patchcore_lib.cli.common import DefaultsFormatter, add_common_options, add_model_options, detector_from_args, require
-from patchcore_lib.data import AUTO, LAYOUTS
+from patchcore_lib.data import AUTO, LAYOUTS, resolve_common_root
 from patchcore_lib.evaluation.options import EvaluationOptions
 from patchcore_lib.evaluation.runner import evaluate
 from patchcore_lib.utils.schema import add_options, options_from_args
@@ -16,10 +16,14 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
                                  description="Fit on each category's train split, score its test split, write "
                                              "results.csv, metrics.json and scores.csv.",
                                  formatter_class=DefaultsFormatter)
-    parser.add_argument("--data-root", help="folder holding <category>/train and test (and ground_truth)")
+    parser.add_argument("--data-root", help="folder holding <category>/train and test (and ground_truth); default: "
+                                            "$PATCHCORE_DATA_ROOT, then the per-user data folder, where a missing "
+                                            "MVTec AD category is downloaded")
     parser.add_argument("--category", action="append", help="category name (repeat for several)")
     parser.add_argument("--layout", default=AUTO, choices=(AUTO, *LAYOUTS.names()),
                         help="dataset layout; auto: detected per category when unambiguous")
+    parser.add_argument("--no-download", action="store_true",
+                        help="without --data-root: never download a missing MVTec AD category (fail instead)")
     parser.add_argument("--out", help="output directory")
     parser.add_argument("--save-model", action="store_true", help="write <out>/<category>/model.pt")
     parser.add_argument("--no-resume", action="store_true", help="recompute categories already finished in --out")
@@ -35,11 +39,13 @@ def _metric(value: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    require(args, "data_root", "category", "out")
+    require(args, "category", "out")
     categories = [args.category] if isinstance(args.category, str) else list(args.category)
     detector = detector_from_args(args, args.patchcore_names)
     options = EvaluationOptions(**options_from_args(args, args.evaluation_names))
-    rows = evaluate(detector, args.data_root, categories, args.out, save_model=args.save_model,
+    data_root = args.data_root or resolve_common_root(categories, download=not args.no_download,
+                                                      show_progress=not args.quiet)
+    rows = evaluate(detector, data_root, categories, args.out, save_model=args.save_model,
                     show_progress=not args.quiet, resume=not args.no_resume, layout=args.layout, options=options)
     print(f"{'category':<16} {'image_auroc':>11} {'pixel_auroc':>11} {'pro':>7} {'fit_s':>7} {'s/img':>7}")
     for row in rows:

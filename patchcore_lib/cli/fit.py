@@ -36,8 +36,8 @@ def run(args: argparse.Namespace) -> int:
     detector = detector_from_args(args, args.patchcore_names)
     check_writable_dir(Path(args.out).parent if Path(args.out).parent != Path("") else Path("."))
     config = detector.config
-    train = normal_image_folder(args.train, config.resize, config.imagesize)
-    val = labelled_image_folder(args.val, config.resize, config.imagesize) if args.val else None
+    train = normal_image_folder(args.train, config.resize, config.imagesize, config.crop)
+    val = labelled_image_folder(args.val, config.resize, config.imagesize, config.crop) if args.val else None
     show = not args.quiet
     if isinstance(detector, PatchCore):
         detector.fit(train, show_progress=show, calibration=options)

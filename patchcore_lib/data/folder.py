@@ -74,11 +74,11 @@ class FolderDataset(MVTecDataset):
         return (Path(root) / category / "train").is_dir() and not MVTecDataset.matches(root, category)
 
     def __init__(self, root: str | Path, category: str, split: str = "train", resize: int = 256,
-                 imagesize: int = 224, mask_convention: str = "nearest") -> None:
+                 imagesize: int = 224, mask_convention: str = "nearest", crop: str = "center") -> None:
         self.root = Path(root)
         self.category = category
         self.split = split
-        self.preprocess = Preprocess(resize, imagesize, mask_convention)
+        self.preprocess = Preprocess(resize, imagesize, mask_convention, crop)
         self.samples = find_folder_samples(self.root, category, split)
         defects = [s for s in self.samples if s.label == 1]
         self.missing_masks = sum(s.mask_path is None for s in defects)

@@ -93,9 +93,10 @@ class ImageList(torch.utils.data.Dataset):
     """
 
     def __init__(self, images: Sequence[ImageInput], resize: int = 256, imagesize: int = 224,
-                 labels: Sequence[int] | None = None, defect_types: Sequence[str] | None = None) -> None:
+                 labels: Sequence[int] | None = None, defect_types: Sequence[str] | None = None,
+                 crop: str = "center") -> None:
         self.images = list(images)
-        self.preprocess = Preprocess(resize, imagesize)
+        self.preprocess = Preprocess(resize, imagesize, crop=crop)
         self.labels_given = None if labels is None else [int(v) for v in labels]
         self.defect_types_given = None if defect_types is None else list(defect_types)
         self.names = [os.fspath(item) if isinstance(item, (str, os.PathLike)) else f"<image {i}>"
@@ -123,16 +124,18 @@ class ImageList(torch.utils.data.Dataset):
                 "label": label, "defect_type": defect, "path": self.names[index]}
 
 
-def normal_image_folder(folder: str | Path, resize: int = 256, imagesize: int = 224) -> ImageList:
+def normal_image_folder(folder: str | Path, resize: int = 256, imagesize: int = 224, crop: str = "center") -> ImageList:
     """Every image under ``folder`` (recursively) as a training set of normal images."""
     images = list_images_recursive(folder)
     if not images:
         raise DatasetError(f"{folder} contains no images: PatchCore needs normal training images "
                            f"({', '.join(IMAGE_EXTENSIONS)})")
-    return ImageList(images, resize, imagesize, labels=[0] * len(images), defect_types=[GOOD] * len(images))
+    return ImageList(images, resize, imagesize, labels=[0] * len(images), defect_types=[GOOD] * len(images),
+                     crop=crop)
 
 
-def labelled_image_folder(folder: str | Path, resize: int = 256, imagesize: int = 224) -> ImageList:
+def labelled_image_folder(folder: str | Path, resize: int = 256, imagesize: int = 224,
+                          crop: str = "center") -> ImageList:
     """Labelled images: ``folder/<label>/...`` (or ``folder/test/<label>/...``, a category in MVTec layout)
     with ``good`` for normal images and any other label for defects; needs both kinds."""
     folder = Path(folder)
@@ -149,4 +152,4 @@ def labelled_image_folder(folder: str | Path, resize: int = 256, imagesize: int 
     if 0 not in labels or 1 not in labels:
         raise DatasetError(f"{folder} needs a '{GOOD}' folder of normal images and at least one folder of defect "
                            f"images (found: {', '.join(sorted(set(defects))) or 'none'})")
-    return ImageList(paths, resize, imagesize, labels=labels, defect_types=defects)
+    return ImageList(paths, resize, imagesize, labels=labels, defect_types=defects, crop=crop)

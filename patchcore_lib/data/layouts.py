@@ -1,7 +1,7 @@
 """Dataset layouts behind one entry point, :func:`open_split`.
 
 A layout is a ``torch.utils.data.Dataset`` class registered with ``@LAYOUTS.register(name)`` whose
-constructor is ``(root, category, split, resize, imagesize, mask_convention="nearest")`` and whose items are
+constructor is ``(root, category, split, resize, imagesize, mask_convention="nearest", crop="center")`` and whose items are
 dicts with ``image`` [3, S, S], ``mask`` [1, S, S], ``label``, ``defect_type`` and ``path``. A layout class may
 define ``matches(root, category) -> bool`` (used by ``layout="auto"``), ``check(root, category)`` (raises a
 DatasetError saying what is missing) and ``has_masks`` (False: pixel metrics are unavailable, reported as NaN).
@@ -40,16 +40,17 @@ def resolve_layout(root: str | Path, category: str, layout: str = AUTO) -> str:
 
 def open_split(root: str | Path, category: str, split: str, resize: int = 256, imagesize: int = 224,
                layout: str = AUTO, mask_convention: str = "nearest", shots: int | None = None,
-               shots_seed: int = 0) -> torch.utils.data.Dataset:
+               shots_seed: int = 0, crop: str = "center") -> torch.utils.data.Dataset:
     """The ``split`` ('train' or 'test') of ``category`` under ``root``, preprocessed to ``imagesize`` px
     (``layout="auto"``: detected, see :func:`resolve_layout`); ground-truth masks resized by
-    ``mask_convention`` (``nearest`` or ``official``, see ``Preprocess``).
+    ``mask_convention`` (``nearest`` or ``official``) and cropped by ``crop`` (``center`` or ``none``), see
+    :class:`~patchcore_lib.data.preprocessing.Preprocess`.
 
     ``shots``: keep only that many images, drawn by ``shots_seed`` (:func:`select_shots`; the paper's
     few-shot study fits on n nominal training images); None keeps every image.
     """
     cls = LAYOUTS.get(resolve_layout(root, category, layout))
-    dataset = cls(root, category, split, resize, imagesize, mask_convention=mask_convention)
+    dataset = cls(root, category, split, resize, imagesize, mask_convention=mask_convention, crop=crop)
     if shots is None:
         return dataset
     return torch.utils.data.Subset(dataset, select_shots(len(dataset), shots, shots_seed, f"{root}/{category}/{split}"))

@@ -159,11 +159,11 @@ class MVTecDataset(torch.utils.data.Dataset):
         return (folder / "train" / GOOD).is_dir() and (folder / "ground_truth").is_dir()
 
     def __init__(self, root: str | Path, category: str, split: str = "train", resize: int = 256, imagesize: int = 224,
-                 mask_convention: str = "nearest") -> None:
+                 mask_convention: str = "nearest", crop: str = "center") -> None:
         self.root = Path(root)
         self.category = category
         self.split = split
-        self.preprocess = Preprocess(resize, imagesize, mask_convention)
+        self.preprocess = Preprocess(resize, imagesize, mask_convention, crop)
         self.samples = find_samples(self.root, category, split)
 
     def __len__(self) -> int:

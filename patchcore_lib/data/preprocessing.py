@@ -20,6 +20,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 #: threshold 127: the MVTec and anomalib convention) or ``official`` (the official PatchCore code: bilinear
 #: resize, centre crop, then an integer cast of the [0, 1] mask, so only fully covered pixels are anomalous).
 MASK_CONVENTIONS = ("nearest", "official")
+#: image geometries: ``center`` = resize the short side, centre crop (official); ``none`` = the whole image
+#: resized to a square ``imagesize`` x ``imagesize`` (aspect ratio not kept, nothing cut away)
+CROP_MODES = ("center", "none")
 
 
 #: full-scale value of each integer mode that is not 8-bit: images are scaled by their storage depth, never per
@@ -117,24 +120,35 @@ def _to_8bit_mask(img: Image.Image, path: Path) -> Image.Image:
 
 class Preprocess:
     """Official geometry: resize the short side to ``resize``, centre crop ``imagesize``, ImageNet mean/std.
-    Masks follow ``mask_convention`` (:data:`MASK_CONVENTIONS`)."""
+    Masks follow ``mask_convention`` (:data:`MASK_CONVENTIONS`).
 
-    def __init__(self, resize: int = 256, imagesize: int = 224, mask_convention: str = "nearest") -> None:
+    ``crop="none"``: the whole image is resized to ``imagesize`` x ``imagesize`` instead (``resize`` unused),
+    so nothing at the border of a non-square image is cut away."""
+
+    def __init__(self, resize: int = 256, imagesize: int = 224, mask_convention: str = "nearest",
+                 crop: str = "center") -> None:
         if not isinstance(resize, int) or not isinstance(imagesize, int) or resize < 1 or imagesize < 1:
             raise ConfigError(f"resize and imagesize must be positive integers, got resize={resize!r}, imagesize={imagesize!r}")
         if imagesize > resize:
             raise ConfigError(f"imagesize ({imagesize}) must not exceed resize ({resize}): the centre crop is taken from the resized image")
         if mask_convention not in MASK_CONVENTIONS:
             raise ConfigError(f"unknown mask_convention {mask_convention!r}; valid: {', '.join(MASK_CONVENTIONS)}")
+        if crop not in CROP_MODES:
+            raise ConfigError(f"crop must be one of {', '.join(CROP_MODES)}, got {crop!r}")
         self.resize = resize
         self.imagesize = imagesize
         self.mask_convention = mask_convention
-        self._geometry = transforms.Compose([transforms.Resize(resize), transforms.CenterCrop(imagesize)])
+        self.crop = crop
         interpolation = transforms.InterpolationMode.NEAREST if mask_convention == "nearest" \
             else transforms.InterpolationMode.BILINEAR
-        self._mask_geometry = transforms.Compose(
-            [transforms.Resize(resize, interpolation=interpolation), transforms.CenterCrop(imagesize)]
-        )
+        if crop == "none":
+            self._geometry = transforms.Resize((imagesize, imagesize))
+            self._mask_geometry = transforms.Resize((imagesize, imagesize), interpolation=interpolation)
+        else:
+            self._geometry = transforms.Compose([transforms.Resize(resize), transforms.CenterCrop(imagesize)])
+            self._mask_geometry = transforms.Compose(
+                [transforms.Resize(resize, interpolation=interpolation), transforms.CenterCrop(imagesize)]
+            )
         self._mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
 

@@ -108,7 +108,8 @@ def predict_images(detector: Any, images: list[Any], show_progress: bool = False
     if isinstance(images, (str, os.PathLike)) or not hasattr(images, "__len__"):
         images = [images]
     config = detector.config
-    return detector.predict_dataset(ImageList(list(images), config.resize, config.imagesize), show_progress)
+    dataset = ImageList(list(images), config.resize, config.imagesize, crop=getattr(config, "crop", "center"))
+    return detector.predict_dataset(dataset, show_progress)
 
 
 #: Detectors by name. ``@DETECTORS.register(name)`` on a class with ``config_class``, ``options_class``,

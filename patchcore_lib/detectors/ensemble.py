@@ -83,9 +83,9 @@ class EnsembleConfig:
     def __post_init__(self) -> None:
         if len(self.members) < 2:
             raise ConfigError(f"an ensemble needs at least two member configurations, got {len(self.members)}")
-        geometry = {(c.resize, c.imagesize) for c in self.members}
+        geometry = {(c.resize, c.imagesize, c.crop) for c in self.members}
         if len(geometry) != 1:
-            raise ConfigError(f"ensemble members must share resize/imagesize, got {sorted(geometry)}")
+            raise ConfigError(f"ensemble members must share resize/imagesize/crop, got {sorted(geometry)}")
         if isinstance(self.calibration_images, bool) or not isinstance(self.calibration_images, int) \
                 or self.calibration_images < 1:
             raise ConfigError(f"calibration_images must be a positive integer, got {self.calibration_images!r}")
@@ -105,6 +105,7 @@ class EnsembleConfig:
     # the shared settings, read by evaluation and prediction code like a PatchCoreConfig's
     resize = property(lambda self: self.members[0].resize)
     imagesize = property(lambda self: self.members[0].imagesize)
+    crop = property(lambda self: self.members[0].crop)
     batch_size = property(lambda self: self.members[0].batch_size)
     backbone = property(lambda self: "+".join(c.backbone for c in self.members))
 

@@ -173,7 +173,7 @@ def export_model(model: PatchCore, graph_format: str, out: str | os.PathLike, ch
     payload = {"format": EXPORT_FORMAT, "graph_format": graph_format, "graph": export_graph(model, graph_format),
                "config": config.to_dict(), "memory_bank": model.memory_bank.detach().cpu(),
                "grid": list(model.extractor.feature_grid(config.imagesize)), "threshold": model.threshold}
-    images = ImageList(list(check_images), config.resize, config.imagesize)
+    images = ImageList(list(check_images), config.resize, config.imagesize, crop=config.crop)
     eager = model.predict_dataset(images, show_progress)
     exported = ExportedPatchCore(payload, out, device="cpu").predict_dataset(images, show_progress)
     differences = score_difference(eager.scores, exported.scores)

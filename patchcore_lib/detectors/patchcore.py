@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from patchcore_lib import __version__
 from patchcore_lib.components.anomaly_map import anomaly_maps
 from patchcore_lib.components.backbones import BACKBONES, check_layers, get_spec
-from patchcore_lib.data import IMAGENET_MEAN, IMAGENET_STD, make_loader
+from patchcore_lib.data import CROP_MODES, IMAGENET_MEAN, IMAGENET_STD, make_loader
 from patchcore_lib.detectors.base import (DETECTORS, Predictions, predict_images, predict_over_dataset, resolve_device,
                                          shared_settings, state_fingerprint)
 from patchcore_lib.detectors.threshold import ThresholdOptions, calibrate
@@ -46,6 +46,8 @@ class PatchCoreConfig:
                                  metavar="FILE")
     resize: int = option(256, "resize the short image side to this many pixels", minimum=1)
     imagesize: int = option(224, "centre crop size in pixels (<= resize)", minimum=1)
+    crop: str = option("center", "image geometry: center (resize short side + centre crop, official) or none "
+                       "(whole image resized to imagesize x imagesize)", choices=CROP_MODES)
     patch_size: int = option(3, "neighbourhood size p of the local patch aggregation", minimum=1)
     patch_stride: int = option(1, "stride s of the patch grid (paper Eq. 3; s > 1 keeps every s-th position per "
                                "axis, the paper's ablation)", minimum=1)
@@ -104,8 +106,8 @@ class PatchCoreConfig:
 
     def feature_key(self) -> dict[str, Any]:
         """The settings that determine the extracted patch features (cache key material)."""
-        return {k: self.to_dict()[k] for k in ("backbone", "layers", "weights", "resize", "imagesize", "patch_size",
-                                               "patch_stride", "pretrain_embed_dimension", "target_embed_dimension",
+        return {k: self.to_dict()[k] for k in ("backbone", "layers", "weights", "resize", "imagesize", "crop",
+                                               "patch_size", "patch_stride", "pretrain_embed_dimension", "target_embed_dimension",
                                                "seed", "precision")}
 
 
@@ -340,8 +342,9 @@ class PatchCore:
 
 
 def preprocessing_record(config: PatchCoreConfig) -> dict[str, Any]:
-    """How images are prepared for a model: short side resized, centre crop, ImageNet mean / std."""
-    return {"resize": config.resize, "imagesize": config.imagesize, "crop": "center",
+    """How images are prepared for a model: short side resized + centre crop (or the whole image resized to a
+    square, ``crop="none"``), ImageNet mean / std."""
+    return {"resize": config.resize, "imagesize": config.imagesize, "crop": config.crop,
             "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
 
 

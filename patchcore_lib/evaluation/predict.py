@@ -121,7 +121,8 @@ def predict_to_folder(model: Any, inputs: Sequence[Path], out: str | Path, thres
         for begin in range(0, len(todo), flush_every):
             chunk = todo[begin:begin + flush_every]
             predictions = model.predict_images(chunk)
-            display = ImageList(chunk, model.config.resize, model.config.imagesize)
+            display = ImageList(chunk, model.config.resize, model.config.imagesize,
+                                crop=getattr(model.config, "crop", "center"))
             for index, (path, score) in enumerate(zip(chunk, predictions.scores.tolist())):
                 name = names[str(path)]
                 amap = predictions.maps[index]

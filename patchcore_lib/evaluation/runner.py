@@ -69,10 +69,12 @@ def prediction_metrics(predictions: Predictions, has_masks: bool = True) -> dict
 
 
 def _write_scores(path: Path, predictions: Predictions) -> None:
+    """Per-image scores; image paths relative to the category folder (``test/<defect>/<file>``)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["path", "defect_type", "label", "score"])
-    for row in zip(predictions.paths, predictions.defect_types, predictions.labels.tolist(),
+    paths = ["/".join(Path(p).parts[-3:]) for p in predictions.paths]
+    for row in zip(paths, predictions.defect_types, predictions.labels.tolist(),
                    predictions.scores.tolist()):
         writer.writerow(row)
     atomic_write_text(path, buffer.getvalue())
@@ -91,9 +93,9 @@ def evaluate_category(detector: Detector, data_root: str | Path, category: str, 
     options = options or EvaluationOptions()
     layout = resolve_layout(data_root, category, layout)
     train = open_split(data_root, category, "train", config.resize, config.imagesize, layout=layout,
-                       shots=options.train_shots, shots_seed=options.shots_seed)
+                       shots=options.train_shots, shots_seed=options.shots_seed, crop=getattr(config, "crop", "center"))
     test = open_split(data_root, category, "test", config.resize, config.imagesize, layout=layout,
-                      mask_convention=options.mask_convention)
+                      mask_convention=options.mask_convention, crop=getattr(config, "crop", "center"))
     method = method_name(detector)
     detector.fit(train, show_progress=show_progress)
     predictions = detector.predict_dataset(test, show_progress=show_progress)

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from patchcore_lib.components.backbones import BACKBONES, get_spec
 from patchcore_lib.data import Preprocess, load_rgb, open_split
 from patchcore_lib.detectors import (Detector, EnsembleConfig, PatchCore, PatchCoreConfig, ThresholdOptions,
                                      f1_optimal_threshold, make_detector, threshold_rates)
@@ -20,6 +21,7 @@ from patchcore_lib.evaluation.options import EvaluationOptions
 from patchcore_lib.evaluation.reference import (ALL_METRICS, MVTEC_CATEGORIES, official_results, official_run_for,
                                                 official_runs, paper_method_for, paper_table)
 from patchcore_lib.study.params import config_from_params
+from patchcore_lib.study.outputs import relative_paths
 from patchcore_lib.utils.schema import schema_fields
 
 #: keys every 04_evaluate metrics.json holds under "metrics"
@@ -57,7 +59,9 @@ def setting_name(config: dict[str, Any]) -> str:
     """A short, stable name of a configuration, in the style of the official run names.
 
     e.g. ``IM224_wide_resnet50_2_L2-3_P0.1_PS-3_AN-1`` (image size, backbone, layers, coreset ratio,
-    patch size, nearest neighbours; ``_S<seed>`` when the seed is not 0, ``_<score>`` when not ``max``).
+    patch size, nearest neighbours; ``_S<seed>`` when the seed is not 0, ``_<score>`` when not ``max``,
+    ``_crop-none`` for the whole-image geometry, ``_D<pretrain>-<target>`` for embedding dimensions other than
+    the backbone's defaults).
     """
     if not config:
         return "unknown"
@@ -77,6 +81,12 @@ def setting_name(config: dict[str, Any]) -> str:
         name += f"_{config['knn_search']}"
     if int(config.get("seed", 0) or 0):
         name += f"_S{config['seed']}"
+    if config.get("crop", "center") != "center":
+        name += f"_crop-{config['crop']}"
+    dims = (config.get("pretrain_embed_dimension"), config.get("target_embed_dimension"))
+    if None not in dims and config.get("backbone") in BACKBONES and tuple(map(int, dims)) != tuple(
+            get_spec(config["backbone"]).embed_dims):
+        name += f"_D{int(dims[0])}-{int(dims[1])}"
     return name
 
 
@@ -101,8 +111,8 @@ def metrics_row_table(metrics: dict[str, Any]) -> pd.DataFrame:
 
 
 def scores_table(predictions: Any) -> pd.DataFrame:
-    """Per test image: path, defect type, label, image score."""
-    return pd.DataFrame({"path": predictions.paths, "defect_type": predictions.defect_types,
+    """Per test image: path (relative to the category folder), defect type, label, image score."""
+    return pd.DataFrame({"path": relative_paths(predictions.paths), "defect_type": predictions.defect_types,
                          "label": predictions.labels, "score": predictions.scores})
 
 
@@ -187,7 +197,8 @@ def plot_per_defect(table: pd.DataFrame, title: str = "") -> Any:
 def segmentation_ranking(predictions: Any) -> pd.DataFrame:
     """Anomalous test images ranked by segmentation quality (per-image pixel AUROC, best first).
 
-    Columns: index (into the predictions), path, defect_type, score, pixel_auroc, defect_pixels.
+    Columns: index (into the predictions), path (relative to the category folder), defect_type, score,
+    pixel_auroc, defect_pixels.
     Images without defect pixels in their mask are left out.
     """
     rows = []
@@ -195,7 +206,8 @@ def segmentation_ranking(predictions: Any) -> pd.DataFrame:
         mask = np.asarray(predictions.masks[i]).ravel() > 0
         if not mask.any() or mask.all():
             continue
-        rows.append({"index": int(i), "path": predictions.paths[i], "defect_type": predictions.defect_types[i],
+        rows.append({"index": int(i), "path": relative_paths([predictions.paths[i]])[0],
+                     "defect_type": predictions.defect_types[i],
                      "score": float(predictions.scores[i]),
                      "pixel_auroc": float(roc_auc_score(mask, np.asarray(predictions.maps[i]).ravel())),
                      "defect_pixels": int(mask.sum())})
@@ -209,12 +221,13 @@ def best_and_worst(ranking: pd.DataFrame, count: int = 3) -> dict[str, list[int]
     return {"best": ranking.head(n)["index"].tolist(), "worst": ranking.tail(n).iloc[::-1]["index"].tolist()}
 
 
-def _load_display_image(path: str, resize: int, imagesize: int) -> np.ndarray:
-    preprocess = Preprocess(resize, imagesize)
+def _load_display_image(path: str, resize: int, imagesize: int, crop: str = "center") -> np.ndarray:
+    preprocess = Preprocess(resize, imagesize, crop=crop)
     return preprocess.denormalise(preprocess.image(load_rgb(Path(path))))
 
 
-def plot_segmentations(predictions: Any, indices: Sequence[int], resize: int, imagesize: int, title: str = "") -> Any:
+def plot_segmentations(predictions: Any, indices: Sequence[int], resize: int, imagesize: int, title: str = "",
+                       crop: str = "center") -> Any:
     """One row per image: the test image with the ground-truth contour, the anomaly map overlaid, the map alone.
 
     The colour scale is shared by all rows (min..max of the maps over the whole test set), so rows compare.
@@ -226,7 +239,7 @@ def plot_segmentations(predictions: Any, indices: Sequence[int], resize: int, im
 
     mappable = None
     for row, index in enumerate(indices):
-        image = _load_display_image(predictions.paths[index], resize, imagesize)
+        image = _load_display_image(predictions.paths[index], resize, imagesize, crop)
         amap = np.asarray(predictions.maps[index])
         mask = np.asarray(predictions.masks[index]) > 0
         name = f"{predictions.defect_types[index]}/{Path(predictions.paths[index]).name}"
@@ -305,7 +318,7 @@ def threshold_check(detector: Detector, params: dict[str, Any], predictions: Any
         return {}
     config = detector.config
     train = open_split(params["data_root"], params["category"], "train", config.resize, config.imagesize,
-                       layout=params.get("layout", "auto"))
+                       layout=params.get("layout", "auto"), crop=getattr(config, "crop", "center"))
     record = detector.calibrate(train, options, show_progress=False)
     measured = threshold_rates(predictions.scores, predictions.labels, record["threshold"])
     best = f1_optimal_threshold(predictions.scores, predictions.labels) \

@@ -49,6 +49,23 @@ def output_folder(notebook: str, params: dict[str, Any]) -> Path:
     return run_folder(notebook, study, params.get("reports_dir"), params.get("run_id"))
 
 
+def shown_path(path: str | Path) -> str:
+    """A path as the reports show it, without machine-specific parts: relative to the checkout when inside
+    it, ``~/...`` under the home folder, else ``.../<parent>/<name>``."""
+    path = Path(path).expanduser().resolve()
+    for base, prefix in ((repository_root().resolve(), ""), (Path.home().resolve(), "~/")):
+        try:
+            return prefix + path.relative_to(base).as_posix()
+        except ValueError:
+            continue
+    return ".../" + "/".join(path.parts[-2:])
+
+
+def relative_paths(paths: Sequence[str]) -> list[str]:
+    """Image paths as ``<split>/<defect>/<file>`` (relative to the category folder) for the CSVs."""
+    return ["/".join(Path(p).parts[-3:]) for p in paths]
+
+
 def save_figure(fig: Any, folder: Path, name: str, dpi: int = 120) -> Path:
     """Write a matplotlib figure as ``folder/name.png`` atomically."""
     buffer = io.BytesIO()

@@ -25,7 +25,7 @@ from typing import Any
 from patchcore_lib.components.backbones import BACKBONES, check_layers, get_spec
 from patchcore_lib.components.knn import DISTANCES
 from patchcore_lib.components.sampling import SAMPLERS
-from patchcore_lib.data import AUTO, LAYOUTS, ensure_default_dataset, list_categories, resolve_layout
+from patchcore_lib.data import AUTO, LAYOUTS, resolve_data_root, resolve_layout
 from patchcore_lib.detectors import DETECTORS, GaussianADConfig, PatchCoreConfig, ThresholdOptions
 from patchcore_lib.detectors.ensemble import FUSIONS
 from patchcore_lib.errors import ConfigError
@@ -37,10 +37,11 @@ from patchcore_lib.utils.schema import check_value, option, schema_fields
 class StudyParameters:
     """The notebook parameters that are not detector settings, declared once (defaults as in the notebooks)."""
 
-    data_root: str = option("", "dataset root (a registered layout); empty: the embedded synthetic dataset")
+    data_root: str = option("", "dataset root (a registered layout); empty: $PATCHCORE_DATA_ROOT, the per-user "
+                                "data folder, the MVTec AD download (see patchcore_lib.data.roots)")
     layout: str = option(AUTO, "dataset layout of data_root; auto: detected when unambiguous",
                          choices=lambda: (AUTO, *LAYOUTS.names()))
-    category: str = option("", "category under data_root; empty: the synthetic default category")
+    category: str = option("", "category under data_root; empty: the embedded synthetic default category")
     categories: tuple[str, ...] = option((), "categories of the report (empty: every category found)")
     reports_dir: str | None = option(None, "output folder; None: reports/ of the checkout")
     run_id: str | None = option(None, "run folder name; None: <category>-<hash of the parameters>")
@@ -109,8 +110,9 @@ def check_parameters(params: dict[str, Any]) -> dict[str, Any]:
 def check_combination(params: dict[str, Any], synthetic_kind: str = "texture") -> dict[str, Any]:
     """The checks across parameters; returns a new dict with ``layers`` in network order and the dataset resolved.
 
-    An empty ``data_root`` becomes the embedded synthetic dataset (generated on first use) and an empty or
-    unknown ``category`` its default category; a given ``data_root`` must hold ``category``.
+    The dataset is resolved by :func:`patchcore_lib.data.resolve_data_root`: an empty ``data_root`` is looked
+    up in ``$PATCHCORE_DATA_ROOT`` and the per-user data folder (MVTec AD categories downloaded when missing);
+    the synthetic set only for an empty or synthetic ``category``; a given ``data_root`` must hold ``category``.
     """
     out = dict(params)
     if "backbone" in out and out.get("layers"):
@@ -122,10 +124,8 @@ def check_combination(params: dict[str, Any], synthetic_kind: str = "texture") -
         raise ConfigError("notebook parameter 'ensemble_backbones' needs at least two backbones (or [] for none)")
     if "data_root" in out:
         if not out["data_root"]:
-            root, category = ensure_default_dataset(kind=synthetic_kind)
-            out["data_root"] = str(root)
-            if not out.get("category") or out["category"] not in list_categories(root):
-                out["category"] = category
+            root, category = resolve_data_root("", out.get("category"), synthetic_kind=synthetic_kind)
+            out["data_root"], out["category"] = str(root), category
         elif "category" in out:
             layout = resolve_layout(out["data_root"], out["category"], out.get("layout", AUTO))
             check = getattr(LAYOUTS.get(layout), "check", None)

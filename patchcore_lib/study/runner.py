@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import hashlib
 import json
 import sys
 import time
@@ -32,18 +31,18 @@ from typing import Any, Callable, Sequence
 import nbformat
 import yaml
 
-from patchcore_lib import __version__
-from patchcore_lib.data import (check_category, check_category_name, dataset_fingerprint, default_category,
-                                list_categories)
-from patchcore_lib.errors import ConfigError, PatchCoreError
+from patchcore_lib.data import (check_category, check_category_name, default_category,
+                                list_categories, resolve_data_root)
+from patchcore_lib.data.roots import synthetic_kind_of
+from patchcore_lib.errors import ConfigError, DatasetError, PatchCoreError
 from patchcore_lib.study.cluster import (NONE, Unit, add_cluster_options, cluster_has_gpus, open_client,
                                          resolve_cluster, run_units)
 from patchcore_lib.study import sweep
 from patchcore_lib.study.outputs import default_reports_dir, repository_root
+from patchcore_lib.study.run_keys import assign_hashes, data_fingerprints, is_complete, output_hashes
 from patchcore_lib.study.tasks import (NotebookTask, execute_notebook, execute_notebook_task, render_html,
                                        report_inputs, write_task_files)
 from patchcore_lib.utils.files import atomic_write_text, output_lock
-from patchcore_lib.utils.fingerprint import file_sha256
 from patchcore_lib.utils.signals import exit_status, interrupts_raise
 
 
@@ -56,7 +55,8 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 def load_preset(path: str | Path) -> dict[str, Any]:
     """Read a study preset (YAML): ``data_root``, ``categories``, ``parameters`` (for every notebook that
-    declares them), ``notebook_parameters`` (``{notebook-prefix: {name: value}}``), optional ``notebooks``."""
+    declares them), ``notebook_parameters`` (``{notebook-prefix: {name: value}}``), optional ``notebooks`` and
+    ``reports_dir`` (relative to the checkout; default ``reports/<name>``, see :func:`preset_reports_dir`)."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text()) or {}
@@ -66,7 +66,8 @@ def load_preset(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"study preset {path} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"study preset {path} must be a mapping, got {type(data).__name__}")
-    known = {"name", "description", "data_root", "categories", "parameters", "notebook_parameters", "notebooks"}
+    known = {"name", "description", "data_root", "categories", "parameters", "notebook_parameters", "notebooks",
+             "reports_dir"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"study preset {path}: unknown keys {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -76,6 +77,16 @@ def load_preset(path: str | Path) -> dict[str, Any]:
     data["parameters"] = dict(data.get("parameters") or {})
     data["notebook_parameters"] = dict(data.get("notebook_parameters") or {})
     return data
+
+
+def preset_reports_dir(preset: dict[str, Any]) -> Path:
+    """Where a preset's study writes: its ``reports_dir`` (relative to the checkout), else
+    ``<default reports folder>/<preset name>`` (``reports/quick`` for the default study), so that only
+    the preset made for it (``params/real_reports.yaml``) writes the committed reports."""
+    if preset.get("reports_dir"):
+        path = Path(preset["reports_dir"]).expanduser()
+        return path if path.is_absolute() else repository_root() / path
+    return default_reports_dir() / str(preset.get("name") or "study")
 
 
 def discover_notebooks(folder: str | Path, only: Sequence[str] | None = None) -> list[Path]:
@@ -113,48 +124,15 @@ def notebook_parameters(path: str | Path) -> dict[str, str]:
     return {}
 
 
-def notebook_code_hash(path: str | Path) -> str:
-    """Hash of a notebook's cell sources and tags (outputs and metadata are ignored)."""
-    nb = nbformat.read(str(path), as_version=4)
-    digest = hashlib.sha256()
-    for cell in nb.cells:
-        digest.update(cell.cell_type.encode())
-        digest.update(json.dumps(sorted(cell.get("metadata", {}).get("tags", []))).encode())
-        digest.update(cell.source.encode())
-    return digest.hexdigest()
-
-
-def run_hash(notebook: str | Path, params: dict[str, Any], data: Any = None) -> str:
-    """Hash identifying one execution: the notebook's code, the parameters passed, the fingerprints of the
-    data it reads (``data``) and the library version."""
-    payload = {"code": notebook_code_hash(notebook), "parameters": params, "data": data,
-               "library_version": __version__}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _output_hashes(outputs: Sequence[Path]) -> dict[str, str]:
-    return {Path(p).name: file_sha256(p) for p in outputs if Path(p).is_file()}
-
-
-def is_complete(done_path: Path, expected_hash: str, outputs: Sequence[Path]) -> bool:
-    """True when ``done_path`` records ``expected_hash`` and every output file exists with the content it
-    recorded (an emptied or replaced report is not a finished run)."""
-    record = _read_json(done_path)
-    if not isinstance(record, dict) or record.get("hash") != expected_hash:
-        return False
-    if not all(Path(p).is_file() for p in outputs):
-        return False
-    recorded = record.get("outputs")
-    return isinstance(recorded, dict) and recorded == _output_hashes(outputs)
-
-
 class StudyError(PatchCoreError):
     """One or more notebooks of a study failed."""
 
 
 def plan_runs(preset: dict[str, Any], notebooks: Sequence[Path], categories: Sequence[str], data_root: str,
-              reports_dir: Path) -> list[dict[str, Any]]:
-    """The list of executions: notebook, category (None for once-only notebooks), parameters, outputs."""
+              reports_dir: Path, roots: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """The list of executions: notebook, category (None for once-only notebooks), parameters, outputs.
+
+    ``roots``: the data root of each category where it differs from ``data_root`` (see :func:`resolve_roots`)."""
     runs = []
     executed = reports_dir / "executed"
     for notebook in notebooks:
@@ -169,13 +147,40 @@ def plan_runs(preset: dict[str, Any], notebooks: Sequence[Path], categories: Seq
             params = {**values, **common}
             if category is not None:
                 params["category"] = category
+                params["data_root"] = (roots or {}).get(category, data_root)
             params = {k: v for k, v in params.items() if k in declared}
             stem = f"{notebook.stem}-{category}" if category is not None else notebook.stem
             runs.append({"notebook": notebook, "category": category, "parameters": params,
                          "uses_cache": "cache_dir" in declared,
+                         "data_root": params.get("data_root", data_root) or "",
                          "ipynb": executed / f"{stem}.ipynb", "html": executed / f"{stem}.html",
                          "done": executed / f"{stem}.done.json"})
     return runs
+
+
+def roots_of(data_roots: Sequence[str], categories: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """Several dataset roots: (categories, {category: the first root holding it}); with no categories given,
+    every category found under the roots. DatasetError naming the roots for a category none holds."""
+    found: dict[str, str] = {}
+    for root in data_roots:
+        for category in list_categories(root):
+            found.setdefault(category, root)
+    wanted = list(categories) or list(found)
+    missing = [c for c in wanted if c not in found]
+    if missing or not wanted:
+        raise DatasetError(f"categories {missing or '(any)'} not found under any of {', '.join(data_roots)} "
+                           f"(found: {', '.join(found) or 'none'})")
+    return wanted, {c: found[c] for c in wanted}
+
+
+def resolve_roots(data_root: str, categories: Sequence[str], download: bool = True) -> dict[str, str]:
+    """Without ``data_root``: the folder of each non-synthetic category (``$PATCHCORE_DATA_ROOT``, the per-user
+    data folder, or the MVTec AD download; see :func:`patchcore_lib.data.resolve_data_root`), resolved before
+    any notebook runs so that a missing category fails at once with one clear error. Synthetic categories keep
+    the empty root (each notebook generates the set). With ``data_root``: ``{}``."""
+    if data_root:
+        return {}
+    return {c: str(resolve_data_root("", c, download=download)[0]) for c in categories if not synthetic_kind_of(c)}
 
 
 def resolve_categories(data_root: str, categories: Sequence[str]) -> list[str]:
@@ -195,13 +200,8 @@ def resolve_categories(data_root: str, categories: Sequence[str]) -> list[str]:
     return [default_category("texture")]
 
 
-def _is_skipped(run: dict[str, Any], force: bool, fingerprints: dict[str, str] | None = None) -> bool:
-    """Compute the run's hash; True (and status ``skipped``) when it is complete with the same hash.
-    ``fingerprints``: content fingerprint per category (a run's own category, or all of them for once-only
-    notebooks, enter its hash)."""
-    fingerprints = fingerprints or {}
-    data = fingerprints.get(run["category"]) if run["category"] is not None else fingerprints
-    run["hash"] = run_hash(run["notebook"], run["parameters"], data)
+def _is_skipped(run: dict[str, Any], force: bool) -> bool:
+    """True (and status ``skipped``) when the run is complete with its hash (see :func:`assign_hashes`)."""
     if not force and is_complete(run["done"], run["hash"], [run["ipynb"], run["html"]]):
         run.update(status="skipped", seconds=0.0)
         return True
@@ -212,9 +212,9 @@ def _finish_run(run: dict[str, Any], error: str | None, seconds: float, where: s
     """Record the outcome: on success the ``.done.json`` (written last, atomically); returns the log status."""
     if error is None:
         record = {"hash": run["hash"], "notebook": str(run["notebook"]), "category": run["category"],
-                  "parameters": run["parameters"], "seconds": round(seconds, 2),
+                  "parameters": run["parameters"], "inputs": run.get("inputs"), "seconds": round(seconds, 2),
                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                  "outputs": _output_hashes([run["ipynb"], run["html"]])}
+                  "outputs": output_hashes([run["ipynb"], run["html"]])}
         if where:
             record["worker"] = where
         atomic_write_text(run["done"], json.dumps(record, indent=2, default=str))
@@ -225,11 +225,11 @@ def _finish_run(run: dict[str, Any], error: str | None, seconds: float, where: s
 
 
 def _execute_runs(runs: list[dict[str, Any]], force: bool, kernel: str | None,
-                  log: Callable[[str], None], fingerprints: dict[str, str] | None = None) -> list[dict[str, Any]]:
+                  log: Callable[[str], None]) -> list[dict[str, Any]]:
     """Execute (or skip) each planned run in order, in this process; returns the failed ones."""
     for k, run in enumerate(runs, 1):
         label = f"[{k}/{len(runs)}] {run['ipynb'].stem}"
-        if _is_skipped(run, force, fingerprints):
+        if _is_skipped(run, force):
             log(f"{label}: complete with the same parameters, skipped")
             continue
         t0 = time.perf_counter()
@@ -242,7 +242,7 @@ def _execute_runs(runs: list[dict[str, Any]], force: bool, kernel: str | None,
             error = f"{type(exc).__name__}: {text.splitlines()[-1] if text else ''}"
         if run["ipynb"].is_file():
             try:
-                render_html(run["ipynb"], run["html"])
+                render_html(run["ipynb"], run["html"], run["data_root"])
             except Exception as exc:  # rendering a broken partial notebook must not hide the real error
                 log(f"{label}: HTML rendering failed: {exc}")
         log(f"{label}: {_finish_run(run, error, time.perf_counter() - t0)}")
@@ -268,13 +268,12 @@ def _dependencies(runs: list[dict[str, Any]]) -> dict[str, tuple[str, ...]]:
 
 
 def _execute_runs_on_cluster(runs: list[dict[str, Any]], force: bool, kernel: str | None, client: Any,
-                             reports: Path, log: Callable[[str], None],
-                             fingerprints: dict[str, str] | None = None) -> list[dict[str, Any]]:
+                             reports: Path, log: Callable[[str], None]) -> list[dict[str, Any]]:
     """Execute the runs as Dask tasks (dependencies respected); the client writes every returned file
     atomically, then the ``.done.json``. Returns the failed runs."""
     todo = []
     for run in runs:
-        if _is_skipped(run, force, fingerprints):
+        if _is_skipped(run, force):
             log(f"{run['ipynb'].stem}: complete with the same parameters, skipped")
         else:
             run["done"].unlink(missing_ok=True)
@@ -319,11 +318,12 @@ def _relative_to(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix()
 
 
-def run_study(preset: dict[str, Any], *, categories: Sequence[str] | None = None, data_root: str | None = None,
+def run_study(preset: dict[str, Any], *, categories: Sequence[str] | None = None, data_root: str | Sequence[str] | None = None,
               reports_dir: str | Path | None = None, notebooks_dir: str | Path | None = None,
               only: Sequence[str] | None = None, force: bool = False, kernel: str | None = None,
               cluster: str = NONE, workers: int | None = None, threads: int | None = None,
-              dashboard: str = ":8787", log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+              dashboard: str = ":8787", log: Callable[[str], None] = print,
+              download: bool = True) -> list[dict[str, Any]]:
     """Run (or skip, when complete with the same parameters) every notebook of the study; return the runs
     with ``status`` (``done``, ``skipped`` or ``failed``) and ``seconds``. Raises :class:`StudyError` at the
     end when a notebook failed (the others still run).
@@ -333,28 +333,35 @@ def run_study(preset: dict[str, Any], *, categories: Sequence[str] | None = None
     (:func:`patchcore_lib.study.cluster.resolve_cluster`)."""
     start = time.perf_counter()
     data_root = preset.get("data_root", "") if data_root is None else data_root
-    data_root = str(Path(data_root).expanduser().resolve()) if data_root else ""
-    categories = resolve_categories(data_root, categories or preset.get("categories") or [])
-    reports = Path(reports_dir or default_reports_dir()).expanduser().resolve()
+    data_roots = [data_root] if isinstance(data_root, str) else list(data_root)
+    data_roots = [str(Path(r).expanduser().resolve()) for r in data_roots if r]
+    if len(data_roots) > 1:  # each category from the first root that holds it
+        categories, roots = roots_of(data_roots, categories or preset.get("categories") or [])
+        data_root = data_roots[0]
+    else:
+        data_root = data_roots[0] if data_roots else ""
+        categories = resolve_categories(data_root, categories or preset.get("categories") or [])
+        roots = resolve_roots(data_root, categories, download)
+    reports = Path(reports_dir or preset_reports_dir(preset)).expanduser().resolve()
     folder = Path(notebooks_dir or repository_root() / "notebooks")
     notebooks = discover_notebooks(folder, only or preset.get("notebooks"))
     if not notebooks:
         raise ConfigError(f"no notebooks found in {folder}")
-    runs = plan_runs(preset, notebooks, categories, data_root, reports)
+    runs = plan_runs(preset, notebooks, categories, data_root, reports, roots)
     log(f"study '{preset.get('name', 'study')}': {len(notebooks)} notebooks x categories {', '.join(categories)} "
         f"-> {len(runs)} runs; reports in {reports}")
     if data_root and reports.is_relative_to(Path(data_root)):
         raise ConfigError(f"reports folder {reports} is inside the data root {data_root}; choose a --reports-dir "
                           "outside the dataset")
-    fingerprints = {c: dataset_fingerprint(data_root, c) for c in categories} if data_root else {}
+    assign_hashes(runs, data_fingerprints(data_root, categories, roots))
     reports.mkdir(parents=True, exist_ok=True)
     cluster = resolve_cluster(cluster)
     with output_lock(reports, "--reports-dir"):  # two studies into one reports folder: the second refuses
         if cluster == NONE:
-            failures = _execute_runs(runs, force, kernel, log, fingerprints)
+            failures = _execute_runs(runs, force, kernel, log)
         else:
             with open_client(cluster, workers, threads, dashboard, log) as client:
-                failures = _execute_runs_on_cluster(runs, force, kernel, client, reports, log, fingerprints)
+                failures = _execute_runs_on_cluster(runs, force, kernel, client, reports, log)
     wall = time.perf_counter() - start
     log(f"study wall time: {wall:.1f} s ({wall / 60:.1f} min); "
         f"{sum(r['status'] == 'done' for r in runs)} run, {sum(r['status'] == 'skipped' for r in runs)} skipped, "
@@ -388,14 +395,20 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "'python -m patchcore_lib.study sweep --help': a grid of settings.")
     parser.add_argument("-f", "--preset", default=None,
                         help="study preset YAML (default: params/quick.yaml of the checkout)")
-    parser.add_argument("--data-root", default=None, help="dataset root (MVTec layout); '' = embedded synthetic")
+    parser.add_argument("--data-root", nargs="+", default=None,
+                        help="dataset root(s) (MVTec layout); with several, each category is taken from the first "
+                             "that holds it; omitted: the preset's, else $PATCHCORE_DATA_ROOT / the per-user data "
+                             "folder / the MVTec AD download / the synthetic set for synthetic categories")
     parser.add_argument("--categories", nargs="+", default=None, help="categories (default: preset's, else all)")
-    parser.add_argument("--reports-dir", default=None, help="output folder (default: reports/ of the checkout)")
+    parser.add_argument("--reports-dir", default=None,
+                        help="output folder (default: the preset's reports_dir, else reports/<preset name>)")
     parser.add_argument("--notebooks-dir", default=None, help="folder of the notebooks (default: notebooks/)")
     parser.add_argument("--only", nargs="+", default=None, help="run only notebooks starting with these prefixes")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
                         help="override a notebook parameter of the preset (VALUE is read as YAML), e.g. "
                              "--set weights=/models/wide_resnet50_2-95faca4d.pth --set imagesize=128")
+    parser.add_argument("--no-download", action="store_true",
+                        help="without --data-root: never download a missing MVTec AD category (fail instead)")
     parser.add_argument("--force", action="store_true", help="re-run notebooks even when complete")
     parser.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebooks' python3)")
     add_cluster_options(parser)
@@ -418,7 +431,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_study(preset, categories=args.categories, data_root=args.data_root, reports_dir=args.reports_dir,
                       notebooks_dir=args.notebooks_dir, only=args.only, force=args.force, kernel=args.kernel,
                       cluster=resolve_cluster(args.cluster), workers=args.workers, threads=args.threads,
-                      dashboard=args.dashboard)
+                      dashboard=args.dashboard, download=not args.no_download)
     except PatchCoreError as exc:
         if args.debug:
             raise

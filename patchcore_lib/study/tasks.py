@@ -22,6 +22,7 @@ import nbformat
 import torch
 
 from patchcore_lib.errors import OutputError
+from patchcore_lib.study.outputs import repository_root
 from patchcore_lib.utils.files import atomic_write_bytes, atomic_write_text
 
 #: file types whose text may name the staging folder (replaced by the reports folder)
@@ -48,13 +49,20 @@ def execute_notebook(notebook: Path, output: Path, params: dict[str, Any], kerne
                                    kernel_manager_class=manager)
 
 
-def render_html(ipynb: str | Path, html: str | Path | None = None) -> Path:
-    """Render an executed notebook to standalone HTML (nbconvert), written atomically next to it."""
+def render_html(ipynb: str | Path, html: str | Path | None = None, data_root: str = "") -> Path:
+    """Render an executed notebook to standalone HTML (nbconvert), written atomically next to it.
+
+    Machine paths (the injected parameters, tracebacks) are shown without the machine's folders: the data root
+    as ``$DATA_ROOT``, the checkout as ``$CHECKOUT``, the home folder as ``~``."""
     from nbconvert import HTMLExporter  # optional heavy dependency (study extra): imported when rendering
 
     ipynb = Path(ipynb)
     html = Path(html) if html else ipynb.with_suffix(".html")
     body, _ = HTMLExporter().from_notebook_node(nbformat.read(str(ipynb), as_version=4))
+    for path, shown in ((data_root, "$DATA_ROOT"), (str(repository_root().resolve()), "$CHECKOUT"),
+                        (str(Path.home()), "~")):
+        if path and len(path) > 1:
+            body = body.replace(path, shown)
     return atomic_write_text(html, body)
 
 
@@ -143,7 +151,7 @@ def execute_notebook_task(task: NotebookTask) -> dict[str, Any]:
         if ipynb.is_file():
             ipynb.write_bytes(ipynb.read_bytes().replace(old, new))
             try:
-                render_html(ipynb, stage / task.html)
+                render_html(ipynb, stage / task.html, str(task.parameters.get("data_root") or ""))
             except Exception as exc:  # rendering a broken partial notebook must not hide the real error
                 error = error or f"HTML rendering failed: {exc}"
         files = _staged_files(stage, task.inputs, old, new)
