@@ -4,6 +4,8 @@
 #   the calibrated threshold's false-alarm and miss rates on the test split, the ONNX export's
 #   largest score difference, and Eq. 7's image AUROC under both search distances.
 # Usage: bash scripts/measure_inspection_line.sh DATA_ROOT CATEGORY OUT_DIR [fit options...]
+# Writes OUT_DIR/summary.json (what README's "Inspection line" table shows; scripts/real_reports.sh copies it
+# to reports/inspection_line/CATEGORY.json).
 set -euo pipefail
 root=${1:?DATA_ROOT}; category=${2:?CATEGORY}; out=${3:?OUT_DIR}; shift 3
 mkdir -p "$out"
@@ -42,3 +44,19 @@ echo "export_seconds $(seconds "$start")" | tee -a "$out/times.txt"
 
 python -m benchmarks.reweighted_distances --model "$out/model.pt" --data-root "$root" \
     --category "$category" | tee "$out/reweighted_distances.json"
+
+python - "$out" "$category" <<'PY'
+import json, re, sys
+from pathlib import Path
+out, category = Path(sys.argv[1]), sys.argv[2]
+times = dict(line.split() for line in (out / "times.txt").read_text().splitlines())
+rates = json.loads((out / "threshold_rates.json").read_text())
+export = re.search(r"checked (\d+) images: largest score difference ([0-9.e+-]+) relative",
+                   (out / "export.txt").read_text())
+summary = {"category": category, **{k: float(v) for k, v in times.items()}, **rates,
+           "export_format": "onnx", "export_images": int(export.group(1)),
+           "export_max_relative_difference": float(export.group(2)),
+           **json.loads((out / "reweighted_distances.json").read_text())}
+(out / "summary.json").write_text(json.dumps(summary, indent=2))
+print(json.dumps(summary, indent=2))
+PY

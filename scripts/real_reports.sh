@@ -2,10 +2,12 @@
 # Regenerate every committed real-data report from the committed code, then the README's result tables:
 #   bash scripts/real_reports.sh [MVTEC_AD_ROOT [MAGNETIC_TILE_ROOT]]
 # (defaults: ../shared/data/mvtec_ad and ../shared/data, the data folders beside this checkout).
-#  1. the notebook study (params/real_reports.yaml: bottle from MVTEC_AD_ROOT, magnetic_tile from
+#  1. variants (patchcore evaluate) into reports/variants/<name>/: the magnetic-tile geometries, bottle with
+#     the official anchor's embedding dimensions under both mask conventions; Eq. 7 under both distances;
+#  2. the inspection-line measurements (scripts/measure_inspection_line.sh) into reports/inspection_line/;
+#  3. the notebook study (params/real_reports.yaml: bottle from MVTEC_AD_ROOT, magnetic_tile from
 #     MAGNETIC_TILE_ROOT) into reports/: executed notebooks + HTML, run folders, reports/summary.*;
-#  2. the magnetic-tile geometry variants (patchcore evaluate) into reports/magnetic_tile_variants/<name>/;
-#  3. README.md's results block from those reports (python -m patchcore_lib.study.readme).
+#  4. README.md's results block from those reports (python -m patchcore_lib.study.readme).
 # Runs already complete with the same code, parameters and data are skipped (--force re-runs: pass it as
 # a third argument). Several hours on 2 CPU cores; minutes on a GPU.
 set -euo pipefail
@@ -15,14 +17,42 @@ TILES=${2:-../shared/data}
 FORCE=${3:-}
 PY=${PY:-.venv/bin/python}
 [ -x "$PY" ] || bash scripts/setup_env.sh
-$PY -m patchcore_lib.study -f params/real_reports.yaml --data-root "$MVTEC" "$TILES" $FORCE
-variant() {  # name, then patchcore evaluate options
-  name=$1; shift
-  $PY -m patchcore_lib evaluate --data-root "$TILES" --category magnetic_tile --quiet \
-      --out "reports/magnetic_tile_variants/$name" $( [ "$FORCE" = --force ] && echo --no-resume ) "$@"
+variant() {  # name, data root, category, then patchcore evaluate options
+  name=$1; root=$2; category=$3; shift 3
+  $PY -m patchcore_lib evaluate --data-root "$root" --category "$category" --quiet \
+      --out "reports/variants/$name" $( [ "$FORCE" = --force ] && echo --no-resume ) "$@"
 }
-# 1% coreset for all variants (keeps each run short); efficientnet_lite0 (offline weights)
-variant A_center224 --coreset-ratio 0.01 --resize 256 --imagesize 224 --crop center
-variant B_none224 --coreset-ratio 0.01 --resize 224 --imagesize 224 --crop none
-variant C_none320 --coreset-ratio 0.01 --resize 320 --imagesize 320 --crop none
+# the magnetic-tile geometry (README "The magnetic-tile gap"): 1% coreset and 1024 -> 1024 embeddings for all,
+# as the official code's run on these tiles (reference_data/anchors_measured.csv), so only the geometry changes
+D1024="--pretrain-embed-dimension 1024 --target-embed-dimension 1024"
+variant mt_A_center224 "$TILES" magnetic_tile --coreset-ratio 0.01 $D1024 --resize 256 --imagesize 224 --crop center
+variant mt_B_none224 "$TILES" magnetic_tile --coreset-ratio 0.01 $D1024 --resize 224 --imagesize 224 --crop none
+variant mt_C_none320 "$TILES" magnetic_tile --coreset-ratio 0.01 $D1024 --resize 320 --imagesize 320 --crop none
+# bottle as the official code's anchor runs (1024 -> 1024 embeddings) under both mask conventions
+variant bottle_D1024_masks-nearest "$MVTEC" bottle $D1024
+variant bottle_D1024_masks-official "$MVTEC" bottle $D1024 --mask-convention official
+# Eq. 7 under both search distances on one memory bank of the magnetic tiles (defaults: 10% coreset)
+mkdir -p reports/variants/.models
+model=reports/variants/.models/magnetic_tile.pt
+[ -f "$model" ] && [ "$FORCE" != --force ] || \
+    $PY -m patchcore_lib fit --train "$TILES/magnetic_tile/train" --out "$model" --calibration-folds 0 --quiet
+check=reports/variants/reweighted_distances-magnetic_tile.json  # redone when the model is newer, or with --force
+if [ ! -f "$check" ] || [ "$model" -nt "$check" ] || [ "$FORCE" = --force ]; then
+  $PY -m benchmarks.reweighted_distances --model "$model" --data-root "$TILES" --category magnetic_tile > "$check.tmp"
+  mv "$check.tmp" "$check"
+fi
+# the inspection line (fit with a calibrated threshold, predict, ONNX export; Eq. 7 check) on both datasets;
+# kept when reports/inspection_line/<category>.json exists (--force measures again)
+mkdir -p reports/inspection_line
+for pair in "$MVTEC bottle" "$TILES magnetic_tile"; do
+  set -- $pair
+  record=reports/inspection_line/$2.json
+  if [ ! -f "$record" ] || [ "$FORCE" = --force ]; then
+    work=$(mktemp -d)
+    PATH="$(dirname "$PY"):$PATH" bash scripts/measure_inspection_line.sh "$1" "$2" "$work" > "$work.log" 2>&1
+    cp "$work/summary.json" "$record.tmp" && mv "$record.tmp" "$record"
+    rm -rf "$work" "$work.log"
+  fi
+done
+$PY -m patchcore_lib.study -f params/real_reports.yaml --data-root "$MVTEC" "$TILES" $FORCE
 $PY -m patchcore_lib.study.readme

@@ -57,7 +57,9 @@ def test_fit_records_preprocessing_threshold_and_f1(fitted):
 
 def test_predict_scores_equal_evaluate_and_apply_the_threshold(evaluated, synthetic_root, tmp_path):
     out, model_path = evaluated
-    expected = {r["path"]: float(r["score"]) for r in _rows(out / "tiny" / "scores.csv")}
+    # evaluate's scores.csv names images relative to the category folder; predict by the paths it was given
+    expected = {str(synthetic_root / "tiny" / r["path"]): float(r["score"])
+                for r in _rows(out / "tiny" / "scores.csv")}
     assert main(["predict", "--model", str(model_path), str(synthetic_root / "tiny" / "test"), "--out",
                  str(tmp_path / "p"), "--threshold", "5.5", "--save-raw-maps", "--quiet"]) == 0
     rows = _rows(tmp_path / "p" / "predictions.csv")

@@ -55,7 +55,8 @@ def test_04_declares_the_documented_parameters():
 
     declared = notebook_parameters(NB04)
     assert list(declared) == ["data_root", "layout", "category", "backbone", "layers", "weights", "resize",
-                              "imagesize", "crop", "coreset_ratio", "sampler", "num_nn", "score", "distance", "sigma", "seed",
+                              "imagesize", "crop", "pretrain_embed_dimension", "target_embed_dimension",
+                              "coreset_ratio", "sampler", "num_nn", "score", "distance", "sigma", "seed",
                               "device", "reports_dir", "run_id", "ensemble_backbones", "false_alarm_rate",
                               "calibration_folds", "ensemble_fusion", "mask_convention", "train_shots", "shots_seed"]
     assert declared["backbone"] == '"efficientnet_lite0"' and declared["imagesize"] == "224"

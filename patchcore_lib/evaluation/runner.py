@@ -41,8 +41,9 @@ from patchcore_lib.evaluation.options import EvaluationOptions
 
 RESULT_COLUMNS = ["category", "image_auroc", "pixel_auroc", "pro", "anomaly_pixel_auroc", "anomaly_pro",
                   "fit_seconds", "predict_seconds", "predict_seconds_per_image", "memory_bank_size", "num_train",
-                  "num_test", "run_id", "method", "mask_convention", "layout", "note"]
+                  "num_test", "anomalous_pixels", "run_id", "method", "mask_convention", "layout", "note"]
 # ``memory_bank_size`` is the number of stored patches (PatchCore) or of per-position Gaussians (PaDiM/OrthoAD).
+# ``anomalous_pixels``: ground-truth anomalous pixels of the test split at the evaluated size (mask convention).
 # ``pixel_auroc``/``pro``: over all test images; ``anomaly_*``: over the anomalous test images only (the
 # official code's ``anomaly_pixel_auroc`` / ``anomaly_pro``).
 _TEXT_COLUMNS = ("category", "run_id", "method", "mask_convention")
@@ -114,6 +115,7 @@ def evaluate_category(detector: Detector, data_root: str | Path, category: str, 
         "memory_bank_size": detector.memory_bank_size,
         "num_train": len(train),
         "num_test": len(test),
+        "anomalous_pixels": int(np.asarray(predictions.masks).astype(bool).sum()) if has_masks else "",
         "run_id": run_id,
         "method": method,
         "mask_convention": options.mask_convention,
