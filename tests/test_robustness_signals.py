@@ -87,7 +87,10 @@ def test_interrupting_the_study_is_one_line_without_the_kernels_traceback(tmp_pa
                                 metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
                                                          "language": "python"}}), str(notebooks / "01_slow.ipynb"))
     reports = tmp_path / "reports"
-    process = _start(["patchcore_lib.study", "--data-root", "", "--categories", "c1", "--notebooks-dir",
+    data = tmp_path / "data"  # category c1 (the slow notebook reads nothing)
+    (data / "c1" / "train" / "good").mkdir(parents=True)
+    (data / "c1" / "train" / "good" / "0.png").write_bytes(b"x")
+    process = _start(["patchcore_lib.study", "--data-root", str(data), "--categories", "c1", "--notebooks-dir",
                       str(notebooks), "--reports-dir", str(reports), "--cluster", "none"], cwd=tmp_path)
     _wait_for(reports / "executed" / "01_slow-c1.ipynb")
     time.sleep(3)  # the cell is running
