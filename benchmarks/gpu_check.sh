@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The GPU checks of issue 17 in one run (about 3-4 minutes on one H200): the CUDA tests, the MVTec-sized
-# workload (exact float32, then TF32 and bfloat16), and the bottle dataset mode, each writing its JSON into OUTDIR.
+# The GPU checks of issue 17 in one run (about 3-4 minutes on one H200, plus notebook 07): the CUDA tests, the
+# MVTec-sized workload (exact float32, then TF32 and bfloat16), the bottle dataset mode, each writing its JSON into
+# OUTDIR, and notebook 07 on bottle (issue 14: Table 5's inference times on this device).
 #
 #   bash benchmarks/gpu_check.sh OUTDIR [DATA_ROOT]
 #
@@ -39,6 +40,10 @@ if [ -d "$DATA_ROOT/bottle" ]; then
     step "bottle_metrics_$precision" "$PYTHON" -m patchcore_lib evaluate --data-root "$DATA_ROOT" --category bottle \
       --device "$DEVICE" --precision "$precision" --quiet --no-resume --out "$OUT/bottle_$precision"
   done
+  # issue 14: the paper's Table 5 on this device (inference time per image at 100 / 10 / 1%, exact vs IVF-PQ),
+  # the backbone x image-size grid and the few-shot curve: notebook 07 on bottle
+  step notebook_07_bottle "$PYTHON" -m papermill notebooks/07_paper_experiments.ipynb "$OUT/07_paper_experiments-bottle.ipynb" \
+    -p data_root "$DATA_ROOT" -p category bottle -p device "$DEVICE" -p reports_dir "$OUT/reports" -p cache_dir "$OUT/cache"
 else
   echo "== bottle: skipped ($DATA_ROOT/bottle not found)"
 fi

@@ -20,7 +20,8 @@ EXPECTED = {
                               "feature_cache.csv", "pca_patches.png", "memory_bank.csv", "memory_bank.png"],
     "02_coreset_ablation": ["coreset_ablation.csv", "coreset_ablation_display.csv", "coreset_metrics.png",
                             "coreset_coverage.png", "paper_comparison.csv", "seed_spread.csv", "seed_spread.png"],
-    "03_knn_scoring": ["knn_scoring.csv", "variant_metrics.png", "score_histograms.png", "anomaly_gallery.png"],
+    "03_knn_scoring": ["knn_scoring.csv", "variant_metrics.png", "score_histograms.png", "anomaly_gallery.png",
+                       "reweighting_effect.csv", "reweighting_weights.png"],
 }
 EXTRA = {
     "01_feature_extraction": {"ratios": [0.1, 1.0], "bank_imagesizes": [64, 128], "num_samples": 2,

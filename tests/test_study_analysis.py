@@ -207,6 +207,51 @@ def test_knn_scoring_ablation_reuses_identical_configs(setup):
     assert {setup["targets"].defect_types[i] for i in index} >= {"good"}
 
 
+def test_reweighting_effect_weights_within_the_bound_and_flips_explain_the_auroc_change(setup):
+    """Eq. 7 on a real small bank: w = s / s* lies in [1 - 1/(b+1), 1); the pairs it re-orders account for the
+    change of image AUROC exactly (no ties among continuous scores)."""
+    from patchcore_lib.evaluation.metrics import image_auroc
+
+    model = shared.variant(setup["model"], sampler="random", coreset_ratio=0.05)
+    model.fit(setup["train"].reshape(-1, setup["train"].shape[-1]), show_progress=False)
+    variants = ks.scoring_variants([1], [1, 3], ["sqeuclidean"], [4], ks.scoring_defaults(model.config))
+    table, scores, _ = ks.knn_scoring_ablation(model, model.memory_bank, setup["test"], setup["grid"],
+                                               setup["targets"], variants, log=None)
+    labels = np.asarray(setup["targets"].labels)
+    effect, weights = ks.reweighting_effect(scores, variants, labels)
+    assert sorted(effect.b) == [1, 3] and sorted(weights) == [1, 3]
+    for b, w in weights.items():
+        assert np.all(w >= 1 - 1 / (b + 1) - 1e-6) and np.all(w <= 1 + 1e-6)  # float32 s* rounding
+    max_auroc = image_auroc(labels, scores["image score: max"])
+    for row in effect.itertuples():
+        rew_auroc = image_auroc(labels, scores[f"image score: reweighted b={row.b}"])
+        assert row.auroc_change_from_flips == pytest.approx(rew_auroc - max_auroc, abs=1e-9)
+        assert 0 <= row.images_changing_rank <= row.images
+    fig = ks.plot_reweighting(weights, scores, variants, labels, b_shown=3)
+    assert len(fig.axes) == 3
+
+
+def test_metric_range_stays_below_100_for_constant_panels():
+    low, high = ks.metric_range(pd.Series([1.0, 1.0, 1.0]))
+    assert (low, high) == (99.5, 100.5)
+    low, high = ks.metric_range(pd.Series([0.8, 0.9]))
+    assert low < 80 and 90 < high <= 100.5
+
+
+def test_paper_comparison_puts_our_runs_beside_the_papers_per_sampler():
+    table = pd.DataFrame({"sampler": ["random", "approx_greedy"], "ratio": [0.01, 0.01],
+                          "image_auroc": [0.9, 0.99], "pixel_auroc": [0.95, 0.97], "pro": [0.8, 0.9]})
+    comparison = ca.paper_comparison(table)
+    assert len(comparison) == len(ca.PAPER_CORESET)
+    random_1 = comparison[(comparison.sampler == "random") & (comparison["ratio (%)"] == "1%")].iloc[0]
+    assert random_1.ours_image_auroc == 90.0 and random_1.approximate
+    greedy_10 = comparison[(comparison.sampler == "approx_greedy") & (comparison["ratio (%)"] == "10%")].iloc[0]
+    assert pd.isna(greedy_10.ours_image_auroc) and greedy_10.paper_image_auroc == 99.0
+    fig = ca.plot_coreset_metrics(pd.concat([table.assign(status="ok")]))
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert "1%" in labels and "0.1%" in labels  # percent ticks, the paper's ratios included
+
+
 # ----------------------------------------------------------------------------- plot styles
 def test_every_registered_sampler_gets_a_plot_style():
     styles = [ca.sampler_style(name) for name in SAMPLERS]

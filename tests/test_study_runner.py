@@ -166,6 +166,24 @@ def test_bad_preset_is_refused(tmp_path):
         runner.load_preset(path)
 
 
+def test_category_parameters_apply_to_their_category_only(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("parameters: {factor: 2}\nnotebook_parameters: {'06': {factor: 3}}\n"
+                    "category_parameters:\n  b:\n    parameters: {factor: 5}\n"
+                    "    notebook_parameters: {'06': {factor: 7}}\n")
+    preset = runner.load_preset(path)
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    for stem in ("01_first", "06_more"):
+        _write_notebook(notebooks / f"{stem}.ipynb", "category = ''\nfactor = 1", "print(factor)")
+    runs = runner.plan_runs(preset, runner.discover_notebooks(notebooks), ["a", "b"], "/data", tmp_path / "r")
+    factors = {(r["notebook"].stem, r["category"]): r["parameters"]["factor"] for r in runs}
+    assert factors == {("01_first", "a"): 2, ("01_first", "b"): 5, ("06_more", "a"): 3, ("06_more", "b"): 7}
+    path.write_text("category_parameters: {b: {factor: 5}}\n")
+    with pytest.raises(ConfigError, match="category_parameters.b"):
+        runner.load_preset(path)
+
+
 def test_parse_overrides():
     assert runner.parse_overrides(["imagesize=128", "weights=/m/w.pth", "layers=[layer2, layer3]"]) == \
         {"imagesize": 128, "weights": "/m/w.pth", "layers": ["layer2", "layer3"]}
@@ -207,6 +225,10 @@ def test_presets_load_and_validate(name):
     check_parameters(preset["parameters"])  # every value passes the notebooks' one parameter check
     for overrides in preset["notebook_parameters"].values():
         check_parameters(overrides)
+    for entry in preset["category_parameters"].values():
+        check_parameters(entry.get("parameters") or {})
+        for overrides in (entry.get("notebook_parameters") or {}).values():
+            check_parameters(overrides)
     config = config_from_params(preset["parameters"])
     if name == "paper_im224_wr50":
         assert (config.backbone, config.layers, config.resize, config.imagesize, config.coreset_ratio) == \

@@ -171,6 +171,12 @@ def hub_cache_path(spec: BackboneSpec) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / spec.weights_file
 
 
+def local_weights_path(spec: BackboneSpec) -> Path | None:
+    """The weights file already on this machine (hub cache > package on disk), None when there is none."""
+    cached = hub_cache_path(spec)
+    return cached if cached.is_file() else _package_weights(spec)
+
+
 def resolve_weights(spec: BackboneSpec, weights: str | os.PathLike | None = None) -> dict:
     """Return a state dict: explicit path > hub cache > package on disk > torchvision download."""
     if weights is not None:
@@ -179,11 +185,9 @@ def resolve_weights(spec: BackboneSpec, weights: str | os.PathLike | None = None
             raise WeightsNotFoundError(f"weights file {path} for backbone {spec.name} does not exist")
         return _read_state_dict(path, spec)
     cached = hub_cache_path(spec)
-    if cached.is_file():
-        return _read_state_dict(cached, spec)
-    packaged = _package_weights(spec)
-    if packaged is not None:
-        return _read_state_dict(packaged, spec)
+    local = local_weights_path(spec)
+    if local is not None:
+        return _read_state_dict(local, spec)
     reason = "no download URL"
     if spec.weights_url is not None:
         try:

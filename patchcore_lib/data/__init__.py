@@ -8,7 +8,8 @@ from patchcore_lib.data.images import (ImageList, expand_inputs, labelled_image_
                                        normal_image_folder)
 from patchcore_lib.data.folder import FolderDataset, check_folder_category
 from patchcore_lib.data.synthetic import default_category, ensure_default_dataset, make_synthetic_dataset
-from patchcore_lib.data.roots import DATA_ROOT_ENV, resolve_common_root, resolve_data_root, search_roots, user_data_dir
+from patchcore_lib.data.roots import (DATA_ROOT_ENV, category_roots, resolve_common_root, resolve_data_root,
+                                      search_roots, user_data_dir)
 
 __all__ = ["AUTO", "LAYOUTS", "open_split", "resolve_layout", "select_shots", "ImageList", "expand_inputs",
            "labelled_image_folder", "list_images_recursive", "normal_image_folder", "FolderDataset",
@@ -17,4 +18,4 @@ __all__ = ["AUTO", "LAYOUTS", "open_split", "resolve_layout", "select_shots", "I
            "IMAGENET_STD", "MASK_CONVENTIONS", "CROP_MODES", "Preprocess", "collate", "load_mask", "load_rgb",
            "make_loader",
            "default_category", "ensure_default_dataset", "make_synthetic_dataset",
-           "DATA_ROOT_ENV", "resolve_common_root", "resolve_data_root", "search_roots", "user_data_dir"]
+           "DATA_ROOT_ENV", "category_roots", "resolve_common_root", "resolve_data_root", "search_roots", "user_data_dir"]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Sequence
 
 from patchcore_lib.data.download import (MVTEC_CATEGORIES, MVTEC_HOMEPAGE, MVTEC_SHA256, MVTEC_URL, category_present,
                                          download_mvtec)
@@ -106,15 +107,19 @@ def resolve_data_root(data_root: str | os.PathLike | None, category: str | None,
     return roots[0], category
 
 
+def category_roots(categories: Sequence[str], download: bool = True, show_progress: bool = True,
+                   include_synthetic: bool = True) -> dict[str, Path]:
+    """The folder of each category when no data root is given (:func:`resolve_data_root` for each, so a
+    missing category fails with its one clear error before any work starts); ``include_synthetic=False``
+    leaves synthetic names out (a notebook generates that set itself)."""
+    return {c: resolve_data_root("", c, download=download, show_progress=show_progress)[0]
+            for c in categories if include_synthetic or not synthetic_kind_of(c)}
+
+
 def resolve_common_root(categories: list[str], download: bool = True, show_progress: bool = True) -> Path:
     """The one folder holding every category of ``categories`` when no data root is given
-    (:func:`resolve_data_root` for each); DatasetError when they lie in different folders."""
-    roots: dict[str, Path] = {}
-    for category in categories:
-        root, found = resolve_data_root("", category, download=download, show_progress=show_progress)
-        if found != category:  # never substitute silently
-            raise DatasetError(f"category {category!r} resolved to {found!r}; name the category that is wanted")
-        roots[category] = root
+    (:func:`category_roots`); DatasetError when they lie in different folders."""
+    roots = category_roots(categories, download=download, show_progress=show_progress)
     if len(set(roots.values())) > 1:
         raise DatasetError("the categories lie in different folders (" + ", ".join(
             f"{c}: {r}" for c, r in roots.items()) + "); pass --data-root, or evaluate one folder at a time")

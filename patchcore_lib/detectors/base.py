@@ -108,7 +108,7 @@ def predict_images(detector: Any, images: list[Any], show_progress: bool = False
     if isinstance(images, (str, os.PathLike)) or not hasattr(images, "__len__"):
         images = [images]
     config = detector.config
-    dataset = ImageList(list(images), config.resize, config.imagesize, crop=getattr(config, "crop", "center"))
+    dataset = ImageList(list(images), config.resize, config.imagesize, crop=config.crop)
     return detector.predict_dataset(dataset, show_progress)
 
 
@@ -118,7 +118,7 @@ def predict_images(detector: Any, images: list[Any], show_progress: bool = False
 DETECTORS: Registry[type] = Registry("detector")
 
 #: Settings every detector shares (carried over when a PatchCore configuration builds another detector).
-SHARED_SETTINGS = ("backbone", "weights", "resize", "imagesize", "sigma", "batch_size", "seed", "device")
+SHARED_SETTINGS = ("backbone", "weights", "resize", "imagesize", "crop", "sigma", "batch_size", "seed", "device")
 
 
 def shared_settings(config: Any) -> dict[str, Any]:

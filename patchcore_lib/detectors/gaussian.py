@@ -56,7 +56,7 @@ from patchcore_lib import __version__
 from patchcore_lib.components.anomaly_map import anomaly_maps
 from patchcore_lib.components.gaussian_stats import mahalanobis, random_channel_subset, semi_orthogonal_matrix
 from patchcore_lib.components.backbones import BACKBONES, FeatureExtractor, check_layers, get_spec
-from patchcore_lib.data import make_loader
+from patchcore_lib.data import CROP_MODES, make_loader
 from patchcore_lib.errors import ConfigError, ModelFileError
 from patchcore_lib.utils.files import atomic_torch_save
 from patchcore_lib.utils.integrity import checksum_problem, seal
@@ -91,6 +91,8 @@ class GaussianADConfig:
     weights: str | None = option(None, "backbone weights file, or 'random'", metavar="FILE")
     resize: int = option(256, "resize the short image side to this many pixels", minimum=1)
     imagesize: int = option(224, "centre crop size in pixels (<= resize)", minimum=1)
+    crop: str = option("center", "image geometry: center (resize short side + centre crop, official) or none "
+                       "(whole image resized to imagesize x imagesize)", choices=CROP_MODES)
     d: int | None = option(None, "PaDiM: number of randomly kept channels (default: 100 for resnet18, 550 for "
                                  "wide_resnet50_2, else min(100, D))", minimum=1)
     k: int = option(100, "OrthoAD: rank of the semi-orthogonal projection", minimum=1)

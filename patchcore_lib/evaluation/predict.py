@@ -122,7 +122,7 @@ def predict_to_folder(model: Any, inputs: Sequence[Path], out: str | Path, thres
             chunk = todo[begin:begin + flush_every]
             predictions = model.predict_images(chunk)
             display = ImageList(chunk, model.config.resize, model.config.imagesize,
-                                crop=getattr(model.config, "crop", "center"))
+                                crop=model.config.crop)
             for index, (path, score) in enumerate(zip(chunk, predictions.scores.tolist())):
                 name = names[str(path)]
                 amap = predictions.maps[index]

@@ -94,9 +94,9 @@ def evaluate_category(detector: Detector, data_root: str | Path, category: str, 
     options = options or EvaluationOptions()
     layout = resolve_layout(data_root, category, layout)
     train = open_split(data_root, category, "train", config.resize, config.imagesize, layout=layout,
-                       shots=options.train_shots, shots_seed=options.shots_seed, crop=getattr(config, "crop", "center"))
+                       shots=options.train_shots, shots_seed=options.shots_seed, crop=config.crop)
     test = open_split(data_root, category, "test", config.resize, config.imagesize, layout=layout,
-                      mask_convention=options.mask_convention, crop=getattr(config, "crop", "center"))
+                      mask_convention=options.mask_convention, crop=config.crop)
     method = method_name(detector)
     detector.fit(train, show_progress=show_progress)
     predictions = detector.predict_dataset(test, show_progress=show_progress)

@@ -29,6 +29,7 @@ _QUALITY = (("image_auroc", "image AUROC"), ("pixel_auroc", "pixel AUROC"), ("pr
 def baseline_config(params: dict[str, Any]) -> tuple[PatchCoreConfig, int]:
     """(the shared PatchCore config, D = channels of the PaDiM/OrthoAD layers of the backbone)."""
     config = PatchCoreConfig(backbone=params["backbone"], resize=params["resize"], imagesize=params["imagesize"],
+                             crop=params.get("crop", "center"), coreset_ratio=params.get("coreset_ratio", 0.1),
                              seed=params["seed"], device=params["device"])
     total = GaussianADConfig(backbone=params["backbone"], resize=params["resize"],
                              imagesize=params["imagesize"]).total_channels

@@ -73,7 +73,7 @@ def cached_split_features(model: Any, data_root: str | Path, category: str, spli
     if entry is not None:
         return entry["features"], tuple(entry["grid"]), True
     dataset = open_split(data_root, category, split, config.resize, config.imagesize,
-                         crop=getattr(config, "crop", "center"))
+                         crop=config.crop)
     flat = model.extract_features(dataset, show_progress=show_progress, desc=f"Extracting {split} features")
     grid = model.extractor.feature_grid(config.imagesize)
     features = flat.reshape(len(dataset), grid[0] * grid[1], -1).cpu()

@@ -14,15 +14,16 @@ import torch
 from patchcore_lib.components.sampling import SAMPLERS, make_sampler
 from patchcore_lib.detectors import PatchCore
 from patchcore_lib.errors import ConfigError
+from patchcore_lib.evaluation.paper_ablations import CORESET_VS_RANDOM
 from patchcore_lib.study.shared import (METRIC_NAMES, SplitTargets, coverage_radius, evaluate_scores, fit_bank,
                                         score_split)
 
-# Paper (Roth et al., CVPR 2022, Tab. 1/2): MVTec AD means of image AUROC / pixel AUROC / PRO, in %.
-PAPER_CORESET = pd.DataFrame(
-    [(0.25, 99.1, 98.1, 93.4), (0.10, 99.0, 98.1, 93.5), (0.01, 99.0, 98.0, 93.1)],
-    columns=["ratio", "image_auroc", "pixel_auroc", "pro"],
-)
-PAPER_LABEL = "paper (MVTec mean)"
+#: The paper's own values per sampler and coreset ratio in % (MVTec AD means, WideResNet-50; ``approximate``:
+#: read off a plot; ``source``: the table or figure), from :data:`~patchcore_lib.evaluation.paper_ablations.
+#: CORESET_VS_RANDOM`. Our runs are single categories: markers for orientation, not targets.
+PAPER_CORESET = (CORESET_VS_RANDOM.frame().drop(columns=["source", "scope"]).rename(columns={"from": "source"})
+                 .astype({m: float for m in METRIC_NAMES}))
+PAPER_CORESET[list(METRIC_NAMES)] = (100 * PAPER_CORESET[list(METRIC_NAMES)]).round(2)
 
 #: plot styles (colour, marker) of the samplers known when the plots were designed; any other registered
 #: sampler gets one from the fallback cycles, so adding a sampler needs no edit here
@@ -126,19 +127,39 @@ def best_run(table: pd.DataFrame) -> dict[str, Any] | None:
     return ok.loc[ok.image_auroc.idxmax()][["sampler", "ratio", "image_auroc"]].to_dict() if len(ok) else None
 
 
-def paper_comparison(table: pd.DataFrame, sampler: str = "approx_greedy",
-                     paper: pd.DataFrame = PAPER_CORESET) -> pd.DataFrame:
-    """The paper's MVTec means per coreset ratio beside ours (``sampler`` rows, percent, 2 decimals)."""
+def paper_comparison(table: pd.DataFrame, paper: pd.DataFrame = PAPER_CORESET) -> pd.DataFrame:
+    """The paper's values per sampler and coreset ratio beside ours (percent, 2 decimals; ``approximate``:
+    read off a plot; ours empty where that sampler/ratio was not run)."""
     reference = paper.rename(columns={m: f"paper_{m}" for m in METRIC_NAMES})
-    ours = table[table.sampler == sampler][["ratio", *METRIC_NAMES]].copy()
+    ours = table[["sampler", "ratio", *METRIC_NAMES]].copy()
     ours[list(METRIC_NAMES)] = (100 * ours[list(METRIC_NAMES)]).round(2)
-    return reference.merge(ours.rename(columns={m: f"ours_{m}" for m in METRIC_NAMES}), on="ratio", how="left")
+    merged = reference.merge(ours.rename(columns={m: f"ours_{m}" for m in METRIC_NAMES}), on=["sampler", "ratio"],
+                             how="left")
+    merged.insert(1, "ratio (%)", (100 * merged.pop("ratio")).map(lambda r: f"{r:g}%"))
+    return merged
+
+
+def _percent_axis(ax: Any, ratios: Sequence[float]) -> None:
+    """Log x axis with ticks at the given ratios, labelled in percent (0.1%, 1%, 10%, ...)."""
+    ax.set_xscale("log")
+    ticks = sorted({100 * float(r) for r in ratios})
+    ax.set_xticks(ticks, [f"{t:g}%" for t in ticks])
+    ax.xaxis.set_minor_locator(plt.NullLocator())
 
 
 # ============================================================================ plots
 def plot_coreset_metrics(table: pd.DataFrame, paper: pd.DataFrame = PAPER_CORESET, title: str = "") -> Any:
-    """Image AUROC / pixel AUROC / PRO (%) vs coreset ratio (log x), one line per sampler, paper markers."""
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.3))
+    """Image AUROC / pixel AUROC / PRO (%) vs coreset ratio (log x, in percent), one line per sampler, one
+    y-range for the three panels; the paper's values per sampler as markers in the sampler's colour (hollow:
+    read off a plot)."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), sharey=True)
+    shown = [100 * table[m].astype(float) for m in METRIC_NAMES]
+    if paper is not None:
+        shown += [paper[m].astype(float) for m in METRIC_NAMES if m in paper]
+    values = pd.concat(shown).dropna()
+    low = float(values.min()) if len(values) else 0.0
+    high = float(values.max()) if len(values) else 100.0
+    pad = max(0.5, 0.05 * (high - low))
     for ax, (metric, label) in zip(axes, METRIC_NAMES.items()):
         for sampler_name, frame in table.groupby("sampler", sort=False):
             frame = frame.dropna(subset=[metric]).sort_values("ratio")
@@ -148,17 +169,28 @@ def plot_coreset_metrics(table: pd.DataFrame, paper: pd.DataFrame = PAPER_CORESE
                 continue
             ax.plot(100 * frame.ratio, 100 * frame[metric], marker=marker, color=color, label=sampler_name)
         if paper is not None and metric in paper:
-            ax.scatter(100 * paper.ratio, paper[metric], marker="_", s=400, linewidths=2.5, color="black",
-                       label=PAPER_LABEL, zorder=5)
-        ax.set_xscale("log")
-        ax.set_xlabel("coreset ratio (% of training patches, log)")
+            for (sampler_name, approximate), points in paper.dropna(subset=[metric]).groupby(
+                    ["sampler", "approximate"], sort=False):
+                color, _ = sampler_style(sampler_name)
+                sources = ", ".join(dict.fromkeys(points.source))
+                ax.scatter(100 * points.ratio, points[metric], marker="D", s=70, zorder=6, linewidths=1.8,
+                           facecolors="none" if approximate else color, edgecolors=color if approximate else "black",
+                           label=f"paper, {sampler_name}: {sources}")
+        _percent_axis(ax, list(table.ratio) + (list(paper.ratio) if paper is not None else []))
+        ax.set_xlabel("coreset ratio (% of training patches, log scale)")
         ax.set_ylabel(f"{label} (%)")
         ax.set_title(label)
-        ax.grid(True, which="both", alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()  # one legend below the panels: it hides no marker
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9, frameon=False)
+        ax.set_ylim(max(0.0, low - pad), min(100.5, high + pad))
+        ax.grid(True, which="major", alpha=0.3)
+    handles, labels = [], []
+    for ax in axes:  # one legend below the panels (paper markers may exist for some metrics only)
+        for handle, text in zip(*ax.get_legend_handles_labels()):
+            if text not in labels:
+                handles.append(handle)
+                labels.append(text)
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8.5, frameon=False)
     fig.suptitle(title or "Coreset subsampling: detection and localisation vs memory-bank size")
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.tight_layout(rect=(0, 0.06 + 0.04 * ((len(labels) - 1) // 4), 1, 1))
     return fig
 
 
@@ -174,8 +206,8 @@ def plot_coverage(table: pd.DataFrame, title: str = "") -> Any:
                 frame = frame[frame[metric] > 0]
             ax.plot(100 * frame.ratio, frame[metric], marker=marker, color=color,
                     label=sampler_name if not frame.empty else f"{sampler_name} (n/a)")
-        ax.set_xscale("log")
-        ax.set_xlabel("coreset ratio (% of training patches, log)")
+        _percent_axis(ax, table.ratio)
+        ax.set_xlabel("coreset ratio (% of training patches, log scale)")
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)

@@ -110,6 +110,21 @@ def metrics_row_table(metrics: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame([{k: metrics.get(k) for k in ROW_COLUMNS}])
 
 
+#: display formats of the metrics row
+ROW_FORMATS = {"image_auroc": "{:.4f}", "pixel_auroc": "{:.4f}", "pro": "{:.4f}", "anomaly_pixel_auroc": "{:.4f}",
+               "anomaly_pro": "{:.4f}", "fit_seconds": "{:.1f}", "predict_seconds_per_image": "{:.3f}",
+               "memory_bank_size": "{:,}"}
+
+
+def metrics_column(table: pd.DataFrame) -> pd.DataFrame:
+    """The one-row table of :func:`metrics_row_table` as a ``metric`` / ``value`` column (strings, formatted),
+    readable in narrow HTML where a row of many columns runs past the page edge."""
+    row = table.iloc[0]
+    values = [ROW_FORMATS.get(k, "{}").format(v) if v is not None and not (isinstance(v, float) and np.isnan(v))
+              else "-" for k, v in row.items()]
+    return pd.DataFrame({"metric": list(row.index), "value": values})
+
+
 def scores_table(predictions: Any) -> pd.DataFrame:
     """Per test image: path (relative to the category folder), defect type, label, image score."""
     return pd.DataFrame({"path": relative_paths(predictions.paths), "defect_type": predictions.defect_types,
@@ -318,7 +333,7 @@ def threshold_check(detector: Detector, params: dict[str, Any], predictions: Any
         return {}
     config = detector.config
     train = open_split(params["data_root"], params["category"], "train", config.resize, config.imagesize,
-                       layout=params.get("layout", "auto"), crop=getattr(config, "crop", "center"))
+                       layout=params.get("layout", "auto"), crop=config.crop)
     record = detector.calibrate(train, options, show_progress=False)
     measured = threshold_rates(predictions.scores, predictions.labels, record["threshold"])
     best = f1_optimal_threshold(predictions.scores, predictions.labels) \

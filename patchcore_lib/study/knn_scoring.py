@@ -124,7 +124,103 @@ def histogram_variants(scores: dict[str, np.ndarray], variants: Sequence[dict[st
     return {label: scores[label] for label in shown}
 
 
+# ============================================================================ Eq. 7 re-weighting
+def _ranks(scores: np.ndarray) -> np.ndarray:
+    """0-based rank of every score (highest = 0; ties broken by index)."""
+    order = np.argsort(-np.asarray(scores, dtype=float), kind="stable")
+    ranks = np.empty(len(order), dtype=int)
+    ranks[order] = np.arange(len(order))
+    return ranks
+
+
+def _pair_flips(before: np.ndarray, after: np.ndarray, labels: np.ndarray) -> tuple[int, int, int]:
+    """(good/defect pairs, pairs put in the right order, pairs put in the wrong order) between two scorings."""
+    good, bad = labels == 0, labels == 1
+    right_before = before[bad][None, :] > before[good][:, None]  # [n_good, n_defect]
+    right_after = after[bad][None, :] > after[good][:, None]
+    return int(right_before.size), int((~right_before & right_after).sum()), int((right_before & ~right_after).sum())
+
+
+def reweighting_effect(scores_by: dict[str, np.ndarray], variants: Sequence[dict[str, Any]], labels: np.ndarray
+                       ) -> tuple[pd.DataFrame, dict[int, np.ndarray]]:
+    """What Eq. 7 does to the image scores, per b: the weights w = s / s* and how many images change rank.
+
+    ``scores_by``/``variants`` as returned by / given to :func:`knn_scoring_ablation` (it needs the "image
+    score: max" variant and the re-weighted ones). s* is the max score as a Euclidean distance (square root
+    of the squared distance; only defined for k = 1, else the weights are left out). Per b: the weight
+    quantiles and their lower bound 1 - 1/(b+1); the images whose rank changes; the good/defect pairs the
+    re-weighting puts in the right and in the wrong order (their difference / all pairs = the change of image
+    AUROC, ties aside). Returns (table, {b: weights [N]}).
+    """
+    labels = np.asarray(labels)
+    by_label = {variant_label(v): v for v in variants}
+    max_item = next(v for v in variants if v["factor"] == "image score" and v["changes"]["score"] == "max")
+    base = max_item["changes"]
+    s_max = np.asarray(scores_by[variant_label(max_item)], dtype=float)
+    s_star = np.sqrt(np.clip(s_max, 0, None)) if base["distance"] == "sqeuclidean" else s_max
+    rows, weights = [], {}
+    for label, item in by_label.items():
+        if item["changes"]["score"] != "reweighted" or item["factor"] != "image score":
+            continue
+        b = int(item["changes"]["reweight_neighbourhood"])
+        s_rew = np.asarray(scores_by[label], dtype=float)
+        pairs, to_right, to_wrong = _pair_flips(s_max, s_rew, labels)
+        row = {"b": b, "weight_lower_bound": 1 - 1 / (b + 1),
+               "images_changing_rank": int((_ranks(s_max) != _ranks(s_rew)).sum()), "images": len(s_rew),
+               "pairs_to_right_order": to_right, "pairs_to_wrong_order": to_wrong, "good_defect_pairs": pairs,
+               "auroc_change_from_flips": (to_right - to_wrong) / pairs if pairs else float("nan")}
+        if base["num_nn"] == 1:
+            w = np.divide(s_rew, s_star, out=np.full_like(s_rew, np.nan), where=s_star > 0)
+            weights[b] = w
+            row.update({f"weight_{q}": float(np.nanquantile(w, p)) for q, p in
+                        (("min", 0.0), ("median", 0.5), ("max", 1.0))})
+        rows.append(row)
+    return pd.DataFrame(rows), weights
+
+
+def plot_reweighting(weights: dict[int, np.ndarray], scores_by: dict[str, np.ndarray],
+                     variants: Sequence[dict[str, Any]], labels: np.ndarray, b_shown: int, bins: int = 25) -> Any:
+    """One panel per b: the Eq. 7 weights of good vs defective images with the lower bound 1 - 1/(b+1); last
+    panel: each image's rank under the max score vs under the re-weighted score with b = ``b_shown``."""
+    labels = np.asarray(labels)
+    fig, axes = plt.subplots(1, len(weights) + 1, figsize=(4.4 * (len(weights) + 1), 3.9), squeeze=False)
+    for ax, (b, w) in zip(axes[0], sorted(weights.items())):
+        edges = np.histogram_bin_edges(w[np.isfinite(w)], bins=bins)
+        ax.hist(w[labels == 0], bins=edges, alpha=0.6, color="tab:blue", label="good")
+        ax.hist(w[labels == 1], bins=edges, alpha=0.6, color="tab:red", label="defect")
+        ax.axvline(1 - 1 / (b + 1), color="black", ls="--", lw=1, label="lower bound 1 - 1/(b+1)")
+        ax.set(title=f"Eq. 7 weight w = s / s*, b = {b}", xlabel="w", ylabel="number of test images")
+        ax.legend(fontsize=7)
+    ax = axes[0, -1]
+    max_item = next(v for v in variants if v["factor"] == "image score" and v["changes"]["score"] == "max")
+    rew_item = next((v for v in variants if v["factor"] == "image score" and v["changes"]["score"] == "reweighted"
+                     and v["changes"]["reweight_neighbourhood"] == b_shown), None)
+    if rew_item is not None:
+        r_max = _ranks(scores_by[variant_label(max_item)])
+        r_rew = _ranks(scores_by[variant_label(rew_item)])
+        for value, color, name in ((0, "tab:blue", "good"), (1, "tab:red", "defect")):
+            ax.scatter(r_max[labels == value], r_rew[labels == value], s=10, color=color, alpha=0.7, label=name)
+        ax.plot([0, len(r_max)], [0, len(r_max)], color="grey", lw=0.8)
+        ax.set(title=f"rank under max vs re-weighted (b = {b_shown})", xlabel="rank, max score (0 = highest)",
+               ylabel="rank, re-weighted score")
+        ax.legend(fontsize=7)
+    fig.suptitle("What the paper's re-weighting (Eq. 7) changes")
+    fig.tight_layout()
+    return fig
+
+
 # ============================================================================ plots
+def metric_range(values: pd.Series) -> tuple[float, float]:
+    """(low, high) y-limits in percent for metric values in [0, 1]: the values with a margin of at least
+    half a point, capped at 100.5% (constant panels get a readable range, not one above 100%)."""
+    finite = 100 * values.astype(float).dropna().to_numpy()
+    if not len(finite):
+        return 0.0, 100.5
+    low, high = float(finite.min()), float(finite.max())
+    pad = max(0.5, 0.15 * (high - low))
+    return max(0.0, low - pad), min(100.5, high + pad)
+
+
 def plot_variant_metrics(table: pd.DataFrame, title: str = "") -> Any:
     """Grid of panels: rows = image AUROC / pixel AUROC / PRO (%), columns = factors; default circled."""
     factors = list(dict.fromkeys(table.factor))
@@ -145,7 +241,8 @@ def plot_variant_metrics(table: pd.DataFrame, title: str = "") -> Any:
             ax.set_xticks(x)
             ax.set_xticklabels(frame.value if row == len(metrics) - 1 else [""] * len(x), rotation=30,
                                ha="right", fontsize=8)
-            ax.margins(x=0.15, y=0.25)
+            ax.margins(x=0.15)
+            ax.set_ylim(*metric_range(table[metric]))  # one y-range per metric row, never above 100%
             ax.grid(True, alpha=0.3)
             if col == 0:
                 ax.set_ylabel(f"{label} (%)", fontsize=9)

@@ -74,10 +74,24 @@ class StudyParameters:
                                       choices=DETECTORS.names)
     orthoad_k: tuple[int, ...] = option((100, 300), "OrthoAD ranks k (one run each)", minimum=1)
     padim_d: int = option(100, "PaDiM: number of randomly kept channels", minimum=1)
+    # 07 paper experiments
+    backbones: tuple[str, ...] = option(("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"),
+                                        "backbones of the backbone x image size table", choices=BACKBONES.names)
+    imagesizes: tuple[int, ...] = option((224, 320), "image sizes of the backbone x image size table", minimum=1)
+    shots: tuple[int, ...] = option((1, 5, 16, 50), "few-shot training image counts (the paper's Table S5)",
+                                    minimum=1)
+    shot_seeds: tuple[int, ...] = option((0, 1, 2), "seeds of the few-shot draws", minimum=0)
+    few_shot_ratio: float = option(0.25, "coreset ratio of the few-shot banks (PatchCore-25)",
+                                   exclusive_minimum=0, maximum=1)
+    search_ratios: tuple[float, ...] = option((1.0, 0.1, 0.01), "coreset ratios of the search table (1.0: the "
+                                              "whole bank, no selection)", exclusive_minimum=0, maximum=1)
+    searches: tuple[str, ...] = option(("exact", "ivfpq"), "nearest-neighbour searches compared",
+                                       choices=("exact", "ivfpq"))
 
 
 #: list parameters that must hold at least one value
-NON_EMPTY = ("ratios", "bank_imagesizes", "samplers", "k_values", "b_values", "distances", "sigmas", "methods")
+NON_EMPTY = ("ratios", "bank_imagesizes", "samplers", "k_values", "b_values", "distances", "sigmas", "methods",
+             "backbones", "imagesizes", "shots", "shot_seeds", "search_ratios", "searches")
 
 #: where each parameter name is declared, in order of precedence
 SCHEMAS: tuple[type, ...] = (PatchCoreConfig, GaussianADConfig, ThresholdOptions, EvaluationOptions, StudyParameters)

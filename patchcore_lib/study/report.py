@@ -3,7 +3,6 @@ and the official code, its plot, and ``reports/summary.{csv,md,png}``."""
 from __future__ import annotations
 
 import base64
-import json
 import math
 from pathlib import Path
 from typing import Any, Sequence
@@ -17,7 +16,7 @@ from patchcore_lib.evaluation.reference import (ALL_METRICS, MVTEC_CATEGORIES, o
                                                 paper_method_for, paper_table)
 from patchcore_lib.study.evaluate import setting_name
 from patchcore_lib.study.outputs import save_figure, shown_path
-from patchcore_lib.utils.files import atomic_write_text
+from patchcore_lib.utils.files import atomic_write_text, read_json_or_none
 
 METRIC_LABELS = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "pro": "PRO",
                  "anomaly_pixel_auroc": "pixel AUROC, anomalous images", "anomaly_pro": "PRO, anomalous images"}
@@ -43,13 +42,6 @@ def _setting_label(config: dict[str, Any], mask_convention: str, setting: str | 
 
 
 # =========================================================================== collecting runs
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def _as_float(value: Any) -> float:
     try:
         return float(value)
@@ -76,7 +68,7 @@ def collect_runs(reports_dir: str | Path, notebook: str = "04_evaluate") -> pd.D
     """
     rows = []
     for path in sorted(Path(reports_dir, notebook).glob("*/metrics.json")):
-        record = _read_json(path)
+        record = read_json_or_none(path)
         if not record or not isinstance(record.get("metrics"), dict):
             continue
         metrics = record["metrics"]
@@ -116,7 +108,7 @@ def collect_baselines(reports_dir: str | Path, notebook: str = "06_baselines") -
     """
     rows = []
     for path in sorted(Path(reports_dir, notebook).glob("*/metrics.json")):
-        record = _read_json(path)
+        record = read_json_or_none(path)
         if not record:
             continue
         metrics = record.get("metrics", record)
@@ -340,7 +332,8 @@ def plot_summary(table: pd.DataFrame, title: str = "") -> Any:
         return fig
     rows = table.copy()
     rows["group"] = [("mean" if str(c).startswith("mean") else str(c)) for c in rows["category"]]
-    categories = list(dict.fromkeys(g for g in rows["group"] if g != "mean")) + ["mean"]
+    has_mean = bool((rows["group"] == "mean").any())  # a mean row exists only for two or more MVTec classes
+    categories = list(dict.fromkeys(g for g in rows["group"] if g != "mean")) + (["mean"] if has_mean else [])
     series = _plot_series(rows)
     width = 0.8 / max(1, len(series))
     x = np.arange(len(categories))
@@ -351,11 +344,12 @@ def plot_summary(table: pd.DataFrame, title: str = "") -> Any:
             finite += [h for h in heights if np.isfinite(h)]
             ax.bar(x + (k - (len(series) - 1) / 2) * width, np.where(np.isfinite(heights), heights, 0.0), width,
                    label=label, color=f"C{k}")
-        ax.axvline(len(categories) - 1.5, color="grey", lw=0.8, ls=":")
+        if has_mean:
+            ax.axvline(len(categories) - 1.5, color="grey", lw=0.8, ls=":")
         ax.set_xticks(x, categories, rotation=30, ha="right")
         low = min(finite) if finite else 0.0
         ax.set(ylabel=f"{METRIC_LABELS[m]} (%)", ylim=(max(0.0, min(low - 3, 90.0)), 100.5),
-               title=f"{METRIC_LABELS[m]} per category and mean")
+               title=f"{METRIC_LABELS[m]} per category" + (" and mean" if has_mean else ""))
         ax.grid(axis="y", alpha=0.3)
     axes[-1, 0].set_xlabel("category")
     handles, labels = axes[0, 0].get_legend_handles_labels()

@@ -17,14 +17,8 @@ import nbformat
 
 from patchcore_lib import __version__
 from patchcore_lib.data import dataset_fingerprint, resolve_data_root
+from patchcore_lib.utils.files import read_json_or_none
 from patchcore_lib.utils.fingerprint import file_sha256
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def notebook_code_hash(path: str | Path) -> str:
@@ -78,7 +72,7 @@ def output_hashes(outputs: Sequence[Path]) -> dict[str, str]:
 def is_complete(done_path: Path, expected_hash: str, outputs: Sequence[Path]) -> bool:
     """True when ``done_path`` records ``expected_hash`` and every output file exists with the content it
     recorded (an emptied or replaced report is not a finished run)."""
-    record = _read_json(done_path)
+    record = read_json_or_none(done_path)
     if not isinstance(record, dict) or record.get("hash") != expected_hash:
         return False
     if not all(Path(p).is_file() for p in outputs):

@@ -31,9 +31,8 @@ from typing import Any, Callable, Sequence
 import nbformat
 import yaml
 
-from patchcore_lib.data import (check_category, check_category_name, default_category,
-                                list_categories, resolve_data_root)
-from patchcore_lib.data.roots import synthetic_kind_of
+from patchcore_lib.data import (category_roots, check_category, check_category_name, default_category,
+                                list_categories)
 from patchcore_lib.errors import ConfigError, DatasetError, PatchCoreError
 from patchcore_lib.study.cluster import (NONE, Unit, add_cluster_options, cluster_has_gpus, open_client,
                                          resolve_cluster, run_units)
@@ -46,16 +45,10 @@ from patchcore_lib.utils.files import atomic_write_text, output_lock
 from patchcore_lib.utils.signals import exit_status, interrupts_raise
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def load_preset(path: str | Path) -> dict[str, Any]:
     """Read a study preset (YAML): ``data_root``, ``categories``, ``parameters`` (for every notebook that
-    declares them), ``notebook_parameters`` (``{notebook-prefix: {name: value}}``), optional ``notebooks`` and
+    declares them), ``notebook_parameters`` (``{notebook-prefix: {name: value}}``), ``category_parameters``
+    (``{category: {parameters: {...}, notebook_parameters: {...}}}``, applied last), optional ``notebooks`` and
     ``reports_dir`` (relative to the checkout; default ``reports/<name>``, see :func:`preset_reports_dir`)."""
     path = Path(path)
     try:
@@ -66,8 +59,8 @@ def load_preset(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"study preset {path} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"study preset {path} must be a mapping, got {type(data).__name__}")
-    known = {"name", "description", "data_root", "categories", "parameters", "notebook_parameters", "notebooks",
-             "reports_dir"}
+    known = {"name", "description", "data_root", "categories", "parameters", "notebook_parameters",
+             "category_parameters", "notebooks", "reports_dir"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"study preset {path}: unknown keys {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -76,6 +69,12 @@ def load_preset(path: str | Path) -> dict[str, Any]:
     data["categories"] = list(data.get("categories") or [])
     data["parameters"] = dict(data.get("parameters") or {})
     data["notebook_parameters"] = dict(data.get("notebook_parameters") or {})
+    data["category_parameters"] = dict(data.get("category_parameters") or {})
+    for category, entry in data["category_parameters"].items():
+        extra = sorted(set(entry or {}) - {"parameters", "notebook_parameters"}) if isinstance(entry, dict) else None
+        if extra is None or extra:
+            raise ConfigError(f"study preset {path}: category_parameters.{category} must be a mapping with "
+                              f"'parameters' and/or 'notebook_parameters', got {entry!r}")
     return data
 
 
@@ -128,6 +127,17 @@ class StudyError(PatchCoreError):
     """One or more notebooks of a study failed."""
 
 
+def _category_overrides(preset: dict[str, Any], category: str, stem: str) -> dict[str, Any]:
+    """The preset's ``category_parameters`` of ``category`` for notebook ``stem``: its ``parameters``, then
+    its ``notebook_parameters`` whose prefix ``stem`` starts with."""
+    entry = (preset.get("category_parameters") or {}).get(category) or {}
+    values = dict(entry.get("parameters") or {})
+    for prefix, overrides in (entry.get("notebook_parameters") or {}).items():
+        if stem.startswith(str(prefix)):
+            values.update(overrides or {})
+    return values
+
+
 def plan_runs(preset: dict[str, Any], notebooks: Sequence[Path], categories: Sequence[str], data_root: str,
               reports_dir: Path, roots: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """The list of executions: notebook, category (None for once-only notebooks), parameters, outputs.
@@ -146,6 +156,7 @@ def plan_runs(preset: dict[str, Any], notebooks: Sequence[Path], categories: Seq
         for category in (categories if per_category else [None]):
             params = {**values, **common}
             if category is not None:
+                params.update(_category_overrides(preset, category, notebook.stem))
                 params["category"] = category
                 params["data_root"] = (roots or {}).get(category, data_root)
             params = {k: v for k, v in params.items() if k in declared}
@@ -180,7 +191,7 @@ def resolve_roots(data_root: str, categories: Sequence[str], download: bool = Tr
     the empty root (each notebook generates the set). With ``data_root``: ``{}``."""
     if data_root:
         return {}
-    return {c: str(resolve_data_root("", c, download=download)[0]) for c in categories if not synthetic_kind_of(c)}
+    return {c: str(root) for c, root in category_roots(categories, download, include_synthetic=False).items()}
 
 
 def resolve_categories(data_root: str, categories: Sequence[str]) -> list[str]:

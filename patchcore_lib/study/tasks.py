@@ -49,6 +49,11 @@ def execute_notebook(notebook: Path, output: Path, params: dict[str, Any], kerne
                                    kernel_manager_class=manager)
 
 
+#: wide tables (many columns) scroll inside their output instead of running past the page's right edge
+WIDE_TABLES_CSS = ("<style>.jp-OutputArea-output.jp-RenderedHTMLCommon, .jp-RenderedHTML "
+                   "{ overflow-x: auto; max-width: 100%; }</style>\n")
+
+
 def render_html(ipynb: str | Path, html: str | Path | None = None, data_root: str = "") -> Path:
     """Render an executed notebook to standalone HTML (nbconvert), written atomically next to it.
 
@@ -59,6 +64,7 @@ def render_html(ipynb: str | Path, html: str | Path | None = None, data_root: st
     ipynb = Path(ipynb)
     html = Path(html) if html else ipynb.with_suffix(".html")
     body, _ = HTMLExporter().from_notebook_node(nbformat.read(str(ipynb), as_version=4))
+    body = body.replace("</head>", WIDE_TABLES_CSS + "</head>", 1)
     for path, shown in ((data_root, "$DATA_ROOT"), (str(repository_root().resolve()), "$CHECKOUT"),
                         (str(Path.home()), "~")):
         if path and len(path) > 1:

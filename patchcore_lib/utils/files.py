@@ -6,6 +6,7 @@ with SIGKILL leaves them behind, and the next run that takes the folder's lock r
 permissions of the user's umask (``0666 & ~umask``), as with a plain ``open``."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
@@ -100,6 +101,15 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     """Atomically write ``torch.save(obj)``, streamed to the temporary file (no in-memory copy)."""
     return _atomic_write(path, lambda handle: torch.save(obj, handle))
+
+
+def read_json_or_none(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The JSON object of ``path``, or None when it is missing or unreadable (a record still being written
+    atomically never appears half-written, so None means: not there)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def check_writable_dir(path: str | os.PathLike) -> Path:
