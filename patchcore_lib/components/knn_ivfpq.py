@@ -73,6 +73,14 @@ class IVFPQSearch:
         self.bank = bank.float().contiguous()
         data = np.ascontiguousarray(self.bank.detach().cpu().numpy())
         index = faiss.IndexIVFPQ(faiss.IndexFlatL2(dim), dim, lists, self.m, self.nbits)
+        # FAISS prints one stderr line per k-means run (m of them for the PQ codebooks) when it has fewer than
+        # 39 training points per centroid; say it once, as a Python warning, and keep stderr readable
+        wanted = max(lists, 2 ** self.nbits) * index.cp.min_points_per_centroid
+        if count < wanted:
+            warnings.warn(f"IVF-PQ: trained on {count} memory-bank features; FAISS asks for at least {wanted} "
+                          f"({index.cp.min_points_per_centroid} per centroid of {lists} lists / "
+                          f"{2 ** self.nbits} PQ codes)", stacklevel=2)
+        index.cp.min_points_per_centroid = index.pq.cp.min_points_per_centroid = 1
         if self.bank.is_cuda and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
             options = faiss.GpuClonerOptions()
             options.useFloat16 = True

@@ -13,7 +13,7 @@ import torch
 
 from patchcore_lib.detectors import PatchCore, PatchCoreConfig
 from patchcore_lib.study.shared import (METRIC_NAMES, SplitTargets, draw_contour, evaluate_scores, fit_bank,
-                                        score_split)
+                                        metric_range, score_split)
 
 DEFAULT_SCORING = {"num_nn": 1, "score": "max", "reweight_neighbourhood": 3, "distance": "sqeuclidean", "sigma": 4.0}
 
@@ -185,7 +185,9 @@ def plot_reweighting(weights: dict[int, np.ndarray], scores_by: dict[str, np.nda
     labels = np.asarray(labels)
     fig, axes = plt.subplots(1, len(weights) + 1, figsize=(4.4 * (len(weights) + 1), 3.9), squeeze=False)
     for ax, (b, w) in zip(axes[0], sorted(weights.items())):
-        edges = np.histogram_bin_edges(w[np.isfinite(w)], bins=bins)
+        # fixed bins from the lower bound to 1 (w ~ 1 up to float rounding must not make invisible bins)
+        w = np.clip(w, 1 - 1 / (b + 1), 1.0)
+        edges = np.linspace(1 - 1 / (b + 1), 1.0, bins + 1)
         ax.hist(w[labels == 0], bins=edges, alpha=0.6, color="tab:blue", label="good")
         ax.hist(w[labels == 1], bins=edges, alpha=0.6, color="tab:red", label="defect")
         ax.axvline(1 - 1 / (b + 1), color="black", ls="--", lw=1, label="lower bound 1 - 1/(b+1)")
@@ -210,17 +212,6 @@ def plot_reweighting(weights: dict[int, np.ndarray], scores_by: dict[str, np.nda
 
 
 # ============================================================================ plots
-def metric_range(values: pd.Series) -> tuple[float, float]:
-    """(low, high) y-limits in percent for metric values in [0, 1]: the values with a margin of at least
-    half a point, capped at 100.5% (constant panels get a readable range, not one above 100%)."""
-    finite = 100 * values.astype(float).dropna().to_numpy()
-    if not len(finite):
-        return 0.0, 100.5
-    low, high = float(finite.min()), float(finite.max())
-    pad = max(0.5, 0.15 * (high - low))
-    return max(0.0, low - pad), min(100.5, high + pad)
-
-
 def plot_variant_metrics(table: pd.DataFrame, title: str = "") -> Any:
     """Grid of panels: rows = image AUROC / pixel AUROC / PRO (%), columns = factors; default circled."""
     factors = list(dict.fromkeys(table.factor))

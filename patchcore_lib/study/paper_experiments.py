@@ -28,8 +28,8 @@ from patchcore_lib.errors import ConfigError, WeightsNotFoundError
 from patchcore_lib.evaluation.paper_ablations import (BACKBONES_S6, FEW_SHOT_PADIM_S5, FEW_SHOT_S5, MVTEC_WR50,
                                                       SEARCH_TABLE5)
 from patchcore_lib.study.params import config_from_params
-from patchcore_lib.study.shared import (METRIC_NAMES, SplitTargets, evaluate_scores, load_features, score_split,
-                                        split_targets, variant)
+from patchcore_lib.study.shared import (METRIC_NAMES, SplitTargets, evaluate_scores, load_features, metric_range,
+                                        score_split, split_targets, variant)
 
 METRICS = tuple(METRIC_NAMES)
 #: images whose extraction is timed when a split's features come from the cache
@@ -231,6 +231,7 @@ def plot_backbone_sizes(table: pd.DataFrame, title: str = "") -> Any:
                        color="black", zorder=5, label=f"paper Table S6 ({BACKBONES_S6.scope})")
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names, rotation=20, ha="right")
+        ax.set_ylim(*metric_range(pd.concat([ran[metric], match[metric]]) if len(match) else ran[metric]))
         ax.set_ylabel(f"{METRIC_NAMES[metric]} (%)")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
@@ -376,6 +377,7 @@ def plot_search(table: pd.DataFrame, title: str = "") -> Any:
     for _, r in paper.iterrows():
         ax.annotate(r.method, (r.seconds_per_image, 100 * r.image_auroc), textcoords="offset points",
                     xytext=(5, -10), fontsize=7, color="tab:red")
+    ax.set_ylim(*metric_range(pd.concat([ran.image_auroc, paper.image_auroc])))
     ax.set_xscale("log")
     ax.set_xlabel("inference seconds per image (feature extraction + search)")
     ax.set_ylabel("image AUROC (%)")
