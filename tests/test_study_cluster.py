@@ -243,3 +243,11 @@ def test_example_sweep_plans_two_categories_by_three_ratios():
     points = sweep.plan_points(sweep.load_sweep(ROOT / "params" / "sweep_example.yaml"))
     assert len(points) == 6 and len({p.key for p in points}) == 6
     assert {p.category for p in points} == {"synthetic_texture", "synthetic_object"}
+
+
+def test_ready_units_hand_out_the_longest_first_and_wait_for_dependencies():
+    units = [cl.Unit("01-a", print, dict), cl.Unit("02-a", print, dict, ("01-a",), expected_seconds=900.0),
+             cl.Unit("03-a", print, dict, ("01-a",), expected_seconds=60.0), cl.Unit("03-b", print, dict),
+             cl.Unit("07-b", print, dict, expected_seconds=1200.0)]
+    assert [u.key for u in cl.ready_units(units, set())] == ["07-b", "01-a", "03-b"]  # unknown: in order
+    assert [u.key for u in cl.ready_units(units[1:], {"01-a"})] == ["07-b", "02-a", "03-a", "03-b"]

@@ -100,7 +100,14 @@ def test_summary_per_class_paper_anchor_and_other_datasets():
     assert mt10["dataset"] == "magnetic_tile" and mt10["paper_image_auroc"] == pytest.approx(97.9)
     assert pd.isna(mt10["paper_pixel_auroc"]) and pd.isna(mt10["anchor_image_auroc"])  # anchor is at 1%
     mt1 = table[(table["category"] == "magnetic_tile") & (table["setting"] == setting_name(one))].iloc[0]
-    assert mt1["anchor_image_auroc"] == pytest.approx(71.2) and pd.isna(mt1["paper_image_auroc"])  # paper: 10%
+    # the paper's only MTD value is PatchCore-10%: shown beside our 1% run, its label names both settings
+    assert mt1["anchor_image_auroc"] == pytest.approx(71.2) and mt1["paper_image_auroc"] == pytest.approx(97.9)
+    assert mt1["paper_source"] == ("PatchCore-10% on Magnetic Tile Defects (MTD) (the paper's only setting there; "
+                                   "ours: PatchCore-1%)")
+    assert "ours:" not in mt10["paper_source"]
+    # no MTD value for the baselines (the paper reports PatchCore only there)
+    assert pd.isna(report._paper_value(report.paper_table(), report.paper_other_datasets(), "PaDiM", "magnetic_tile",
+                                       "image_auroc")[0])
     means = table[table["category"].str.startswith("mean")]
     assert list(means["category"]) == ["mean (2 classes)"] * 2 and set(means["dataset"]) == {"MVTec AD"}
     assert list(table["dataset"]).index("magnetic_tile") > max(i for i, d in enumerate(table["dataset"])

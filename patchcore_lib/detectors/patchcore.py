@@ -33,6 +33,10 @@ from patchcore_lib.components.scoring import (SCORE_MODES, euclidean_distances, 
 MODEL_FORMAT = "patchcore_lib.model/1"
 
 
+#: nearest-neighbour searches (:func:`make_search`): exact, or approximate FAISS IVF-PQ
+KNN_SEARCHES = ("exact", "ivfpq")
+
+
 @dataclass
 class PatchCoreConfig:
     """Every setting of a PatchCore model, declared once: CLI options and notebook-parameter checks derive
@@ -67,7 +71,7 @@ class PatchCoreConfig:
     sigma: float = option(4.0, "Gaussian blur of the anomaly maps in pixels (0: none)", minimum=0.0)
     knn_backend: str = option("auto", "exact nearest-neighbour search backend", choices=BACKENDS)
     knn_search: str = option("exact", "nearest-neighbour search: exact, or ivfpq (approximate FAISS IVF-PQ, the "
-                             "paper's Table 5; needs faiss)", choices=("exact", "ivfpq"))
+                             "paper's Table 5; needs faiss)", choices=KNN_SEARCHES)
     ivf_nlist: int = option(512, "ivfpq: number of inverted lists (official 512)", minimum=1)
     pq_m: int = option(64, "ivfpq: sub-quantisers per vector, must divide the feature dimension (official 64)",
                        minimum=1)

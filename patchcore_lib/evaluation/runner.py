@@ -18,10 +18,10 @@ the same time. Outputs never go inside the data root.
 from __future__ import annotations
 
 import csv
+import datetime
 import io
 import json
 import sys
-import time
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -229,7 +229,8 @@ def evaluate(detector: Detector, data_root: str | Path, categories: Sequence[str
     created = not Path(out_dir).exists()
     out = check_writable_dir(out_dir)
     fingerprints = {c: dataset_fingerprint(data_root, c) for c in categories}
-    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + config_hash(config)
+    # microsecond resolution: two runs started within one second get different ids
+    run_id = datetime.datetime.now().strftime("%Y%m%dT%H%M%S%f") + "-" + config_hash(config)
     if options != EvaluationOptions():
         run_id += "-" + config_hash(options)
     rows: list[dict[str, Any]] = []

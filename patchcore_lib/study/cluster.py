@@ -147,7 +147,8 @@ class Unit:
     """One unit of work: ``function(argument())`` on a worker, after the units named in ``depends``.
 
     ``argument`` is called on the client when the unit is submitted (so it can read files its
-    dependencies wrote); ``resources`` are Dask resources the worker must offer (e.g. ``{"GPU": 1}``).
+    dependencies wrote); ``resources`` are Dask resources the worker must offer (e.g. ``{"GPU": 1}``);
+    ``expected_seconds``: how long it took last time (0: unknown), see :func:`ready_units`.
     """
 
     key: str
@@ -156,7 +157,16 @@ class Unit:
     depends: tuple[str, ...] = ()
     resources: dict[str, float] | None = None
     label: str = ""
+    expected_seconds: float = 0.0
     submitted: float = field(default=0.0, repr=False)
+
+
+def ready_units(waiting: Sequence[Unit], finished: set[str]) -> list[Unit]:
+    """The units of ``waiting`` whose dependencies have finished, longest expected first (ties and unknown
+    durations keep their order): the long notebooks start early instead of leaving one worker busy with
+    them at the end while the others idle."""
+    ready = [u for u in waiting if all(d in finished for d in u.depends)]
+    return sorted(ready, key=lambda u: -u.expected_seconds)
 
 
 def _short(address: str) -> str:
@@ -208,7 +218,7 @@ def run_units(client: Any, units: Sequence[Unit], on_result: Callable[[Unit, Any
 
     def submit_ready() -> None:
         slots = task_slots(client) - len(in_flight)
-        for unit in [u for u in waiting if all(d in finished for d in u.depends)][:max(0, slots)]:
+        for unit in ready_units(waiting, finished)[:max(0, slots)]:
             waiting.remove(unit)
             unit.submitted = time.perf_counter()
             future = client.submit(unit.function, unit.argument(), key=f"{unit.key}-{token}", pure=False,

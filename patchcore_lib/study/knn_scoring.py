@@ -13,7 +13,7 @@ import torch
 
 from patchcore_lib.detectors import PatchCore, PatchCoreConfig
 from patchcore_lib.study.shared import (METRIC_NAMES, SplitTargets, draw_contour, evaluate_scores, fit_bank,
-                                        metric_range, score_split)
+                                        metric_range, percent_table, score_split)  # noqa: F401 (percent_table: notebook 03)
 
 DEFAULT_SCORING = {"num_nn": 1, "score": "max", "reweight_neighbourhood": 3, "distance": "sqeuclidean", "sigma": 4.0}
 
@@ -98,13 +98,6 @@ def knn_scoring_ablation(model: PatchCore, bank: torch.Tensor, test_features: to
     table = pd.DataFrame(rows)
     table["b"] = table["b"].astype("Int64")
     return table, scores_by, maps_by
-
-
-def percent_table(table: pd.DataFrame) -> pd.DataFrame:
-    """A copy of ``table`` with the metrics in percent, 2 decimals (for display)."""
-    shown = table.copy()
-    shown[list(METRIC_NAMES)] = (100 * shown[list(METRIC_NAMES)]).round(2)
-    return shown
 
 
 def default_metrics(table: pd.DataFrame) -> dict[str, float]:

@@ -23,13 +23,12 @@ from patchcore_lib.components.backbones import get_spec, hub_cache_path, local_w
 from patchcore_lib.components.sampling import make_sampler
 from patchcore_lib.data import open_split, select_shots
 from patchcore_lib.detectors import PatchCore, PatchCoreConfig
-from patchcore_lib.detectors.patchcore import make_search
 from patchcore_lib.errors import ConfigError, WeightsNotFoundError
 from patchcore_lib.evaluation.paper_ablations import (BACKBONES_S6, FEW_SHOT_PADIM_S5, FEW_SHOT_S5, MVTEC_WR50,
                                                       SEARCH_TABLE5)
 from patchcore_lib.study.params import config_from_params
-from patchcore_lib.study.shared import (METRIC_NAMES, SplitTargets, evaluate_scores, load_features, metric_range,
-                                        score_split, split_targets, variant)
+from patchcore_lib.study.shared import (METRIC_NAMES, SplitTargets, evaluate_scores, fit_bank, load_features,
+                                        metric_range, percent_table, score_split, split_targets)
 
 METRICS = tuple(METRIC_NAMES)
 #: images whose extraction is timed when a split's features come from the cache
@@ -82,16 +81,21 @@ class FeatureSet:
     banks: dict[float, tuple[torch.Tensor, float]] = field(default_factory=dict)
 
 
-def _timed_split(model: PatchCore, params: dict[str, Any], split: str) -> tuple[torch.Tensor, tuple[int, int], bool, float]:
+def _open(params: dict[str, Any], config: PatchCoreConfig, split: str) -> Any:
+    """The ``split`` dataset of the study's category in ``config``'s geometry."""
+    return open_split(params["data_root"], params["category"], split, config.resize, config.imagesize,
+                      crop=config.crop)
+
+
+def _timed_split(model: PatchCore, params: dict[str, Any], split: str, dataset: Any = None
+                 ) -> tuple[torch.Tensor, tuple[int, int], bool, float]:
     """(features [N, h*w, D], grid, was_cached, extraction seconds per image); cached splits are timed on a
-    probe of :data:`PROBE_IMAGES` images."""
+    probe of :data:`PROBE_IMAGES` images of ``dataset`` (None: the split, opened here)."""
     start = time.perf_counter()
     features, grid, cached = load_features(model, params, split, show_progress=True)
     seconds = (time.perf_counter() - start) / max(1, len(features))
     if cached:
-        config = model.config
-        dataset = open_split(params["data_root"], params["category"], split, config.resize, config.imagesize,
-                             crop=config.crop)
+        dataset = dataset if dataset is not None else _open(params, model.config, split)
         probe = torch.utils.data.Subset(dataset, range(min(PROBE_IMAGES, len(dataset))))
         start = time.perf_counter()
         model.extract_features(probe, show_progress=False)
@@ -101,15 +105,16 @@ def _timed_split(model: PatchCore, params: dict[str, Any], split: str) -> tuple[
 
 def extract_feature_set(config: PatchCoreConfig, params: dict[str, Any],
                         targets: dict[tuple, SplitTargets] | None = None) -> FeatureSet:
-    """Train and test features of ``config`` (feature cache) with their timing and the test targets."""
+    """Train and test features of ``config`` (feature cache) with their timing and the test targets
+    (``targets``: by geometry, shared between feature sets; the test split is opened once)."""
     model = PatchCore(config)
-    train, grid, train_cached, train_seconds = _timed_split(model, params, "train")
-    test, _, test_cached, test_seconds = _timed_split(model, params, "test")
     geometry = (config.resize, config.imagesize, config.crop)
     targets = {} if targets is None else targets
+    test_split = None if geometry in targets else _open(params, config, "test")
+    train, grid, train_cached, train_seconds = _timed_split(model, params, "train")
+    test, _, test_cached, test_seconds = _timed_split(model, params, "test", test_split)
     if geometry not in targets:
-        targets[geometry] = split_targets(open_split(params["data_root"], params["category"], "test",
-                                                     config.resize, config.imagesize, crop=config.crop))
+        targets[geometry] = split_targets(test_split)
     cached = {"train": train_cached, "test": test_cached}
     timing = "measured" if not any(cached.values()) else f"cached features; extraction timed on {PROBE_IMAGES} images"
     return FeatureSet(model, train, test, grid, targets[geometry], {"train": train_seconds, "test": test_seconds},
@@ -142,10 +147,8 @@ def evaluate_bank(fs: FeatureSet, bank: torch.Tensor, search: str = "exact") -> 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            scorer = variant(fs.model, sampler="identity", coreset_ratio=1.0, knn_search=search)
-            scorer.search = make_search(scorer.config)
             start = time.perf_counter()
-            scorer.fit(bank, show_progress=False)
+            scorer = fit_bank(fs.model, bank, knn_search=search)
             out["index_seconds"] = time.perf_counter() - start
         except ConfigError as exc:
             if search == "exact":
@@ -210,7 +213,7 @@ def backbone_comparison(table: pd.DataFrame, label: str) -> pd.DataFrame:
     ours = table.assign(source=label)
     paper = BACKBONES_S6.frame().assign(status="reference", backbone=lambda t: t.backbone.fillna(t.paper_backbone))
     columns = ["source", "backbone", "imagesize", "coreset_ratio", *METRICS, "status"]
-    return percent(pd.concat([ours[columns], paper[columns]], ignore_index=True))
+    return percent_table(pd.concat([ours[columns], paper[columns]], ignore_index=True), 1)
 
 
 def plot_backbone_sizes(table: pd.DataFrame, title: str = "") -> Any:
@@ -354,7 +357,7 @@ def search_comparison(table: pd.DataFrame, label: str) -> pd.DataFrame:
     for column in ("bank_size", "search_seconds_per_image", "extract_seconds_per_image"):
         columns.insert(-1, column)
         paper[column] = np.nan
-    shown = percent(pd.concat([ours[columns], paper[columns]], ignore_index=True))
+    shown = percent_table(pd.concat([ours[columns], paper[columns]], ignore_index=True), 1)
     seconds = [c for c in columns if c.endswith("seconds_per_image")]
     shown[seconds] = shown[seconds].astype(float).round(3)
     return shown
@@ -388,14 +391,6 @@ def plot_search(table: pd.DataFrame, title: str = "") -> Any:
 
 
 # ============================================================================ display
-def percent(table: pd.DataFrame, decimals: int = 1) -> pd.DataFrame:
-    """A copy with the AUROC / PRO columns in percent, ``decimals`` decimals."""
-    shown = table.copy()
-    for m in METRICS:
-        shown[m] = (100 * shown[m].astype(float)).round(decimals)
-    return shown
-
-
 def records(table: pd.DataFrame) -> list[dict[str, Any]]:
     """Rows as JSON-friendly dicts (NaN/NA -> None) for metrics.json."""
     return [{k: (None if pd.isna(v) else v) for k, v in row.items()} for row in table.to_dict(orient="records")]

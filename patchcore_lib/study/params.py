@@ -28,6 +28,7 @@ from patchcore_lib.components.sampling import SAMPLERS
 from patchcore_lib.data import AUTO, LAYOUTS, resolve_data_root, resolve_layout
 from patchcore_lib.detectors import DETECTORS, GaussianADConfig, PatchCoreConfig, ThresholdOptions
 from patchcore_lib.detectors.ensemble import FUSIONS
+from patchcore_lib.detectors.patchcore import KNN_SEARCHES
 from patchcore_lib.errors import ConfigError
 from patchcore_lib.evaluation.options import EvaluationOptions
 from patchcore_lib.utils.schema import check_value, option, schema_fields
@@ -85,8 +86,7 @@ class StudyParameters:
                                    exclusive_minimum=0, maximum=1)
     search_ratios: tuple[float, ...] = option((1.0, 0.1, 0.01), "coreset ratios of the search table (1.0: the "
                                               "whole bank, no selection)", exclusive_minimum=0, maximum=1)
-    searches: tuple[str, ...] = option(("exact", "ivfpq"), "nearest-neighbour searches compared",
-                                       choices=("exact", "ivfpq"))
+    searches: tuple[str, ...] = option(KNN_SEARCHES, "nearest-neighbour searches compared", choices=KNN_SEARCHES)
 
 
 #: list parameters that must hold at least one value

@@ -41,7 +41,7 @@ from patchcore_lib.study.outputs import default_reports_dir, repository_root
 from patchcore_lib.study.run_keys import assign_hashes, data_fingerprints, is_complete, output_hashes
 from patchcore_lib.study.tasks import (NotebookTask, execute_notebook, execute_notebook_task, render_html,
                                        report_inputs, write_task_files)
-from patchcore_lib.utils.files import atomic_write_text, output_lock
+from patchcore_lib.utils.files import atomic_write_text, output_lock, read_json_or_none
 from patchcore_lib.utils.signals import exit_status, interrupts_raise
 
 
@@ -287,6 +287,10 @@ def _execute_runs_on_cluster(runs: list[dict[str, Any]], force: bool, kernel: st
         if _is_skipped(run, force):
             log(f"{run['ipynb'].stem}: complete with the same parameters, skipped")
         else:
+            previous = read_json_or_none(run["done"])
+            seconds = previous.get("seconds") if isinstance(previous, dict) else None
+            # the last run's duration: the longest notebooks are handed out first (cluster.ready_units)
+            run["expected_seconds"] = float(seconds) if isinstance(seconds, (int, float)) else 0.0
             run["done"].unlink(missing_ok=True)
             todo.append(run)
     if not todo:
@@ -307,8 +311,8 @@ def _execute_runs_on_cluster(runs: list[dict[str, Any]], force: bool, kernel: st
         device = str(run["parameters"].get("device", "") or "")
         return device.startswith("cuda") or (device == "auto" and gpu)
 
-    units = [Unit(key, execute_notebook_task, make_task(run), deps[key],
-                  {"GPU": 1} if wants_gpu(run) else None) for key, run in by_key.items()]
+    units = [Unit(key, execute_notebook_task, make_task(run), deps[key], {"GPU": 1} if wants_gpu(run) else None,
+                  expected_seconds=run["expected_seconds"]) for key, run in by_key.items()]
 
     def on_result(unit: Unit, result: dict[str, Any]) -> str:
         run = by_key[unit.key]

@@ -23,6 +23,7 @@ import torch
 
 from patchcore_lib.components.knn import NearestNeighbourSearch
 from patchcore_lib.detectors import PatchCore
+from patchcore_lib.detectors.patchcore import make_search
 from patchcore_lib.errors import ConfigError
 from patchcore_lib.evaluation.metrics import image_auroc, pixel_auroc, pro_score
 from patchcore_lib.study.cache import cached_split_features
@@ -64,11 +65,11 @@ def variant(model: PatchCore, **changes: Any) -> PatchCore:
     """An unfitted copy of ``model`` with some config fields changed; shares the feature extractor.
 
     The config is re-validated (``dataclasses.replace`` runs ``__post_init__``); the copy gets its own
-    nearest-neighbour index, so fitting it leaves ``model`` untouched.
+    nearest-neighbour index (exact or IVF-PQ, as its config says), so fitting it leaves ``model`` untouched.
     """
     clone = copy.copy(model)
     clone.config = dataclasses.replace(model.config, **changes)
-    clone.search = NearestNeighbourSearch(clone.config.num_nn, clone.config.distance, clone.config.knn_backend)
+    clone.search = make_search(clone.config)
     clone.memory_bank = None
     clone.timings = {}
     return clone
@@ -119,6 +120,15 @@ def coverage_radius(features: torch.Tensor, bank: torch.Tensor, backend: str = "
         distances, _ = search.query(features[start:start + 65536])
         worst = max(worst, float(distances.max()))
     return worst
+
+
+def percent_table(table: pd.DataFrame, decimals: int = 2) -> pd.DataFrame:
+    """A copy of ``table`` with its metric columns (:data:`METRIC_NAMES`) in percent, ``decimals`` decimals."""
+    shown = table.copy()
+    for metric in METRIC_NAMES:
+        if metric in shown:
+            shown[metric] = (100 * shown[metric].astype(float)).round(decimals)
+    return shown
 
 
 def draw_contour(ax: Any, mask: np.ndarray | None, color: str = "red") -> None:
