@@ -245,9 +245,16 @@ def test_example_sweep_plans_two_categories_by_three_ratios():
     assert {p.category for p in points} == {"synthetic_texture", "synthetic_object"}
 
 
-def test_ready_units_hand_out_the_longest_first_and_wait_for_dependencies():
-    units = [cl.Unit("01-a", print, dict), cl.Unit("02-a", print, dict, ("01-a",), expected_seconds=900.0),
+def test_ready_units_start_the_longest_chains_first_and_wait_for_dependencies():
+    # 01-a is short, but 02-a and 03-a wait for it: its chain (10 + 900 s) beats 07-b's 600 s
+    units = [cl.Unit("01-a", print, dict, expected_seconds=10.0),
+             cl.Unit("02-a", print, dict, ("01-a",), expected_seconds=900.0),
              cl.Unit("03-a", print, dict, ("01-a",), expected_seconds=60.0), cl.Unit("03-b", print, dict),
-             cl.Unit("07-b", print, dict, expected_seconds=1200.0)]
-    assert [u.key for u in cl.ready_units(units, set())] == ["07-b", "01-a", "03-b"]  # unknown: in order
-    assert [u.key for u in cl.ready_units(units[1:], {"01-a"})] == ["07-b", "02-a", "03-a", "03-b"]
+             cl.Unit("07-b", print, dict, expected_seconds=600.0),
+             cl.Unit("05", print, dict, ("02-a", "03-a", "03-b", "07-b"), expected_seconds=5.0)]
+    assert cl.critical_path_seconds(units) == {"01-a": 915.0, "02-a": 905.0, "03-a": 65.0, "03-b": 5.0,
+                                               "07-b": 605.0, "05": 5.0}
+    assert [u.key for u in cl.ready_units(units, set())] == ["01-a", "07-b", "03-b"]
+    assert [u.key for u in cl.ready_units(units[1:], {"01-a"})] == ["02-a", "07-b", "03-a", "03-b"]
+    with pytest.raises(ConfigError, match="cycle"):
+        cl.critical_path_seconds([cl.Unit("a", print, dict, ("b",)), cl.Unit("b", print, dict, ("a",))])

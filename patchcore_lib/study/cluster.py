@@ -148,7 +148,7 @@ class Unit:
 
     ``argument`` is called on the client when the unit is submitted (so it can read files its
     dependencies wrote); ``resources`` are Dask resources the worker must offer (e.g. ``{"GPU": 1}``);
-    ``expected_seconds``: how long it took last time (0: unknown), see :func:`ready_units`.
+    ``expected_seconds``: how long it took last time (0: unknown), see :func:`critical_path_seconds`.
     """
 
     key: str
@@ -161,12 +161,36 @@ class Unit:
     submitted: float = field(default=0.0, repr=False)
 
 
-def ready_units(waiting: Sequence[Unit], finished: set[str]) -> list[Unit]:
-    """The units of ``waiting`` whose dependencies have finished, longest expected first (ties and unknown
-    durations keep their order): the long notebooks start early instead of leaving one worker busy with
-    them at the end while the others idle."""
+def critical_path_seconds(units: Sequence[Unit]) -> dict[str, float]:
+    """Per unit key: its ``expected_seconds`` plus the longest chain of expected seconds of the units that
+    (directly or not) wait for it -- how long the study takes after the unit starts, with workers to spare."""
+    dependents: dict[str, list[str]] = {u.key: [] for u in units}
+    for unit in units:
+        for dependency in unit.depends:
+            dependents.setdefault(dependency, []).append(unit.key)
+    expected = {u.key: u.expected_seconds for u in units}
+    path: dict[str, float] = {}
+
+    def length(key: str, seen: tuple[str, ...] = ()) -> float:
+        if key not in path:
+            if key in seen:
+                raise ConfigError(f"units {list(seen)} depend on each other (dependency cycle)")
+            path[key] = expected.get(key, 0.0) + max(
+                (length(d, seen + (key,)) for d in dependents.get(key, [])), default=0.0)
+        return path[key]
+
+    return {u.key: length(u.key) for u in units}
+
+
+def ready_units(waiting: Sequence[Unit], finished: set[str], priority: dict[str, float] | None = None
+                ) -> list[Unit]:
+    """The units of ``waiting`` whose dependencies have finished, highest ``priority`` first (default: each
+    unit's :func:`critical_path_seconds` among ``waiting``; ties and unknown durations keep their order): the
+    notebooks that hold up the most work start early instead of leaving one worker busy at the end while the
+    others idle."""
+    priority = critical_path_seconds(waiting) if priority is None else priority
     ready = [u for u in waiting if all(d in finished for d in u.depends)]
-    return sorted(ready, key=lambda u: -u.expected_seconds)
+    return sorted(ready, key=lambda u: -priority.get(u.key, 0.0))
 
 
 def _short(address: str) -> str:
@@ -211,6 +235,7 @@ def run_units(client: Any, units: Sequence[Unit], on_result: Callable[[Unit, Any
         if missing:
             raise ConfigError(f"unit {unit.key} depends on unknown units {missing}")
     waiting = list(units)
+    priority = critical_path_seconds(units)
     finished: set[str] = set()
     in_flight: dict[Any, Unit] = {}
     labels: dict[str, str] = {}
@@ -218,7 +243,7 @@ def run_units(client: Any, units: Sequence[Unit], on_result: Callable[[Unit, Any
 
     def submit_ready() -> None:
         slots = task_slots(client) - len(in_flight)
-        for unit in ready_units(waiting, finished)[:max(0, slots)]:
+        for unit in ready_units(waiting, finished, priority)[:max(0, slots)]:
             waiting.remove(unit)
             unit.submitted = time.perf_counter()
             future = client.submit(unit.function, unit.argument(), key=f"{unit.key}-{token}", pure=False,
