@@ -54,5 +54,7 @@ for pair in "$MVTEC bottle" "$TILES magnetic_tile"; do
     rm -rf "$work" "$work.log"
   fi
 done
-$PY -m patchcore_lib.study -f params/real_reports.yaml --data-root "$MVTEC" "$TILES" $FORCE
+# STUDY_ARGS: more options of the study runner, e.g. STUDY_ARGS="--workers 1 --threads 2" when one long notebook
+# is all that is left to run
+$PY -m patchcore_lib.study -f params/real_reports.yaml --data-root "$MVTEC" "$TILES" $FORCE ${STUDY_ARGS:-}
 $PY -m patchcore_lib.study.readme

@@ -33,6 +33,17 @@ def test_notebook_06_runs_and_writes_outputs(tmp_path):
     for column in ("image_auroc", "pixel_auroc", "pixel_auroc_legacy", "pro"):
         assert ours[column].between(0, 1).all(), column
     assert (ours["fit_seconds"] > 0).all() and (ours["model_bytes"] > 0).all()
-    assert (table["scope"] == "MVTec AD mean (15 categories)").sum() == 7
+    assert (table["source"] != "this run").sum() == 0  # a synthetic category: no published MVTec AD rows
     record = json.loads((folder / "metrics.json").read_text())
     assert any("k=300" in note for note in record["metrics"]["skipped"])
+
+
+def test_published_baseline_rows_only_for_mvtec_categories():
+    from patchcore_lib.study import baselines
+
+    mvtec = baselines.reference_for("bottle")
+    assert len(mvtec) == 7 and (mvtec["scope"] == "MVTec AD mean (15 categories)").all()
+    assert len(baselines.reference_for("magnetic_tile")) == 0
+    ours = mvtec.iloc[:1].assign(source="this run", scope="this category")
+    assert len(baselines.baselines_table(ours, baselines.reference_for("magnetic_tile"))) == 1
+    assert len(baselines.baselines_table(ours, mvtec)) == 8

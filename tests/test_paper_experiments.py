@@ -119,6 +119,20 @@ def test_search_table_rows_and_small_bank_note(section_1):
     assert len(shown) == 4 + len(pa.SEARCH_TABLE5.rows)
 
 
+def test_figures_draw_the_papers_values_only_on_its_dataset(section_1):
+    _, _, kept = section_1
+    few_shot = pe.few_shot_table(kept, [1], [0], ratio=0.5, full_ratio=0.25)
+    summary = pe.few_shot_summary(few_shot)
+    search = pe.search_table(kept, [0.25], ["exact"])
+    assert pe.on_paper_dataset("bottle") and not pe.on_paper_dataset("magnetic_tile")
+    for markers in (True, False):
+        figures = [pe.plot_few_shot(summary, few_shot, paper_markers=markers),
+                   pe.plot_search(search, paper_markers=markers)]
+        labels = [t for fig in figures for ax in fig.axes for t in ax.get_legend_handles_labels()[1]]
+        assert any(t.startswith("paper") for t in labels) == markers, labels
+        assert any(t.startswith("ours") for t in labels)
+
+
 def test_paper_tables_carry_sources_and_fractions():
     for table in pa.PAPER_ABLATIONS.values():
         frame = table.frame()

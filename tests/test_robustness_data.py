@@ -3,6 +3,7 @@ EXIF orientation, empty masks, decompression bombs, content fingerprints, the me
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -118,6 +119,14 @@ def test_all_zero_mask_of_a_defect_image_warns_naming_it(synthetic_root, tmp_pat
     index = next(i for i, s in enumerate(dataset.samples) if s.mask_path == mask)
     with pytest.warns(UserWarning, match=f"{mask}.*is empty"):
         dataset[index]
+    with warnings.catch_warnings(record=True) as again:  # once per file per process: not on every reopening
+        warnings.simplefilter("always")
+        open_split(root, "tiny", "test", 64, 64)[index]
+    assert not [w for w in again if "is empty" in str(w.message)]
+    Image.new("L", Image.open(mask).size).save(mask)  # rewritten: a changed file is warned about again
+    os.utime(mask, ns=(mask.stat().st_atime_ns, mask.stat().st_mtime_ns + 10**9))
+    with pytest.warns(UserWarning, match=f"{mask}.*is empty"):
+        open_split(root, "tiny", "test", 64, 64)[index]
 
 
 # --- case 11: decompression bomb -----------------------------------------------------------------------------

@@ -252,6 +252,24 @@ def test_paper_comparison_puts_our_runs_beside_the_papers_per_sampler():
     assert "1%" in labels and "0.1%" in labels  # percent ticks, the paper's ratios included
 
 
+def test_paper_markers_only_where_the_dataset_matches():
+    table = pd.DataFrame({"sampler": ["approx_greedy", "approx_greedy"], "ratio": [0.01, 0.1],
+                          "image_auroc": [0.89, 0.90], "pixel_auroc": [0.73, 0.76], "pro": [0.70, 0.71]})
+    assert ca.paper_markers("bottle") is ca.PAPER_CORESET  # an MVTec AD category: the MVTec AD means
+    tiles = ca.paper_markers("magnetic_tile")  # the paper's one MTD result, at its own ratio, image AUROC only
+    assert list(tiles.sampler) == ["approx_greedy"] and list(tiles.ratio) == [0.1]
+    assert tiles.image_auroc.iloc[0] == 97.9 and tiles.pixel_auroc.isna().all() and "MTD" in tiles.source.iloc[0]
+    comparison = ca.paper_comparison(table, tiles)
+    assert len(comparison) == 1 and comparison.ours_image_auroc.iloc[0] == 90.0
+    fig = ca.plot_coreset_metrics(table, tiles)
+    labels = [t for ax in fig.axes for t in ax.get_legend_handles_labels()[1]]
+    assert any("MTD" in t for t in labels) and not any("Tables" in t or "Fig" in t for t in labels)
+    assert len(fig.axes[1].collections) == 0  # no pixel AUROC marker: the paper gives none on MTD
+    assert ca.paper_markers("synthetic_texture") is None and len(ca.paper_comparison(table, None)) == 0
+    fig = ca.plot_coreset_metrics(table, None)
+    assert not any("paper" in t for ax in fig.axes for t in ax.get_legend_handles_labels()[1])
+
+
 # ----------------------------------------------------------------------------- plot styles
 def test_every_registered_sampler_gets_a_plot_style():
     styles = [ca.sampler_style(name) for name in SAMPLERS]

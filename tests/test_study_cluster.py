@@ -254,7 +254,8 @@ def test_ready_units_start_the_longest_chains_first_and_wait_for_dependencies():
              cl.Unit("05", print, dict, ("02-a", "03-a", "03-b", "07-b"), expected_seconds=5.0)]
     assert cl.critical_path_seconds(units) == {"01-a": 915.0, "02-a": 905.0, "03-a": 65.0, "03-b": 5.0,
                                                "07-b": 605.0, "05": 5.0}
-    assert [u.key for u in cl.ready_units(units, set())] == ["01-a", "07-b", "03-b"]
-    assert [u.key for u in cl.ready_units(units[1:], {"01-a"})] == ["02-a", "07-b", "03-a", "03-b"]
+    priority = cl.critical_path_seconds(units)
+    assert [u.key for u in cl.ready_units(units, set(), priority)] == ["01-a", "07-b", "03-b"]
+    assert [u.key for u in cl.ready_units(units[1:], {"01-a"}, priority)] == ["02-a", "07-b", "03-a", "03-b"]
     with pytest.raises(ConfigError, match="cycle"):
         cl.critical_path_seconds([cl.Unit("a", print, dict, ("b",)), cl.Unit("b", print, dict, ("a",))])

@@ -79,6 +79,20 @@ def load_rgb(path: Path) -> Image.Image:
         raise DatasetError(f"{path}: cannot read image ({exc})") from exc
 
 
+#: (mask file, size, modification time) already warned about in this process
+_WARNED: set[tuple[str, int, int]] = set()
+
+
+def _warn_once(path: Path, message: str) -> None:
+    """Warn about one mask file once per process (every opening of a split reads its masks again); a file
+    that changed since is warned about again."""
+    stat = Path(path).stat()
+    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _WARNED:
+        _WARNED.add(key)
+        warnings.warn(message, stacklevel=3)
+
+
 def load_mask(path: Path, expected_size: tuple[int, int], image_path: Path) -> Image.Image:
     """Open a mask (EXIF-oriented) as a binary 'L' image (0/255). Masks whose values are {0, v} (0/1, 0/255,
     0/65535, ...) are foreground wherever non-zero; grey-level masks are binarised at 127 with a warning.
@@ -97,8 +111,8 @@ def load_mask(path: Path, expected_size: tuple[int, int], image_path: Path) -> I
         warnings.warn(f"{path}: mask is not binary ({len(values)} grey levels); binarised at 127", stacklevel=2)
         binary = array > 127
     if not binary.any():
-        warnings.warn(f"{path}: the mask of defect image {image_path} is empty (no foreground pixel); "
-                      "pixel AUROC and PRO count it as defect-free", stacklevel=2)
+        _warn_once(path, f"{path}: the mask of defect image {image_path} is empty (no foreground pixel); "
+                   "pixel AUROC and PRO count it as defect-free")
     return Image.fromarray((binary * 255).astype(np.uint8))
 
 

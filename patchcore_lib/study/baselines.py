@@ -1,5 +1,5 @@
 """Notebook 06 (baselines): PatchCore, PaDiM and OrthoAD fitted on one category, beside the published
-MVTec AD means, with quality, time and model size in one figure."""
+MVTec AD means (MVTec AD categories only), with quality, time and model size in one figure."""
 from __future__ import annotations
 
 import tempfile
@@ -13,7 +13,7 @@ import pandas as pd
 from patchcore_lib.detectors import GaussianADConfig, PatchCoreConfig, detector_size, make_detector
 from patchcore_lib.evaluation import prediction_metrics
 from patchcore_lib.evaluation.metrics import legacy_pixel_auroc
-from patchcore_lib.evaluation.reference import baseline_reference_table
+from patchcore_lib.evaluation.reference import MVTEC_CATEGORIES, baseline_reference_table
 
 #: the columns of the baselines table (ours and the published rows)
 COLUMNS = ["scope", "source", "method", "run", "backbone", "k_or_d", "image_auroc", "pixel_auroc",
@@ -95,10 +95,18 @@ def run_baselines(plan: list[dict[str, Any]], config: PatchCoreConfig, train: An
 
 
 # =========================================================================== tables
+def reference_for(category: str) -> pd.DataFrame:
+    """The published values to show beside a run on ``category``, only where the dataset matches: the MVTec
+    AD means (:func:`baseline_reference_table`) for an MVTec AD category, no rows for any other dataset."""
+    reference = baseline_reference_table()
+    return reference if category in MVTEC_CATEGORIES else reference.iloc[:0]
+
+
 def baselines_table(ours: pd.DataFrame, reference: pd.DataFrame | None = None) -> pd.DataFrame:
     """Our rows and the published MVTec AD means in one table (:data:`COLUMNS`)."""
     reference = baseline_reference_table() if reference is None else reference
-    return pd.concat([ours, reference], ignore_index=True).reindex(columns=COLUMNS)
+    parts = [ours, reference] if len(reference) else [ours]
+    return pd.concat(parts, ignore_index=True).reindex(columns=COLUMNS)
 
 
 def style_baselines(table: pd.DataFrame) -> Any:
@@ -121,7 +129,8 @@ def baselines_record(params: dict[str, Any], total_channels: int, ours: pd.DataF
     return {"category": params["category"], "backbone": params["backbone"], "total_channels": total_channels,
             "runs": ours.to_dict(orient="records"), "skipped": skipped,
             "reference_mvtec_means": reference.to_dict(orient="records"),
-            "note": "reference rows are MVTec AD means over 15 categories, not values for this category"}
+            "note": ("reference rows are MVTec AD means over 15 categories, not values for this category"
+                     if len(reference) else "no published values for this dataset")}
 
 
 # =========================================================================== the figure
@@ -134,8 +143,9 @@ def _plot_quality(ax: Any, ours: pd.DataFrame, reference: pd.DataFrame, x: np.nd
             for offset, (column, _) in zip((-width, 0, width), _QUALITY):
                 if np.isfinite(ref[column]):
                     ax.plot(x[i] + offset, ref[column], marker="_", color="black", markersize=12)
-    ax.plot([], [], marker="_", color="black", linestyle="none", markersize=12,
-            label="published MVTec AD means (all categories)")
+    if len(reference):
+        ax.plot([], [], marker="_", color="black", linestyle="none", markersize=12,
+                label="published MVTec AD means (all categories)")
     low = np.nanmin(ours[[c for c, _ in _QUALITY]].to_numpy())
     ax.set_ylim(max(0.0, min(low, 0.9) - 0.05), 1.01)
     ax.set_title(f"{category}: quality (ours, sklearn AUROC)")

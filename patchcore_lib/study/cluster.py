@@ -182,13 +182,11 @@ def critical_path_seconds(units: Sequence[Unit]) -> dict[str, float]:
     return {u.key: length(u.key) for u in units}
 
 
-def ready_units(waiting: Sequence[Unit], finished: set[str], priority: dict[str, float] | None = None
-                ) -> list[Unit]:
-    """The units of ``waiting`` whose dependencies have finished, highest ``priority`` first (default: each
-    unit's :func:`critical_path_seconds` among ``waiting``; ties and unknown durations keep their order): the
-    notebooks that hold up the most work start early instead of leaving one worker busy at the end while the
-    others idle."""
-    priority = critical_path_seconds(waiting) if priority is None else priority
+def ready_units(waiting: Sequence[Unit], finished: set[str], priority: dict[str, float]) -> list[Unit]:
+    """The units of ``waiting`` whose dependencies have finished, highest ``priority`` first (e.g. each unit's
+    :func:`critical_path_seconds`, computed once for the whole run; ties and unknown units keep their order):
+    the notebooks that hold up the most work start early instead of leaving one worker busy at the end while
+    the others idle."""
     ready = [u for u in waiting if all(d in finished for d in u.depends)]
     return sorted(ready, key=lambda u: -priority.get(u.key, 0.0))
 

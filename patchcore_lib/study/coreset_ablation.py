@@ -1,8 +1,9 @@
 """Notebook 02 (coreset ablation): every sampler x coreset ratio on cached features, the seed spread,
-and the paper's MVTec means beside ours."""
+and the paper's values for the same dataset beside ours."""
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from typing import Any, Callable, Sequence
 
@@ -14,7 +15,9 @@ import torch
 from patchcore_lib.components.sampling import SAMPLERS, make_sampler
 from patchcore_lib.detectors import PatchCore
 from patchcore_lib.errors import ConfigError
+from patchcore_lib.evaluation.anchors import paper_other_datasets
 from patchcore_lib.evaluation.paper_ablations import CORESET_VS_RANDOM
+from patchcore_lib.evaluation.reference import MVTEC_CATEGORIES
 from patchcore_lib.study.shared import (METRIC_NAMES, SplitTargets, coverage_radius, evaluate_scores, fit_bank,
                                         score_split)
 
@@ -24,6 +27,25 @@ from patchcore_lib.study.shared import (METRIC_NAMES, SplitTargets, coverage_rad
 PAPER_CORESET = (CORESET_VS_RANDOM.frame().drop(columns=["source", "scope"]).rename(columns={"from": "source"})
                  .astype({m: float for m in METRIC_NAMES}))
 PAPER_CORESET[list(METRIC_NAMES)] = (100 * PAPER_CORESET[list(METRIC_NAMES)]).round(2)
+
+
+
+def paper_markers(category: str) -> pd.DataFrame | None:
+    """The paper's values to draw beside a run on ``category``, only where the dataset matches (percent; columns
+    ``sampler, ratio, approximate, source`` and the metrics): the MVTec AD random-vs-coreset means
+    (:data:`PAPER_CORESET`) for an MVTec AD category; the paper's PatchCore result on another dataset (e.g. MTD,
+    image AUROC at its one coreset ratio) for that dataset's category; None where the paper has nothing."""
+    if category in MVTEC_CATEGORIES:
+        return PAPER_CORESET
+    rows = []
+    for _, hit in paper_other_datasets().query("category == @category").iterrows():
+        ratio = re.fullmatch(r"PatchCore-(\d+(?:\.\d+)?)%", str(hit["method"]))
+        if ratio:
+            rows.append({"sampler": "approx_greedy", "ratio": float(ratio.group(1)) / 100, "approximate": False,
+                         "source": f"{hit['method']} on {hit['dataset']}",
+                         **{m: float(hit[m]) for m in METRIC_NAMES}})
+    return pd.DataFrame(rows) if rows else None
+
 
 #: plot styles (colour, marker) of the samplers known when the plots were designed; any other registered
 #: sampler gets one from the fallback cycles, so adding a sampler needs no edit here
@@ -127,9 +149,11 @@ def best_run(table: pd.DataFrame) -> dict[str, Any] | None:
     return ok.loc[ok.image_auroc.idxmax()][["sampler", "ratio", "image_auroc"]].to_dict() if len(ok) else None
 
 
-def paper_comparison(table: pd.DataFrame, paper: pd.DataFrame = PAPER_CORESET) -> pd.DataFrame:
+def paper_comparison(table: pd.DataFrame, paper: pd.DataFrame | None = PAPER_CORESET) -> pd.DataFrame:
     """The paper's values per sampler and coreset ratio beside ours (percent, 2 decimals; ``approximate``:
-    read off a plot; ours empty where that sampler/ratio was not run)."""
+    read off a plot; ours empty where that sampler/ratio was not run; no rows when ``paper`` is None)."""
+    if paper is None:
+        paper = PAPER_CORESET.iloc[:0]
     reference = paper.rename(columns={m: f"paper_{m}" for m in METRIC_NAMES})
     ours = table[["sampler", "ratio", *METRIC_NAMES]].copy()
     ours[list(METRIC_NAMES)] = (100 * ours[list(METRIC_NAMES)]).round(2)
@@ -148,10 +172,10 @@ def _percent_axis(ax: Any, ratios: Sequence[float]) -> None:
 
 
 # ============================================================================ plots
-def plot_coreset_metrics(table: pd.DataFrame, paper: pd.DataFrame = PAPER_CORESET, title: str = "") -> Any:
+def plot_coreset_metrics(table: pd.DataFrame, paper: pd.DataFrame | None = PAPER_CORESET, title: str = "") -> Any:
     """Image AUROC / pixel AUROC / PRO (%) vs coreset ratio (log x, in percent), one line per sampler, one
-    y-range for the three panels; the paper's values per sampler as markers in the sampler's colour (hollow:
-    read off a plot)."""
+    y-range for the three panels; the paper's values per sampler (``paper``, e.g. :func:`paper_markers`; None:
+    none) as markers in the sampler's colour (hollow: read off a plot)."""
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), sharey=True)
     shown = [100 * table[m].astype(float) for m in METRIC_NAMES]
     if paper is not None:

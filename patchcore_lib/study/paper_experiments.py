@@ -26,6 +26,7 @@ from patchcore_lib.detectors import PatchCore, PatchCoreConfig
 from patchcore_lib.errors import ConfigError, WeightsNotFoundError
 from patchcore_lib.evaluation.paper_ablations import (BACKBONES_S6, FEW_SHOT_PADIM_S5, FEW_SHOT_S5, MVTEC_WR50,
                                                       SEARCH_TABLE5)
+from patchcore_lib.evaluation.reference import MVTEC_CATEGORIES
 from patchcore_lib.study.params import config_from_params
 from patchcore_lib.study.shared import (METRIC_NAMES, SplitTargets, evaluate_scores, fit_bank, load_features,
                                         metric_range, percent_table, score_split, split_targets)
@@ -216,13 +217,21 @@ def backbone_comparison(table: pd.DataFrame, label: str) -> pd.DataFrame:
     return percent_table(pd.concat([ours[columns], paper[columns]], ignore_index=True), 1)
 
 
-def plot_backbone_sizes(table: pd.DataFrame, title: str = "") -> Any:
-    """Image AUROC and PRO per backbone, one line per image size; paper Table S6 markers where the backbone,
-    the image size (224) and the coreset ratio match."""
+def on_paper_dataset(category: str) -> bool:
+    """Whether the paper's ablation values (MVTec AD means) are for ``category``'s dataset: the figures draw
+    the paper's markers only then (on other datasets the values stay in the tables, labelled with their scope)."""
+    return category in MVTEC_CATEGORIES
+
+
+def plot_backbone_sizes(table: pd.DataFrame, title: str = "", paper_markers: bool = True) -> Any:
+    """Image AUROC and PRO per backbone, one line per image size; paper Table S6 markers (``paper_markers``:
+    the dataset matches) where the backbone, the image size (224) and the coreset ratio match."""
     ran = table[table.status == "ok"]
     names = list(dict.fromkeys(ran.backbone))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
     paper = BACKBONES_S6.frame()
+    if not paper_markers:
+        paper = paper.iloc[:0]
     for ax, metric in zip(axes, ("image_auroc", "pro")):
         for size, frame in ran.groupby("imagesize"):
             x = [names.index(b) for b in frame.backbone]
@@ -300,19 +309,21 @@ def few_shot_comparison(summary: pd.DataFrame, table: pd.DataFrame, label: str) 
     return pd.DataFrame(rows).round(1)
 
 
-def plot_few_shot(summary: pd.DataFrame, table: pd.DataFrame, title: str = "") -> Any:
-    """Metric vs shots (log x): our mean with min-max error bars, Table S5 (± as published) beside it."""
+def plot_few_shot(summary: pd.DataFrame, table: pd.DataFrame, title: str = "", paper_markers: bool = True) -> Any:
+    """Metric vs shots (log x): our mean with min-max error bars, Table S5 (± as published) beside it when
+    ``paper_markers`` (the dataset matches)."""
     fig, axes = plt.subplots(1, 3, figsize=(14, 4), layout="constrained")
     paper = FEW_SHOT_S5.frame()
-    ticks = sorted(set(summary.shots) | set(paper.shots))
+    ticks = sorted(set(summary.shots) | (set(paper.shots) if paper_markers else set()))
     full = table[table.status == "full training set"]
     for ax, metric in zip(axes, METRICS):
         mean = 100 * summary[f"{metric}_mean"]
         err = [mean - 100 * summary[f"{metric}_min"], 100 * summary[f"{metric}_max"] - mean]
         ax.errorbar(summary.shots, mean, yerr=err, marker="o", capsize=4, label="ours: mean, min-max over seeds")
-        ax.errorbar(paper.shots, 100 * paper[metric], yerr=100 * paper[f"{metric}_spread"], marker="s",
-                    linestyle="--", capsize=4, color="black", label=f"paper Table S5 ({MVTEC_WR50})")
-        if metric == "image_auroc":
+        if paper_markers:
+            ax.errorbar(paper.shots, 100 * paper[metric], yerr=100 * paper[f"{metric}_spread"], marker="s",
+                        linestyle="--", capsize=4, color="black", label=f"paper Table S5 ({MVTEC_WR50})")
+        if metric == "image_auroc" and paper_markers:
             padim = FEW_SHOT_PADIM_S5.frame()
             ax.plot(padim.shots, 100 * padim[metric], marker="^", linestyle=":", color="grey",
                     label="paper Table S5, PaDiM")
@@ -363,8 +374,9 @@ def search_comparison(table: pd.DataFrame, label: str) -> pd.DataFrame:
     return shown
 
 
-def plot_search(table: pd.DataFrame, title: str = "") -> Any:
-    """Inference seconds per image vs image AUROC: one marker per (ratio, search), Table 5 in another colour."""
+def plot_search(table: pd.DataFrame, title: str = "", paper_markers: bool = True) -> Any:
+    """Inference seconds per image vs image AUROC: one marker per (ratio, search), Table 5 in another colour
+    when ``paper_markers`` (the dataset matches)."""
     fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
     ran = table[np.isfinite(table.image_auroc.astype(float))]
     for search, marker in (("exact", "o"), ("ivfpq", "D")):
@@ -375,8 +387,11 @@ def plot_search(table: pd.DataFrame, title: str = "") -> Any:
             ax.annotate(f"{100 * r.ratio:g}%", (r.inference_seconds_per_image, 100 * r.image_auroc),
                         textcoords="offset points", xytext=(5, 4), fontsize=8)
     paper = SEARCH_TABLE5.frame()
-    ax.scatter(paper.seconds_per_image, 100 * paper.image_auroc, marker="*", s=120, color="tab:red",
-               label=f"paper Table 5 ({MVTEC_WR50}, GPU)")
+    if not paper_markers:
+        paper = paper.iloc[:0]
+    else:
+        ax.scatter(paper.seconds_per_image, 100 * paper.image_auroc, marker="*", s=120, color="tab:red",
+                   label=f"paper Table 5 ({MVTEC_WR50}, GPU)")
     for _, r in paper.iterrows():
         ax.annotate(r.method, (r.seconds_per_image, 100 * r.image_auroc), textcoords="offset points",
                     xytext=(5, -10), fontsize=7, color="tab:red")

@@ -424,12 +424,17 @@ def compact_table(group: pd.DataFrame, kinds: Sequence[str] = ("ours",) + REFERE
     return out
 
 
+def reference_notes(group: pd.DataFrame, key: str) -> list[str]:
+    """The distinct non-empty values of column ``key`` (``paper_source``, ``official_run``, ``anchor_run``) of
+    one summary section, in order: which setting each reference column of that section holds."""
+    return list(dict.fromkeys(str(v) for v in group[key] if isinstance(v, str) and v))
+
+
 def _section(group: pd.DataFrame) -> list[str]:
     lines = []
-    notes = [(key, name) for key, name in (("paper_source", "Paper"), ("official_run", "Official published run"),
-                                           ("anchor_run", "Official code on this data"))]
-    for key, name in notes:
-        values = list(dict.fromkeys(str(v) for v in group[key] if isinstance(v, str) and v))
+    for key, name in (("paper_source", "Paper"), ("official_run", "Official published run"),
+                      ("anchor_run", "Official code on this data")):
+        values = reference_notes(group, key)
         if values:
             lines += [f"{name}: " + "; ".join(f"`{v}`" for v in values) + ".", ""]
     conventions = sorted(set(group["mask_convention"]))

@@ -289,7 +289,7 @@ def _execute_runs_on_cluster(runs: list[dict[str, Any]], force: bool, kernel: st
         else:
             previous = read_json_or_none(run["done"])
             seconds = previous.get("seconds") if isinstance(previous, dict) else None
-            # the last run's duration: the longest notebooks are handed out first (cluster.ready_units)
+            # the last run's duration: notebooks are handed out by critical path (cluster.critical_path_seconds)
             run["expected_seconds"] = float(seconds) if isinstance(seconds, (int, float)) else 0.0
             run["done"].unlink(missing_ok=True)
             todo.append(run)
