@@ -31,26 +31,32 @@ variant mt_C_none320 "$TILES" magnetic_tile --coreset-ratio 0.01 $D1024 --resize
 # bottle as the official code's anchor runs (1024 -> 1024 embeddings) under both mask conventions
 variant bottle_D1024_masks-nearest "$MVTEC" bottle $D1024
 variant bottle_D1024_masks-official "$MVTEC" bottle $D1024 --mask-convention official
+# The records below (Eq. 7 check, inspection line) carry the fingerprint of the library code they ran ("code");
+# one made by other code is measured again (the variants above resume on the evaluation's own code fingerprint).
+CODE=$($PY -m patchcore_lib.utils.source_fingerprint patchcore_lib.cli benchmarks.reweighted_distances)
+current() { [ -f "$1" ] && [ "$FORCE" != --force ] && $PY -c \
+    'import json, sys; sys.exit(json.load(open(sys.argv[1])).get("code") != sys.argv[2])' "$1" "$CODE"; }
+stamp() { $PY -c 'import json, sys; d = json.load(open(sys.argv[1])); d["code"] = sys.argv[2]
+open(sys.argv[1], "w").write(json.dumps(d, indent=2) + "\n")' "$1" "$CODE"; }
 # Eq. 7 under both search distances on one memory bank of the magnetic tiles (defaults: 10% coreset)
-mkdir -p reports/variants/.models
-model=reports/variants/.models/magnetic_tile.pt
-[ -f "$model" ] && [ "$FORCE" != --force ] || \
-    $PY -m patchcore_lib fit --train "$TILES/magnetic_tile/train" --out "$model" --calibration-folds 0 --quiet
-check=reports/variants/reweighted_distances-magnetic_tile.json  # redone when the model is newer, or with --force
-if [ ! -f "$check" ] || [ "$model" -nt "$check" ] || [ "$FORCE" = --force ]; then
-  $PY -m benchmarks.reweighted_distances --model "$model" --data-root "$TILES" --category magnetic_tile > "$check.tmp"
-  mv "$check.tmp" "$check"
+check=reports/variants/reweighted_distances-magnetic_tile.json
+if ! current "$check"; then
+  work=$(mktemp -d)
+  $PY -m patchcore_lib fit --train "$TILES/magnetic_tile/train" --out "$work/model.pt" --calibration-folds 0 --quiet
+  $PY -m benchmarks.reweighted_distances --model "$work/model.pt" --data-root "$TILES" --category magnetic_tile \
+      > "$check.tmp"
+  stamp "$check.tmp" && mv "$check.tmp" "$check"
+  rm -rf "$work"
 fi
-# the inspection line (fit with a calibrated threshold, predict, ONNX export; Eq. 7 check) on both datasets;
-# kept when reports/inspection_line/<category>.json exists (--force measures again)
+# the inspection line (fit with a calibrated threshold, predict, ONNX export; Eq. 7 check) on both datasets
 mkdir -p reports/inspection_line
 for pair in "$MVTEC bottle" "$TILES magnetic_tile"; do
   set -- $pair
   record=reports/inspection_line/$2.json
-  if [ ! -f "$record" ] || [ "$FORCE" = --force ]; then
+  if ! current "$record"; then
     work=$(mktemp -d)
     PATH="$(dirname "$PY"):$PATH" bash scripts/measure_inspection_line.sh "$1" "$2" "$work" > "$work.log" 2>&1
-    cp "$work/summary.json" "$record.tmp" && mv "$record.tmp" "$record"
+    cp "$work/summary.json" "$record.tmp" && stamp "$record.tmp" && mv "$record.tmp" "$record"
     rm -rf "$work" "$work.log"
   fi
 done

@@ -30,20 +30,25 @@ def test_notebook_06_runs_and_writes_outputs(tmp_path):
     table = pd.read_csv(folder / "baselines.csv")
     ours = table[table["source"] == "this run"]
     assert ours["run"].tolist() == ["PatchCore", "PaDiM d=20", "OrthoAD k=16"]
-    for column in ("image_auroc", "pixel_auroc", "pixel_auroc_legacy", "pro"):
-        assert ours[column].between(0, 1).all(), column
+    record = json.loads((folder / "metrics.json").read_text())
+    runs = pd.DataFrame(record["metrics"]["runs"])
+    for column in ("image_auroc", "pixel_auroc", "pixel_auroc_legacy", "pro"):  # percent in the table
+        assert ours[column].tolist() == pytest.approx((100 * runs[column]).round(2).tolist()), column
+        assert runs[column].between(0, 1).all() and ours[column].max() > 1, column
     assert (ours["fit_seconds"] > 0).all() and (ours["model_bytes"] > 0).all()
     assert (table["source"] != "this run").sum() == 0  # a synthetic category: no published MVTec AD rows
-    record = json.loads((folder / "metrics.json").read_text())
     assert any("k=300" in note for note in record["metrics"]["skipped"])
 
 
 def test_published_baseline_rows_only_for_mvtec_categories():
+    from patchcore_lib.evaluation.reference import baseline_reference_table
     from patchcore_lib.study import baselines
 
-    mvtec = baselines.reference_for("bottle")
+    mvtec = baseline_reference_table("bottle")
     assert len(mvtec) == 7 and (mvtec["scope"] == "MVTec AD mean (15 categories)").all()
-    assert len(baselines.reference_for("magnetic_tile")) == 0
+    tiles = baseline_reference_table("magnetic_tile")
+    assert len(tiles) == 0 and list(tiles.columns) == list(mvtec.columns)
     ours = mvtec.iloc[:1].assign(source="this run", scope="this category")
-    assert len(baselines.baselines_table(ours, baselines.reference_for("magnetic_tile"))) == 1
-    assert len(baselines.baselines_table(ours, mvtec)) == 8
+    assert len(baselines.baselines_table(ours, tiles)) == 1
+    table = baselines.baselines_table(ours, mvtec)
+    assert len(table) == 8 and table["pro"].iloc[0] == pytest.approx(100 * mvtec["pro"].iloc[0])

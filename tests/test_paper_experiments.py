@@ -124,13 +124,16 @@ def test_figures_draw_the_papers_values_only_on_its_dataset(section_1):
     few_shot = pe.few_shot_table(kept, [1], [0], ratio=0.5, full_ratio=0.25)
     summary = pe.few_shot_summary(few_shot)
     search = pe.search_table(kept, [0.25], ["exact"])
-    assert pe.on_paper_dataset("bottle") and not pe.on_paper_dataset("magnetic_tile")
-    for markers in (True, False):
-        figures = [pe.plot_few_shot(summary, few_shot, paper_markers=markers),
-                   pe.plot_search(search, paper_markers=markers)]
+    mvtec, tiles = pe.paper_values("bottle"), pe.paper_values("magnetic_tile")
+    assert all(v is not None and len(v) for v in mvtec.values()) and all(v is None for v in tiles.values())
+    for paper, drawn in ((mvtec, True), (tiles, False)):
+        figures = [pe.plot_few_shot(summary, few_shot, paper=paper["few_shot"], paper_padim=paper["few_shot_padim"]),
+                   pe.plot_search(search, paper=paper["search"])]
         labels = [t for fig in figures for ax in fig.axes for t in ax.get_legend_handles_labels()[1]]
-        assert any(t.startswith("paper") for t in labels) == markers, labels
+        assert any(t.startswith("paper") for t in labels) == drawn, labels
         assert any(t.startswith("ours") for t in labels)
+    ticks = [t.get_text() for t in figures[1].axes[0].get_xticklabels()]
+    assert len(ticks) >= 2 and all(ticks), ticks  # the log seconds axis is labelled, not one lone decade
 
 
 def test_paper_tables_carry_sources_and_fractions():

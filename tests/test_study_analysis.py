@@ -170,7 +170,8 @@ def test_coreset_ablation_table(setup):
     assert approx.bank_features == int(n * 0.05) and approx.selection_seconds > 0
     assert 0.5 <= approx.image_auroc <= 1 and 0.5 <= approx.pixel_auroc <= 1
     shown = ca.ablation_display_table(table)
-    assert shown.loc[greedy.name, "image_auroc"] == "n/a" and shown.ratio.iloc[0] == "5%"
+    assert shown.loc[greedy.name, "image AUROC (%)"] == "n/a" and shown.ratio.iloc[0] == "5%"
+    assert "train_features" not in shown.columns
     import matplotlib
     matplotlib.use("Agg")
     ca.plot_coreset_metrics(table)
@@ -178,6 +179,35 @@ def test_coreset_ablation_table(setup):
 
 
 # ----------------------------------------------------------------------------- notebook 03
+def test_coreset_rows_are_reused_only_for_the_same_inputs_and_code(setup, tmp_path):
+    args = (setup["model"], setup["train"], setup["test"], setup["grid"], setup["targets"])
+    first = ca.coreset_ablation(*args, ["random", "approx_greedy"], [0.05, 1.0], log=None, rows=tmp_path)
+    assert not first.reused.any() and len(list(tmp_path.glob("*.json"))) == 4
+    logged = []
+    # extended by one ratio: the four stored rows are reused as they were, only the new ratio is computed
+    again = ca.coreset_ablation(*args, ["random", "approx_greedy"], [0.05, 0.2, 1.0], log=logged.append,
+                                rows=tmp_path)
+    assert again.reused.tolist() == [True, False, True, True, False, True]
+    stored = again[again.reused].drop(columns="reused").reset_index(drop=True)
+    pd.testing.assert_frame_equal(stored, first.drop(columns="reused"), check_dtype=False)
+    assert sum("(stored row)" in line for line in logged) == 4
+    assert again.status.tolist()[-1] == "ok (same bank as above)"  # the 100% bank is scored once, stored or not
+    # other test features (one value changed) or other code: nothing is reused
+    changed = setup["test"].clone()
+    changed[0, 0, 0] += 1.0
+    other = ca.coreset_ablation(setup["model"], setup["train"], changed, setup["grid"], setup["targets"],
+                                ["random"], [0.05], log=None, rows=tmp_path)
+    assert not other.reused.any()
+    # the key holds the code's fingerprint: a row stored by other code is another file, never this row
+    from patchcore_lib.study.row_cache import RowCache
+
+    ours, theirs = RowCache(tmp_path, "t", "inputs", "code-a"), RowCache(tmp_path, "t", "inputs", "code-b")
+    ours.put(ours.key(ratio=0.1), {"x": 1.0})
+    assert ours.get(ours.key(ratio=0.1)) == {"x": 1.0} and theirs.get(theirs.key(ratio=0.1)) is None
+    (tmp_path / f"{theirs.key(ratio=0.1)}.json").write_text((tmp_path / f"{ours.key(ratio=0.1)}.json").read_text())
+    assert theirs.get(theirs.key(ratio=0.1)) is None  # a file whose recorded key is not its name: not used
+
+
 def test_scoring_variants_one_factor_at_a_time():
     default = dict(ks.DEFAULT_SCORING)
     variants = ks.scoring_variants([1, 3], [1, 3], ["sqeuclidean", "euclidean"], [0, 4], default)

@@ -105,7 +105,8 @@ def test_runner_skips_complete_runs_and_renders_html(tiny_study, tmp_path):
                            notebooks_dir=notebooks, log=lambda s: None)
     assert [r["status"] for r in runs] == ["skipped", "done", "skipped", "done", "done"]
     done = json.loads((reports / "executed" / "01_first-b.done.json").read_text())
-    assert done["inputs"]["library"] == run_keys.library_fingerprint() and len(done["inputs"]["data"]) == 64
+    assert done["inputs"]["library"] == run_keys.notebook_code_fingerprint(notebooks / "01_first.ipynb")
+    assert len(done["inputs"]["data"]) == 64
 
     # a changed parameter re-runs only the notebooks that declare it
     preset["parameters"]["factor"] = 3

@@ -44,6 +44,6 @@ def anchor_for(category: str, config: dict[str, Any]) -> dict[str, Any] | None:
 
 @lru_cache(maxsize=1)
 def paper_other_datasets() -> pd.DataFrame:
-    """The paper's non-MVTec results: method, dataset, category, image_auroc, pixel_auroc, pro (percent,
-    NaN where not published), setting, source."""
+    """The paper's non-MVTec results: method, coreset_ratio (of the method, a fraction), dataset, category,
+    image_auroc, pixel_auroc, pro (percent, NaN where not published), setting, source."""
     return pd.read_csv(DATA_DIR / "paper_other_datasets.csv")

@@ -5,6 +5,8 @@
 * :func:`official_results` -- the per-category results published with the official implementation
   (amazon-science/patchcore-inspection), one table per run name.
 * :func:`reference_for` -- everything known for one category, as one tidy table.
+* :func:`is_mvtec_category` -- the one test of whether the paper's (and the baselines') MVTec AD values apply to
+  a category: every table and figure of the study asks it before showing them.
 
 Every function returns fractions in 0..1 (the paper's percentages are divided by 100), so the values are
 directly comparable with ``patchcore_lib.evaluation.metrics``.
@@ -24,6 +26,14 @@ DATA_DIR = Path(__file__).resolve().parent / "reference_data"
 #: The 15 MVTec AD categories, in the order of the paper's tables (textures, then objects).
 MVTEC_CATEGORIES = ("carpet", "grid", "leather", "tile", "wood", "bottle", "cable", "capsule", "hazelnut",
                     "metal_nut", "pill", "screw", "toothbrush", "transistor", "zipper")
+
+
+
+def is_mvtec_category(category: str) -> bool:
+    """Whether published MVTec AD values (the paper's tables and ablations, the baselines' means) are for
+    ``category``'s dataset: only then are they shown beside a run on it."""
+    return category in MVTEC_CATEGORIES
+
 
 #: The official run reproduced by the paper setting ``params/paper_im224_wr50.yaml``.
 DEFAULT_OFFICIAL_RUN = "IM224_WR50_L2-3_P01_D1024-1024_PS-3_AN-1"
@@ -131,7 +141,7 @@ def reference_for(category: str, run_names: list[str] | None = None):
     Returns an empty table for a category that is not an MVTec AD one.
     """
     columns = ["source", "scope", *ALL_METRICS]
-    if category not in MVTEC_CATEGORIES:
+    if not is_mvtec_category(category):
         return pd.DataFrame(columns=columns)
     rows = []
     paper = paper_table()
@@ -169,8 +179,11 @@ REFERENCE_MVTEC_MEANS: list[dict[str, Any]] = [
 ]
 
 
-def baseline_reference_table() -> "Any":
-    """:data:`REFERENCE_MVTEC_MEANS` as a pandas DataFrame (column ``scope`` = 'MVTec AD mean')."""
+def baseline_reference_table(category: str | None = None) -> "Any":
+    """:data:`REFERENCE_MVTEC_MEANS` as a pandas DataFrame (column ``scope`` = 'MVTec AD mean'); for a
+    ``category`` that is not an MVTec AD one (:func:`is_mvtec_category`) the same columns without rows."""
     table = pd.DataFrame(REFERENCE_MVTEC_MEANS)
     table.insert(0, "scope", "MVTec AD mean (15 categories)")
+    if category is not None and not is_mvtec_category(category):
+        table = table.iloc[:0]
     return table

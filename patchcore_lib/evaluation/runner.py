@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import datetime
+import functools
 import io
 import json
 import sys
@@ -35,6 +36,7 @@ from patchcore_lib import __version__
 from patchcore_lib.errors import OutputError
 from patchcore_lib.utils.files import atomic_write_text, check_writable_dir, output_lock
 from patchcore_lib.utils.fingerprint import file_sha256
+from patchcore_lib.utils.source_fingerprint import code_fingerprint
 from patchcore_lib.evaluation.metrics import (anomaly_pixel_auroc, anomaly_pro_score, image_auroc,
                                               per_defect_image_auroc, pixel_auroc, pro_score)
 from patchcore_lib.evaluation.options import EvaluationOptions
@@ -51,6 +53,13 @@ _TEXT_COLUMNS = ("category", "run_id", "method", "mask_convention")
 
 #: the note of a result whose pixel metrics could not be computed
 NO_MASKS_NOTE = "pixel metrics unavailable: not every defect image has a ground-truth mask (reported as NaN)"
+
+
+@functools.cache
+def evaluation_code() -> str:
+    """Fingerprint of the library code an evaluation runs (the import closure of this module): a saved
+    category is reused only while that code is unchanged, not merely the version number."""
+    return code_fingerprint((__name__,))
 
 
 def prediction_metrics(predictions: Predictions, has_masks: bool = True) -> dict[str, Any]:
@@ -133,6 +142,7 @@ def evaluate_category(detector: Detector, data_root: str | Path, category: str, 
         record = {"row": row, "per_defect_image_auroc": metrics["per_defect_image_auroc"],
                   "timings": detector.timings, "config": config.to_dict(), "evaluation": options.to_dict(),
                   "dataset_fingerprint": dataset_fingerprint(data_root, category), "library_version": __version__,
+                  "code_fingerprint": evaluation_code(),
                   "outputs": {name: file_sha256(folder / name) for name in ("scores.csv", "model.pt")
                               if (folder / name).is_file()}}
         atomic_write_text(folder / "metrics.json", json.dumps(record, indent=2, default=float))
@@ -188,7 +198,7 @@ def write_results_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
 def _finished_row(folder: Path, config: Any, fingerprint: str, options: EvaluationOptions,
                   save_model: bool = False) -> dict[str, Any] | None:
     """The saved row of a finished category if it was computed with the same config, evaluation options, data
-    content and library version, and its outputs (``scores.csv``, ``model.pt`` when asked for) are the ones
+    content and library code (:func:`evaluation_code`), and its outputs (``scores.csv``, ``model.pt`` when asked for) are the ones
     it recorded."""
     try:
         record = json.loads((folder / "metrics.json").read_text())
@@ -197,7 +207,7 @@ def _finished_row(folder: Path, config: Any, fingerprint: str, options: Evaluati
     if not isinstance(record, dict) or not isinstance(record.get("row"), dict):
         return None
     if (record.get("config") != config.to_dict() or record.get("dataset_fingerprint") != fingerprint
-            or record.get("library_version") != __version__ or record.get("evaluation") != options.to_dict()):
+            or record.get("code_fingerprint") != evaluation_code() or record.get("evaluation") != options.to_dict()):
         return None
     outputs = record.get("outputs") if isinstance(record.get("outputs"), dict) else {}
     wanted = ["scores.csv", "model.pt"] if save_model or (folder / "model.pt").exists() else ["scores.csv"]

@@ -13,15 +13,19 @@ import pandas as pd
 from patchcore_lib.detectors import GaussianADConfig, PatchCoreConfig, detector_size, make_detector
 from patchcore_lib.evaluation import prediction_metrics
 from patchcore_lib.evaluation.metrics import legacy_pixel_auroc
-from patchcore_lib.evaluation.reference import MVTEC_CATEGORIES, baseline_reference_table
 
-#: the columns of the baselines table (ours and the published rows)
+#: the columns of the baselines table (ours and the published rows; metrics in percent)
 COLUMNS = ["scope", "source", "method", "run", "backbone", "k_or_d", "image_auroc", "pixel_auroc",
            "pixel_auroc_legacy", "pro", "fit_seconds", "predict_seconds_per_image", "model_bytes", "stored_items"]
-#: display formats of those columns
-FORMATS = {"image_auroc": "{:.4f}", "pixel_auroc": "{:.4f}", "pixel_auroc_legacy": "{:.4f}", "pro": "{:.4f}",
-           "fit_seconds": "{:.2f}", "predict_seconds_per_image": "{:.3f}", "model_bytes": "{:,.0f}",
-           "stored_items": "{:,.0f}", "k_or_d": "{:.0f}"}
+#: the metric columns (fractions in the runs and metrics.json, percent in the table and figure)
+PERCENT_COLUMNS = ("image_auroc", "pixel_auroc", "pixel_auroc_legacy", "pro")
+#: display headers and formats of those columns (the model file in MB)
+HEADERS = {"k_or_d": "k / d", "image_auroc": "image AUROC (%)", "pixel_auroc": "pixel AUROC (%)",
+           "pixel_auroc_legacy": "pixel AUROC, legacy code (%)", "pro": "PRO (%)", "fit_seconds": "fit (s)",
+           "predict_seconds_per_image": "predict (s / image)", "model_bytes": "model file (MB)",
+           "stored_items": "stored items"}
+FORMATS = {**{c: "{:.2f}" for c in PERCENT_COLUMNS}, "fit_seconds": "{:.1f}", "predict_seconds_per_image": "{:.3f}",
+           "model_bytes": lambda v: f"{v / 1e6:,.1f}", "stored_items": "{:,.0f}", "k_or_d": "{:.0f}"}
 _QUALITY = (("image_auroc", "image AUROC"), ("pixel_auroc", "pixel AUROC"), ("pro", "PRO"))
 
 
@@ -88,39 +92,35 @@ def run_baselines(plan: list[dict[str, Any]], config: PatchCoreConfig, train: An
                      "model_bytes": _model_bytes(detector), "stored_items": detector_size(detector)})
         all_predictions[run["label"]] = predictions
         if log is not None:
-            log(f"{run['label']:<14} image AUROC {metrics['image_auroc']:.4f}  pixel AUROC "
-                f"{metrics['pixel_auroc']:.4f}  PRO {metrics['pro']:.4f}  fit {detector.timings['fit_seconds']:.1f} s")
+            log(f"{run['label']:<14} image AUROC {metrics['image_auroc']:.2%}  pixel AUROC "
+                f"{metrics['pixel_auroc']:.2%}  PRO {metrics['pro']:.2%}  fit {detector.timings['fit_seconds']:.1f} s")
         del detector
     return pd.DataFrame(rows), all_predictions
 
 
 # =========================================================================== tables
-def reference_for(category: str) -> pd.DataFrame:
-    """The published values to show beside a run on ``category``, only where the dataset matches: the MVTec
-    AD means (:func:`baseline_reference_table`) for an MVTec AD category, no rows for any other dataset."""
-    reference = baseline_reference_table()
-    return reference if category in MVTEC_CATEGORIES else reference.iloc[:0]
-
-
-def baselines_table(ours: pd.DataFrame, reference: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Our rows and the published MVTec AD means in one table (:data:`COLUMNS`)."""
-    reference = baseline_reference_table() if reference is None else reference
+def baselines_table(ours: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
+    """Our rows and the published ones (``evaluation.reference.baseline_reference_table(category)``: none for
+    a dataset other than MVTec AD) in one table (:data:`COLUMNS`), metrics in percent (2 decimals)."""
     parts = [ours, reference] if len(reference) else [ours]
-    return pd.concat(parts, ignore_index=True).reindex(columns=COLUMNS)
+    table = pd.concat(parts, ignore_index=True).reindex(columns=COLUMNS)
+    table[list(PERCENT_COLUMNS)] = (100 * table[list(PERCENT_COLUMNS)].astype(float)).round(2)
+    return table
 
 
 def style_baselines(table: pd.DataFrame) -> Any:
-    """A pandas Styler of :func:`baselines_table` with the display formats."""
-    return table.style.format({k: v for k, v in FORMATS.items() if k in table.columns}, na_rep="-")
+    """A pandas Styler of :func:`baselines_table`: short headers (:data:`HEADERS`), display formats, no index."""
+    formats = {HEADERS.get(k, k): v for k, v in FORMATS.items() if k in table.columns}
+    return table.rename(columns=HEADERS).style.format(formats, na_rep="-").hide(axis="index")
 
 
 def legacy_comparison(ours: pd.DataFrame) -> pd.DataFrame:
-    """Pixel AUROC by scikit-learn vs by the original OrthoAD code's computation, and their difference."""
-    comparison = ours[["run", "pixel_auroc", "pixel_auroc_legacy"]].rename(
-        columns={"pixel_auroc": "pixel AUROC (sklearn)", "pixel_auroc_legacy": "pixel AUROC (legacy OrthoAD code)"})
-    comparison["legacy - sklearn"] = (comparison["pixel AUROC (legacy OrthoAD code)"]
-                                      - comparison["pixel AUROC (sklearn)"])
-    return comparison
+    """Pixel AUROC (%) by scikit-learn vs by the original OrthoAD code's computation, and their difference
+    (percentage points)."""
+    sklearn, legacy = 100 * ours["pixel_auroc"].astype(float), 100 * ours["pixel_auroc_legacy"].astype(float)
+    return pd.DataFrame({"run": ours["run"], "pixel AUROC, sklearn (%)": sklearn.round(2),
+                         "pixel AUROC, legacy OrthoAD code (%)": legacy.round(2),
+                         "legacy - sklearn (points)": (legacy - sklearn).round(2)})
 
 
 def baselines_record(params: dict[str, Any], total_channels: int, ours: pd.DataFrame, skipped: list[str],
@@ -137,18 +137,19 @@ def baselines_record(params: dict[str, Any], total_channels: int, ours: pd.DataF
 def _plot_quality(ax: Any, ours: pd.DataFrame, reference: pd.DataFrame, x: np.ndarray, category: str) -> None:
     width = 0.27
     for offset, (column, name) in zip((-width, 0, width), _QUALITY):
-        ax.bar(x + offset, ours[column], width, label=name)
+        ax.bar(x + offset, 100 * ours[column], width, label=name)
     for i, method in enumerate(ours["method"]):
         for _, ref in reference[reference["method"] == method].iterrows():
             for offset, (column, _) in zip((-width, 0, width), _QUALITY):
                 if np.isfinite(ref[column]):
-                    ax.plot(x[i] + offset, ref[column], marker="_", color="black", markersize=12)
+                    ax.plot(x[i] + offset, 100 * ref[column], marker="_", color="black", markersize=12)
     if len(reference):
         ax.plot([], [], marker="_", color="black", linestyle="none", markersize=12,
                 label="published MVTec AD means (all categories)")
-    low = np.nanmin(ours[[c for c, _ in _QUALITY]].to_numpy())
-    ax.set_ylim(max(0.0, min(low, 0.9) - 0.05), 1.01)
-    ax.set_title(f"{category}: quality (ours, sklearn AUROC)")
+    low = 100 * np.nanmin(ours[[c for c, _ in _QUALITY]].to_numpy(dtype=float))
+    ax.set_ylim(max(0.0, min(low, 90.0) - 5.0), 101.0)
+    ax.set_ylabel("%")
+    ax.set_title(f"{category}: quality (ours, sklearn AUROC, %)")
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)
 
 

@@ -3,8 +3,8 @@ and the paper's values for the same dataset beside ours."""
 from __future__ import annotations
 
 import hashlib
-import re
 import time
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import matplotlib.pyplot as plt
@@ -17,9 +17,11 @@ from patchcore_lib.detectors import PatchCore
 from patchcore_lib.errors import ConfigError
 from patchcore_lib.evaluation.anchors import paper_other_datasets
 from patchcore_lib.evaluation.paper_ablations import CORESET_VS_RANDOM
-from patchcore_lib.evaluation.reference import MVTEC_CATEGORIES
+from patchcore_lib.evaluation.reference import is_mvtec_category
+from patchcore_lib.study.row_cache import RowCache, content_digest
 from patchcore_lib.study.shared import (METRIC_NAMES, SplitTargets, coverage_radius, evaluate_scores, fit_bank,
                                         score_split)
+from patchcore_lib.utils.source_fingerprint import code_fingerprint
 
 #: The paper's own values per sampler and coreset ratio in % (MVTec AD means, WideResNet-50; ``approximate``:
 #: read off a plot; ``source``: the table or figure), from :data:`~patchcore_lib.evaluation.paper_ablations.
@@ -29,21 +31,16 @@ PAPER_CORESET = (CORESET_VS_RANDOM.frame().drop(columns=["source", "scope"]).ren
 PAPER_CORESET[list(METRIC_NAMES)] = (100 * PAPER_CORESET[list(METRIC_NAMES)]).round(2)
 
 
-
 def paper_markers(category: str) -> pd.DataFrame | None:
     """The paper's values to draw beside a run on ``category``, only where the dataset matches (percent; columns
     ``sampler, ratio, approximate, source`` and the metrics): the MVTec AD random-vs-coreset means
     (:data:`PAPER_CORESET`) for an MVTec AD category; the paper's PatchCore result on another dataset (e.g. MTD,
     image AUROC at its one coreset ratio) for that dataset's category; None where the paper has nothing."""
-    if category in MVTEC_CATEGORIES:
+    if is_mvtec_category(category):
         return PAPER_CORESET
-    rows = []
-    for _, hit in paper_other_datasets().query("category == @category").iterrows():
-        ratio = re.fullmatch(r"PatchCore-(\d+(?:\.\d+)?)%", str(hit["method"]))
-        if ratio:
-            rows.append({"sampler": "approx_greedy", "ratio": float(ratio.group(1)) / 100, "approximate": False,
-                         "source": f"{hit['method']} on {hit['dataset']}",
-                         **{m: float(hit[m]) for m in METRIC_NAMES}})
+    rows = [{"sampler": "approx_greedy", "ratio": float(hit["coreset_ratio"]), "approximate": False,
+             "source": f"{hit['method']} on {hit['dataset']}", **{m: float(hit[m]) for m in METRIC_NAMES}}
+            for _, hit in paper_other_datasets().query("category == @category").iterrows()]
     return pd.DataFrame(rows) if rows else None
 
 
@@ -76,63 +73,93 @@ def _bank_key(indices: torch.Tensor) -> str:
 def coreset_ablation(model: PatchCore, train_features: torch.Tensor, test_features: torch.Tensor,
                      grid: tuple[int, int], targets: SplitTargets, samplers: Sequence[str], ratios: Sequence[float],
                      max_exact_greedy: int = 20000, show_progress: bool = False,
-                     log: Callable[[str], None] | None = print) -> pd.DataFrame:
+                     log: Callable[[str], None] | None = print, rows: str | Path | None = None) -> pd.DataFrame:
     """Every sampler x ratio: bank size, selection seconds, coverage radius, image/pixel AUROC, PRO.
 
     ``train_features``/``test_features`` are cached [N, h*w, D]. Exact greedy is skipped (status
     ``n/a``) when N > ``max_exact_greedy`` or when the sampler refuses (matrix too big). Selections that
-    give the same bank (e.g. every sampler at ratio 1) are scored once.
+    give the same bank (e.g. every sampler at ratio 1) are scored once. ``rows``: a folder of finished rows
+    (:class:`~patchcore_lib.study.row_cache.RowCache`, keyed by the inputs' content, the row's options, the
+    model config and this code): a row found there is reused (column ``reused``), every new one is stored, so
+    an interrupted or extended ablation computes only what it lacks.
     """
     flat = train_features.reshape(-1, train_features.shape[-1])
     n = len(flat)
+    cache = RowCache(rows, "coreset_ablation", content_digest(train_features, test_features, targets.labels,
+                                                                 targets.masks, np.asarray(grid)),
+                     code_fingerprint((__name__,))) if rows is not None else RowCache(None, "", "", "")
     seen: dict[str, dict[str, Any]] = {}
-    rows = []
+    table = []
     for sampler_name in samplers:
         for ratio in ratios:
             row: dict[str, Any] = {"sampler": sampler_name, "ratio": float(ratio), "train_features": n}
             if sampler_name == "greedy" and ratio < 1 and n > max_exact_greedy:
                 row.update(status=f"n/a (N={n} > max_exact_greedy={max_exact_greedy})")
-                rows.append(row)
+                table.append(row)
                 continue
-            sampler = make_sampler(sampler_name, ratio, seed=model.config.seed, device=model.device,
-                                   show_progress=show_progress)
-            start = time.perf_counter()
-            try:
-                indices = sampler.select(flat)
-            except ConfigError as exc:
-                row.update(status=f"n/a ({exc})")
-                rows.append(row)
-                continue
-            row["selection_seconds"] = time.perf_counter() - start
-            row["bank_features"] = len(indices)
-            key = _bank_key(indices)
-            if key in seen:
-                row.update({k: v for k, v in seen[key].items() if k not in row}, status="ok (same bank as above)")
-                rows.append(row)
-                continue
-            bank = flat[indices]
-            radius = 0.0 if len(indices) == n else coverage_radius(flat, bank, model.config.knn_backend)
-            scorer = fit_bank(model, bank)
-            start = time.perf_counter()
-            scores, maps = score_split(scorer, test_features, grid, targets.image_size)
-            scoring_seconds = time.perf_counter() - start
-            result = {"coverage_radius": radius, "scoring_seconds": scoring_seconds,
-                      **evaluate_scores(targets, scores, maps)}
-            del maps
-            seen[key] = result
-            row.update(result, status="ok")
-            rows.append(row)
+            key = cache.key(sampler=sampler_name, ratio=float(ratio), config=model.config.to_dict())
+            stored = cache.get(key)
+            row["reused"] = stored is not None
+            if stored is None:
+                try:
+                    stored = _select_and_score(model, flat, grid, targets, test_features, sampler_name, ratio, seen,
+                                               show_progress)
+                except ConfigError as exc:
+                    row.update(status=f"n/a ({exc})")
+                    table.append(row)
+                    continue
+                cache.put(key, stored)
+            same = stored["bank_key"] in seen
+            result = seen.setdefault(stored["bank_key"], stored["result"])
+            row.update(selection_seconds=stored["selection_seconds"], bank_features=stored["bank_features"],
+                       **result, status="ok (same bank as above)" if same else "ok")
+            table.append(row)
             if log is not None:
-                log(f"{sampler_name:>13} {100 * ratio:6.2f}%: bank {len(indices):7d}, select "
-                    f"{row['selection_seconds']:.2f}s, image AUROC {result['image_auroc']:.4f}, "
-                    f"pixel AUROC {result['pixel_auroc']:.4f}, PRO {result['pro']:.4f}")
+                log(f"{sampler_name:>13} {100 * ratio:6.2f}%: bank {row['bank_features']:7d}, select "
+                    f"{row['selection_seconds']:.2f}s, image AUROC {result['image_auroc']:.2%}, "
+                    f"pixel AUROC {result['pixel_auroc']:.2%}, PRO {result['pro']:.2%}"
+                    + (" (stored row)" if row["reused"] else ""))
     columns = ["sampler", "ratio", "train_features", "bank_features", "selection_seconds", "coverage_radius",
-               "image_auroc", "pixel_auroc", "pro", "scoring_seconds", "status"]
-    return pd.DataFrame(rows).reindex(columns=columns)
+               "image_auroc", "pixel_auroc", "pro", "scoring_seconds", "status", "reused"]
+    return pd.DataFrame(table).reindex(columns=columns)
+
+
+def _select_and_score(model: PatchCore, flat: torch.Tensor, grid: tuple[int, int], targets: SplitTargets,
+                      test_features: torch.Tensor, sampler_name: str, ratio: float,
+                      seen: dict[str, dict[str, Any]], show_progress: bool) -> dict[str, Any]:
+    """One row's selection (timed) and, for a bank not in ``seen``, its coverage radius and test metrics."""
+    sampler = make_sampler(sampler_name, ratio, seed=model.config.seed, device=model.device,
+                           show_progress=show_progress)
+    start = time.perf_counter()
+    indices = sampler.select(flat)  # ConfigError: the sampler refuses (e.g. a matrix too big)
+    selection_seconds = time.perf_counter() - start
+    bank_key = _bank_key(indices)
+    if bank_key in seen:
+        result = seen[bank_key]
+    else:
+        bank = flat[indices]
+        radius = 0.0 if len(indices) == len(flat) else coverage_radius(flat, bank, model.config.knn_backend)
+        scorer = fit_bank(model, bank)
+        start = time.perf_counter()
+        scores, maps = score_split(scorer, test_features, grid, targets.image_size)
+        scoring_seconds = time.perf_counter() - start
+        result = {"coverage_radius": radius, "scoring_seconds": scoring_seconds,
+                  **evaluate_scores(targets, scores, maps)}
+    return {"selection_seconds": selection_seconds, "bank_features": int(len(indices)), "bank_key": bank_key,
+            "result": {k: float(v) for k, v in result.items()}}
+
+
+#: headers of the display table (metrics in percent; the number of training patches, the same in every row,
+#: is left out)
+DISPLAY_HEADERS = {"sampler": "sampler", "ratio": "ratio", "bank_features": "bank", "selection_seconds": "select (s)",
+                   "coverage_radius": "coverage radius", "image_auroc": "image AUROC (%)",
+                   "pixel_auroc": "pixel AUROC (%)", "pro": "PRO (%)", "scoring_seconds": "score (s)",
+                   "status": "status"}
 
 
 def ablation_display_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Percentages for the metrics and 'n/a' for skipped cells (for display/CSV next to the raw table)."""
+    """The table to read (and its CSV next to the raw one): ratios and metrics in percent, 'n/a' for skipped
+    cells, short headers (:data:`DISPLAY_HEADERS`)."""
     shown = table.copy()
     shown["ratio"] = (100 * shown["ratio"]).map(lambda r: f"{r:g}%")
     for name in METRIC_NAMES:
@@ -140,7 +167,7 @@ def ablation_display_table(table: pd.DataFrame) -> pd.DataFrame:
     for name in ("selection_seconds", "coverage_radius", "scoring_seconds"):
         shown[name] = shown[name].map(lambda v: "n/a" if pd.isna(v) else f"{v:.3f}")
     shown["bank_features"] = shown["bank_features"].map(lambda v: "n/a" if pd.isna(v) else str(int(v)))
-    return shown
+    return shown[list(DISPLAY_HEADERS)].rename(columns=DISPLAY_HEADERS)
 
 
 def best_run(table: pd.DataFrame) -> dict[str, Any] | None:

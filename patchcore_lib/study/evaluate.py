@@ -18,7 +18,7 @@ from patchcore_lib.errors import ConfigError
 from patchcore_lib.evaluation.metrics import (image_auroc, per_defect_image_auroc, pixel_auroc, pro_curve, pro_score,
                                               roc_points)
 from patchcore_lib.evaluation.options import EvaluationOptions
-from patchcore_lib.evaluation.reference import (ALL_METRICS, MVTEC_CATEGORIES, official_results, official_run_for,
+from patchcore_lib.evaluation.reference import (ALL_METRICS, is_mvtec_category, official_results, official_run_for,
                                                 official_runs, paper_method_for, paper_table)
 from patchcore_lib.study.params import config_from_params
 from patchcore_lib.study.outputs import relative_paths
@@ -110,9 +110,9 @@ def metrics_row_table(metrics: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame([{k: metrics.get(k) for k in ROW_COLUMNS}])
 
 
-#: display formats of the metrics row
-ROW_FORMATS = {"image_auroc": "{:.4f}", "pixel_auroc": "{:.4f}", "pro": "{:.4f}", "anomaly_pixel_auroc": "{:.4f}",
-               "anomaly_pro": "{:.4f}", "fit_seconds": "{:.1f}", "predict_seconds_per_image": "{:.3f}",
+#: display formats of the metrics row (metrics in percent)
+ROW_FORMATS = {"image_auroc": "{:.2%}", "pixel_auroc": "{:.2%}", "pro": "{:.2%}", "anomaly_pixel_auroc": "{:.2%}",
+               "anomaly_pro": "{:.2%}", "fit_seconds": "{:.1f}", "predict_seconds_per_image": "{:.3f}",
                "memory_bank_size": "{:,}"}
 
 
@@ -296,7 +296,7 @@ def reference_comparison(category: str, metrics: dict[str, Any]) -> pd.DataFrame
     convention = metrics.get("mask_convention", "nearest")
     rows = [{"source": f"ours ({setting_name(config)}, {convention} masks)", "scope": "category",
              **{m: 100 * float(metrics.get(m, float("nan"))) for m in ALL_METRICS}}]
-    if category in MVTEC_CATEGORIES:
+    if is_mvtec_category(category):
         method = paper_method_for(config.get("coreset_ratio", 0.1))
         paper = paper_table()
         for method_name in dict.fromkeys([method, "PatchCore-25%", "PatchCore-10%", "PatchCore-1%"]):

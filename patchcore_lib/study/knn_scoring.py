@@ -84,8 +84,8 @@ def knn_scoring_ablation(model: PatchCore, bank: torch.Tensor, test_features: to
             metrics = {**evaluate_scores(targets, scores, maps), "scoring_seconds": seconds}
             done[key] = (metrics, scores, maps if want_maps else None)
             if log is not None:
-                log(f"{label:>32}: image AUROC {metrics['image_auroc']:.4f}, pixel AUROC "
-                    f"{metrics['pixel_auroc']:.4f}, PRO {metrics['pro']:.4f} ({seconds:.1f}s)")
+                log(f"{label:>32}: image AUROC {metrics['image_auroc']:.2%}, pixel AUROC "
+                    f"{metrics['pixel_auroc']:.2%}, PRO {metrics['pro']:.2%} ({seconds:.1f}s)")
         metrics, scores, maps = done[key]
         scores_by[label] = scores
         if want_maps:

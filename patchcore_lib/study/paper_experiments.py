@@ -26,7 +26,7 @@ from patchcore_lib.detectors import PatchCore, PatchCoreConfig
 from patchcore_lib.errors import ConfigError, WeightsNotFoundError
 from patchcore_lib.evaluation.paper_ablations import (BACKBONES_S6, FEW_SHOT_PADIM_S5, FEW_SHOT_S5, MVTEC_WR50,
                                                       SEARCH_TABLE5)
-from patchcore_lib.evaluation.reference import MVTEC_CATEGORIES
+from patchcore_lib.evaluation.reference import is_mvtec_category
 from patchcore_lib.study.params import config_from_params
 from patchcore_lib.study.shared import (METRIC_NAMES, SplitTargets, evaluate_scores, fit_bank, load_features,
                                         metric_range, percent_table, score_split, split_targets)
@@ -169,7 +169,8 @@ def device_label(fs: FeatureSet) -> str:
     device = fs.model.device
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"cpu ({threads} thread{'' if threads == 1 else 's'})"
 
 
 # ============================================================================ 1. backbone x image size
@@ -203,7 +204,7 @@ def backbone_size_table(params: dict[str, Any], backbones: Sequence[str], images
                      "seconds_per_test_image": fs.seconds_per_image["test"] + result["search_seconds_per_image"],
                      "timing": fs.timing, "status": "ok"})
         if log:
-            log(f"{backbone} @ {size}: image AUROC {result['image_auroc']:.4f}, PRO {result['pro']:.4f}")
+            log(f"{backbone} @ {size}: image AUROC {result['image_auroc']:.2%}, PRO {result['pro']:.2%}")
         if keep is not None and config.feature_key() == keep.feature_key():
             kept = fs
     return pd.DataFrame(rows), kept
@@ -217,27 +218,30 @@ def backbone_comparison(table: pd.DataFrame, label: str) -> pd.DataFrame:
     return percent_table(pd.concat([ours[columns], paper[columns]], ignore_index=True), 1)
 
 
-def on_paper_dataset(category: str) -> bool:
-    """Whether the paper's ablation values (MVTec AD means) are for ``category``'s dataset: the figures draw
-    the paper's markers only then (on other datasets the values stay in the tables, labelled with their scope)."""
-    return category in MVTEC_CATEGORIES
+def paper_values(category: str) -> dict[str, pd.DataFrame | None]:
+    """The paper's values the figures draw beside a run on ``category``: ``backbones`` (Table S6),
+    ``few_shot`` and ``few_shot_padim`` (Table S5), ``search`` (Table 5). All are MVTec AD means, so each is None
+    for another dataset (:func:`~patchcore_lib.evaluation.reference.is_mvtec_category`); the tables keep the
+    paper's rows either way, labelled with their scope."""
+    mvtec = is_mvtec_category(category)
+    tables = {"backbones": BACKBONES_S6, "few_shot": FEW_SHOT_S5, "few_shot_padim": FEW_SHOT_PADIM_S5,
+              "search": SEARCH_TABLE5}
+    return {name: table.frame() if mvtec else None for name, table in tables.items()}
 
 
-def plot_backbone_sizes(table: pd.DataFrame, title: str = "", paper_markers: bool = True) -> Any:
-    """Image AUROC and PRO per backbone, one line per image size; paper Table S6 markers (``paper_markers``:
-    the dataset matches) where the backbone, the image size (224) and the coreset ratio match."""
+def plot_backbone_sizes(table: pd.DataFrame, title: str = "", paper: pd.DataFrame | None = None) -> Any:
+    """Image AUROC and PRO per backbone, one line per image size; the paper's Table S6 (``paper``, see
+    :func:`paper_values`) as stars where the backbone, the image size and the coreset ratio match."""
     ran = table[table.status == "ok"]
     names = list(dict.fromkeys(ran.backbone))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
-    paper = BACKBONES_S6.frame()
-    if not paper_markers:
-        paper = paper.iloc[:0]
     for ax, metric in zip(axes, ("image_auroc", "pro")):
         for size, frame in ran.groupby("imagesize"):
             x = [names.index(b) for b in frame.backbone]
             ax.plot(x, 100 * frame[metric], marker="o", label=f"ours, {size} px")
-        match = paper[paper.backbone.isin(names) & paper.coreset_ratio.isin(ran.coreset_ratio.unique())
-                      & paper.imagesize.isin(ran.imagesize.unique())]
+        match = ran.iloc[:0] if paper is None else paper[
+            paper.backbone.isin(names) & paper.coreset_ratio.isin(ran.coreset_ratio.unique())
+            & paper.imagesize.isin(ran.imagesize.unique())]
         if len(match):
             ax.scatter([names.index(b) for b in match.backbone], 100 * match[metric], marker="*", s=140,
                        color="black", zorder=5, label=f"paper Table S6 ({BACKBONES_S6.scope})")
@@ -309,23 +313,22 @@ def few_shot_comparison(summary: pd.DataFrame, table: pd.DataFrame, label: str) 
     return pd.DataFrame(rows).round(1)
 
 
-def plot_few_shot(summary: pd.DataFrame, table: pd.DataFrame, title: str = "", paper_markers: bool = True) -> Any:
-    """Metric vs shots (log x): our mean with min-max error bars, Table S5 (± as published) beside it when
-    ``paper_markers`` (the dataset matches)."""
+def plot_few_shot(summary: pd.DataFrame, table: pd.DataFrame, title: str = "", paper: pd.DataFrame | None = None,
+                  paper_padim: pd.DataFrame | None = None) -> Any:
+    """Metric vs shots (log x): our mean with min-max error bars; the paper's Table S5 (``paper``: PatchCore, ±
+    as published; ``paper_padim``: PaDiM's image AUROC; see :func:`paper_values`) beside it."""
     fig, axes = plt.subplots(1, 3, figsize=(14, 4), layout="constrained")
-    paper = FEW_SHOT_S5.frame()
-    ticks = sorted(set(summary.shots) | (set(paper.shots) if paper_markers else set()))
+    ticks = sorted(set(summary.shots) | (set(paper.shots) if paper is not None else set()))
     full = table[table.status == "full training set"]
     for ax, metric in zip(axes, METRICS):
         mean = 100 * summary[f"{metric}_mean"]
         err = [mean - 100 * summary[f"{metric}_min"], 100 * summary[f"{metric}_max"] - mean]
         ax.errorbar(summary.shots, mean, yerr=err, marker="o", capsize=4, label="ours: mean, min-max over seeds")
-        if paper_markers:
+        if paper is not None:
             ax.errorbar(paper.shots, 100 * paper[metric], yerr=100 * paper[f"{metric}_spread"], marker="s",
                         linestyle="--", capsize=4, color="black", label=f"paper Table S5 ({MVTEC_WR50})")
-        if metric == "image_auroc" and paper_markers:
-            padim = FEW_SHOT_PADIM_S5.frame()
-            ax.plot(padim.shots, 100 * padim[metric], marker="^", linestyle=":", color="grey",
+        if metric == "image_auroc" and paper_padim is not None:
+            ax.plot(paper_padim.shots, 100 * paper_padim[metric], marker="^", linestyle=":", color="grey",
                     label="paper Table S5, PaDiM")
         for _, r in full.iterrows():
             ax.axhline(100 * r[metric], color="tab:green", linestyle=":",
@@ -374,9 +377,26 @@ def search_comparison(table: pd.DataFrame, label: str) -> pd.DataFrame:
     return shown
 
 
-def plot_search(table: pd.DataFrame, title: str = "", paper_markers: bool = True) -> Any:
-    """Inference seconds per image vs image AUROC: one marker per (ratio, search), Table 5 in another colour
-    when ``paper_markers`` (the dataset matches)."""
+def _seconds_axis(ax: Any, values: Sequence[float]) -> None:
+    """Log x axis of seconds with readable ticks at 1, 2, 5 x 10^k (a range under a decade: 1, 1.5, 2, 3, 5,
+    7 x 10^k) inside the data's range, at least two."""
+    ax.set_xscale("log")
+    low, high = float(np.min(values)), float(np.max(values))
+    mantissas = (1, 2, 5) if high / low >= 10 else (1, 1.5, 2, 3, 5, 7)
+    ticks = [m * 10.0 ** e for e in range(int(np.floor(np.log10(low))) - 1, int(np.ceil(np.log10(high))) + 1)
+             for m in mantissas]
+    inside = [t for t in ticks if low / 1.5 <= t <= high * 1.5]
+    if len(inside) < 2:  # a narrow range: the neighbouring ticks too
+        below, above = [t for t in ticks if t < low], [t for t in ticks if t > high]
+        inside = below[-1:] + inside + above[:1]
+    ax.set_xticks(inside, [f"{t:g}" for t in inside])
+    ax.minorticks_off()
+    ax.set_xlim(min(inside[0], low) / 1.2, max(inside[-1], high) * 1.2)
+
+
+def plot_search(table: pd.DataFrame, title: str = "", paper: pd.DataFrame | None = None) -> Any:
+    """Inference seconds per image vs image AUROC: one marker per (ratio, search); the paper's Table 5
+    (``paper``, see :func:`paper_values`) in another colour."""
     fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
     ran = table[np.isfinite(table.image_auroc.astype(float))]
     for search, marker in (("exact", "o"), ("ivfpq", "D")):
@@ -386,18 +406,18 @@ def plot_search(table: pd.DataFrame, title: str = "", paper_markers: bool = True
         for _, r in part.iterrows():
             ax.annotate(f"{100 * r.ratio:g}%", (r.inference_seconds_per_image, 100 * r.image_auroc),
                         textcoords="offset points", xytext=(5, 4), fontsize=8)
-    paper = SEARCH_TABLE5.frame()
-    if not paper_markers:
-        paper = paper.iloc[:0]
-    else:
+    auroc, seconds = [ran.image_auroc], [*ran.inference_seconds_per_image]
+    if paper is not None:
         ax.scatter(paper.seconds_per_image, 100 * paper.image_auroc, marker="*", s=120, color="tab:red",
                    label=f"paper Table 5 ({MVTEC_WR50}, GPU)")
-    for _, r in paper.iterrows():
-        ax.annotate(r.method, (r.seconds_per_image, 100 * r.image_auroc), textcoords="offset points",
-                    xytext=(5, -10), fontsize=7, color="tab:red")
-    ax.set_ylim(*metric_range(pd.concat([ran.image_auroc, paper.image_auroc])))
-    ax.set_xscale("log")
-    ax.set_xlabel("inference seconds per image (feature extraction + search)")
+        for _, r in paper.iterrows():
+            ax.annotate(r.method, (r.seconds_per_image, 100 * r.image_auroc), textcoords="offset points",
+                        xytext=(5, -10), fontsize=7, color="tab:red")
+        auroc.append(paper.image_auroc)
+        seconds.extend(paper.seconds_per_image)
+    ax.set_ylim(*metric_range(pd.concat(auroc)))
+    _seconds_axis(ax, seconds)
+    ax.set_xlabel("inference seconds per image (feature extraction + search; log scale)")
     ax.set_ylabel("image AUROC (%)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)

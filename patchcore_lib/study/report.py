@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 
 from patchcore_lib.evaluation.anchors import anchor_for, paper_other_datasets
-from patchcore_lib.evaluation.reference import (ALL_METRICS, MVTEC_CATEGORIES, official_results, official_run_for,
-                                                paper_method_for, paper_table)
+from patchcore_lib.evaluation.reference import (ALL_METRICS, MVTEC_CATEGORIES, is_mvtec_category, official_results,
+                                                official_run_for, paper_method_for, paper_table)
 from patchcore_lib.study.evaluate import setting_name
 from patchcore_lib.study.outputs import save_figure, shown_path
 from patchcore_lib.utils.files import atomic_write_text, read_json_or_none
@@ -163,7 +163,7 @@ def _paper_value(paper: pd.DataFrame, other: pd.DataFrame, method: str | None, c
     paper's coreset ratio when it differs from ours (the label names both)."""
     if method is None:
         return float("nan"), ""
-    if category in MVTEC_CATEGORIES:
+    if is_mvtec_category(category):
         if metric not in paper.columns:
             return float("nan"), ""
         hit = paper[(paper["method"] == method) & (paper["category"] == category)]
@@ -190,7 +190,7 @@ def _paper_value(paper: pd.DataFrame, other: pd.DataFrame, method: str | None, c
 def _category_row(method: str, setting: str, run: Any, config: dict[str, Any], paper: pd.DataFrame,
                   other: pd.DataFrame, official: pd.DataFrame | None, official_run: str | None) -> dict[str, Any]:
     category = run["category"]
-    mvtec = category in MVTEC_CATEGORIES
+    mvtec = is_mvtec_category(category)
     is_patchcore = method == "PatchCore"
     paper_method = paper_method_for(config.get("coreset_ratio", 0.1)) if is_patchcore else (
         "PaDiM" if "padim" in str(method).lower() and mvtec else None)

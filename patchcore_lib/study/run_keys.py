@@ -1,7 +1,8 @@
 """Skip keys of the study: when a notebook run is complete with the same inputs.
 
-A run's hash covers the notebook's code, the parameters passed, the library's sources
-(:func:`library_fingerprint`), the content fingerprint of the data it reads and, for a report notebook, the
+A run's hash covers the notebook's code, the parameters passed, the library code the notebook can run
+(:func:`notebook_code_fingerprint`: the static import closure of its imports and of the executing task, so an
+edit to one notebook's module reruns that notebook, not every one), the content fingerprint of the data it reads and, for a report notebook, the
 hashes of the runs before it (whose outputs it reads); its ``.done.json`` also records the hashes of its output
 files, so an emptied or replaced report is not a finished run.
 """
@@ -15,10 +16,13 @@ from typing import Any, Sequence
 
 import nbformat
 
-from patchcore_lib import __version__
 from patchcore_lib.data import dataset_fingerprint, resolve_data_root
 from patchcore_lib.utils.files import read_json_or_none
 from patchcore_lib.utils.fingerprint import file_sha256
+from patchcore_lib.utils.source_fingerprint import code_fingerprint, imported_names, library_modules
+
+#: the modules that execute a notebook and write its outputs (part of every run's code)
+TASK_MODULES = ("patchcore_lib.study.tasks",)
 
 
 def notebook_code_hash(path: str | Path) -> str:
@@ -34,22 +38,36 @@ def notebook_code_hash(path: str | Path) -> str:
 
 def run_hash(notebook: str | Path, params: dict[str, Any], data: Any = None) -> str:
     """Hash identifying one execution: the notebook's code, the parameters passed, the fingerprints of the
-    data it reads (``data``) and the library (:func:`library_fingerprint`)."""
+    data it reads (``data``) and the library code it can run (:func:`notebook_code_fingerprint`)."""
     payload = {"code": notebook_code_hash(notebook), "parameters": params, "data": data,
-               "library": library_fingerprint()}
+               "library": notebook_code_fingerprint(notebook)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def notebook_modules(path: str | Path) -> list[str]:
+    """The modules a notebook's code cells import (IPython magics and shell lines left out); every module of
+    the library when a cell cannot be parsed (a key then covers too much, never too little)."""
+    names: set[str] = set()
+    for cell in nbformat.read(str(path), as_version=4).cells:
+        if cell.cell_type != "code":
+            continue
+        source = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!")))
+        try:
+            names |= imported_names(source)
+        except SyntaxError:
+            return library_modules()
+    return sorted(names)
+
+
 @functools.cache
-def library_fingerprint() -> str:
-    """``<version>+<sha256 of every source file of patchcore_lib>``: changes with any library change,
-    committed or not (so a skip never reuses a report computed by other code)."""
-    package = Path(__file__).resolve().parents[1]
-    digest = hashlib.sha256()
-    for path in sorted(package.rglob("*")):
-        if path.is_file() and path.suffix in (".py", ".csv", ".json") and "__pycache__" not in path.parts:
-            digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    return f"{__version__}+{digest.hexdigest()[:16]}"
+def _fingerprint_of(modules: tuple[str, ...]) -> str:
+    return code_fingerprint(modules)
+
+
+def notebook_code_fingerprint(path: str | Path) -> str:
+    """``<version>+<sha256>`` of the library sources a notebook can run: the import closure of its imports
+    and of :data:`TASK_MODULES` (:func:`~patchcore_lib.utils.source_fingerprint.code_fingerprint`)."""
+    return _fingerprint_of(tuple(sorted({*notebook_modules(path), *TASK_MODULES})))
 
 
 def data_fingerprints(data_root: str, categories: Sequence[str], roots: dict[str, str] | None = None
@@ -92,5 +110,5 @@ def assign_hashes(runs: list[dict[str, Any]], fingerprints: dict[str, str] | Non
         if "report" in run["notebook"].stem:
             data = {"data": data, "runs": list(earlier)}
         run["hash"] = run_hash(run["notebook"], run["parameters"], data)
-        run["inputs"] = {"library": library_fingerprint(), "data": data}  # recorded in .done.json
+        run["inputs"] = {"library": notebook_code_fingerprint(run["notebook"]), "data": data}  # recorded in .done.json
         earlier.append(run["hash"])

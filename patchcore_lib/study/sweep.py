@@ -204,8 +204,8 @@ def run_sweep(sweep: dict[str, Any], *, reports_dir: str | Path | None = None, c
 
         def on_result(point: SweepPoint, row: dict[str, Any]) -> str:
             append_row(path, row)
-            return (f"image AUROC {row['image_auroc']:.4f}, pixel AUROC {row['pixel_auroc']:.4f}, PRO "
-                    f"{row['pro']:.4f} in {row['seconds']:.1f} s on {row['worker']}")
+            return (f"image AUROC {row['image_auroc']:.2%}, pixel AUROC {row['pixel_auroc']:.2%}, PRO "
+                    f"{row['pro']:.2%} in {row['seconds']:.1f} s on {row['worker']}")
 
         def on_error(point: SweepPoint, exc: BaseException) -> str:
             failed.append(point.label)
