@@ -24,8 +24,8 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_notebook
 
-from patchcore_lib.study.cluster import start_local_cluster
-from patchcore_lib.study.tasks import (NotebookTask, execute_notebook, execute_notebook_task, render_html,
+from patchcore_lib.study.engine.cluster import start_local_cluster
+from patchcore_lib.study.engine.tasks import (NotebookTask, execute_notebook, execute_notebook_task, render_html,
                                        write_task_files)
 
 
@@ -59,7 +59,7 @@ def main() -> None:
     t0 = time.perf_counter()
     cluster = start_local_cluster(workers=2, threads=1, dashboard=":0", gpus=0)
     client = Client(cluster)
-    client.run(lambda: __import__("patchcore_lib.study.tasks"))  # warm: the library imported on every worker
+    client.run(lambda: __import__("patchcore_lib.study.engine.tasks"))  # warm: the library imported on every worker
     start_s = time.perf_counter() - t0
     try:
         trips = []

@@ -3,11 +3,10 @@
 Public API: :class:`PatchCore` and :class:`PatchCoreConfig`, :func:`make_detector` / :func:`load_detector`
 over every registered detector, :func:`open_split` over every dataset layout, and the error types.
 """
-__version__ = "0.1.0"
+import sys
 
-import sys  # noqa: E402
-
-from patchcore_lib.utils.signals import quiet_interrupts_at_startup  # noqa: E402
+from patchcore_lib.utils.signals import quiet_interrupts_at_startup
+from patchcore_lib.version import __version__
 
 if sys.argv[:1] == ["-m"]:  # being located by `python -m patchcore_lib[.study]`: Ctrl-C/SIGTERM during the
     quiet_interrupts_at_startup()  # imports below is one line, not a traceback (library imports are untouched)

@@ -10,8 +10,10 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "patchcore_lib"
 
 #: Layer rank of each top-level part: a module may import only parts of a lower rank or its own part.
-LAYERS = {"errors": 0, "utils": 1, "components": 2, "data": 2, "detectors": 3, "evaluation": 4, "cli": 5,
-          "__main__": 6, "study": 7, "__init__": 8}
+LAYERS = {"version": -1, "errors": 0, "utils": 1, "components": 2, "data": 2, "detectors": 3, "evaluation": 4,
+          "cli": 5, "__main__": 6, "paper": 7, "study": 8, "__init__": 9}
+#: What ``paper`` (published numbers, data only) may import: it sits just below the study, which alone uses it.
+PAPER_IMPORTS = {"version", "errors", "utils", "paper"}
 #: Function-level imports allowed: optional or platform-specific dependencies only.
 OPTIONAL = {"faiss", "fcntl", "papermill", "nbformat", "nbconvert", "onnxruntime", "onnx", "dask", "distributed",
             "dask_cuda", "IPython", "jupyter_client"}
@@ -44,7 +46,7 @@ def _resolve(module: str, name: str | None) -> str | None:
     if MODULES.get(module, Path()).name == "__init__.py" and name is not None:
         target = _exports(module).get(name)
         if target is None:
-            return None if module == "patchcore_lib" else module  # e.g. __version__, defined in the root itself
+            return None if module == "patchcore_lib" else module  # a name the root defines itself
         return _resolve(target, name)
     return module
 
@@ -96,6 +98,15 @@ def test_layers_import_downwards_only(module):
             assert other != "study", f"{module} imports the study layer ({target})"
 
 
+def test_paper_is_data_for_the_study_only():
+    """``paper`` holds the paper's and the official runs' numbers: it needs nothing but errors/utils, and only the
+    study (ranked above it) compares results with them."""
+    for module in (m for m in MODULES if _part(m) == "paper"):
+        assert {_part(t) for t in imports_of(module)} <= PAPER_IMPORTS, f"{module} imports {imports_of(module)}"
+    users = {_part(m) for m in MODULES for t in imports_of(m) if _part(t) == "paper"} - {"paper"}
+    assert users <= {"study"}, f"paper is imported from {sorted(users)}"
+
+
 @pytest.mark.parametrize("module", sorted(MODULES))
 def test_modules_are_small_and_import_at_the_top(module):
     path = MODULES[module]
@@ -116,5 +127,22 @@ def test_modules_are_small_and_import_at_the_top(module):
 def test_the_checks_catch_a_violation(tmp_path):
     """The cycle finder and the layer rule are not vacuous: a fake upward import is reported."""
     assert "patchcore_lib.components.backbones" in imports_of("patchcore_lib.detectors.patchcore")
-    assert LAYERS[_part("patchcore_lib.study.runner")] > LAYERS[_part("patchcore_lib.detectors.base")]
+    assert LAYERS[_part("patchcore_lib.study.engine.runner")] > LAYERS[_part("patchcore_lib.detectors.base")]
     assert _resolve("patchcore_lib.data", "open_split") == "patchcore_lib.data.layouts"
+
+
+def test_version_has_one_home_below_every_layer():
+    """``__version__`` is defined in patchcore_lib/version.py only (the root re-exports it), no module imports it
+    from the root, and pyproject.toml states the same version."""
+    import patchcore_lib
+    from patchcore_lib import version
+
+    assert patchcore_lib.__version__ == version.__version__
+    assert imports_of("patchcore_lib.version") == set()
+    for module, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "patchcore_lib":
+                assert "__version__" not in {a.name for a in node.names}, f"{module} imports __version__ from the root"
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    pyproject = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())
+    assert pyproject["project"]["version"] == version.__version__

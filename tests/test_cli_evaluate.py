@@ -183,7 +183,7 @@ def test_second_study_into_the_same_directory_is_refused(tmp_path):
 def test_feature_cache_rebuilds_corrupt_or_foreign_entries(synthetic_root, tmp_path):
     import torch
 
-    from patchcore_lib.study.cache import cached_split_features
+    from patchcore_lib.study.cached_features import cached_split_features
     from patchcore_lib.detectors.patchcore import PatchCore
 
     model = PatchCore(backbone="resnet18", weights="random", resize=64, imagesize=64)
@@ -191,26 +191,26 @@ def test_feature_cache_rebuilds_corrupt_or_foreign_entries(synthetic_root, tmp_p
     assert not cached and first.shape[:2] == (12, grid[0] * grid[1])
     again, _, cached = cached_split_features(model, synthetic_root, "tiny", "train", tmp_path, show_progress=False)
     assert cached and torch.equal(first, again)
-    (entry,) = tmp_path.glob("*.pt")
+    (entry,) = tmp_path.glob("features/*.pt")
     data = entry.read_bytes()
     entry.write_bytes(data[: len(data) // 3])  # truncated
     rebuilt, _, cached = cached_split_features(model, synthetic_root, "tiny", "train", tmp_path, show_progress=False)
     assert not cached and torch.equal(first, rebuilt)
     payload = torch.load(entry, weights_only=True)
-    payload["key"]["dataset_fingerprint"] = "something else"  # an entry that does not match its key
+    payload["key"] = "0" * 32  # an entry that does not match its key
     torch.save(payload, entry)
     _, _, cached = cached_split_features(model, synthetic_root, "tiny", "train", tmp_path, show_progress=False)
     assert not cached
     other = PatchCore(backbone="resnet18", weights="random", resize=64, imagesize=64, patch_size=5)
     _, _, cached = cached_split_features(other, synthetic_root, "tiny", "train", tmp_path, show_progress=False)
-    assert not cached and len(list(tmp_path.glob("*.pt"))) == 2
+    assert not cached and len(list(tmp_path.glob("features/*.pt"))) == 2
 
 
 def test_feature_cache_notices_weights_replaced_at_the_same_path(synthetic_root, tmp_path):
     import torch
     import torchvision
 
-    from patchcore_lib.study.cache import cached_split_features
+    from patchcore_lib.study.cached_features import cached_split_features
     from patchcore_lib.detectors.patchcore import PatchCore
 
     weights = tmp_path / "resnet18.pth"

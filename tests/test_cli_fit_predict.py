@@ -13,7 +13,7 @@ from PIL import Image
 
 from patchcore_lib import PatchCore, load_detector
 from patchcore_lib.cli import main
-from patchcore_lib.evaluation.predict import predict_to_folder
+from patchcore_lib.detectors.predict_folder import predict_to_folder
 
 FAST = ["--backbone", "resnet18", "--weights", "random", "--resize", "64", "--imagesize", "64",
         "--coreset-ratio", "0.2", "--quiet"]

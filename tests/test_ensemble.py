@@ -50,7 +50,7 @@ def test_ensemble_through_the_factory_and_the_cli(synthetic_root, tmp_path, caps
     import json
 
     from patchcore_lib.cli import main
-    from patchcore_lib.detectors.registry import make_detector, method_config
+    from patchcore_lib.detectors.factory import make_detector, method_config
     from patchcore_lib.detectors.ensemble import EnsembleConfig
 
     base = PatchCoreConfig(backbone="resnet18", weights="random", resize=64, imagesize=64, coreset_ratio=0.2)
@@ -112,7 +112,7 @@ def test_official_fusion_over_the_test_set(synthetic_root, tmp_path):
 
 def test_fusion_is_an_ensemble_option_of_the_cli():
     from patchcore_lib.cli import build_parser
-    from patchcore_lib.detectors.registry import method_config
+    from patchcore_lib.detectors.factory import method_config
 
     parser, _ = build_parser()
     args = parser.parse_args(["evaluate", "--data-root", "x", "--category", "y", "--out", "z",

@@ -97,7 +97,7 @@ def test_torch_pins_agree():
 
 def test_reference_data_is_package_data():
     package_data = _pyproject()["tool"]["setuptools"]["package-data"]["patchcore_lib"]
-    assert any(p.startswith("evaluation/reference_data/") and p.endswith(".csv") for p in package_data)
-    assert any(p.startswith("evaluation/reference_data/official/") for p in package_data)
-    assert (ROOT / "patchcore_lib" / "evaluation" / "reference_data" / "paper_mvtec.csv").is_file()
-    assert len(list((ROOT / "patchcore_lib" / "evaluation" / "reference_data" / "official").glob("*.csv"))) == 6
+    assert any(p.startswith("paper/data/") and p.endswith(".csv") for p in package_data)
+    assert any(p.startswith("paper/data/official/") for p in package_data)
+    assert (ROOT / "patchcore_lib" / "paper" / "data" / "paper_mvtec.csv").is_file()
+    assert len(list((ROOT / "patchcore_lib" / "paper" / "data" / "official").glob("*.csv"))) == 6

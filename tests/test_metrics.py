@@ -319,3 +319,14 @@ def test_roc_points():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no stray sklearn warning in the two-class case
         roc_points(torch.tensor([0, 1]), torch.tensor([0.1, 0.2]))
+
+
+def test_undefined_metric_warnings_name_the_caller_outside_the_metrics_package():
+    """The metrics live in several modules of one package; the warning still points at the calling line."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        image_auroc([0, 0], [0.1, 0.2])
+        pro_score(np.zeros((1, 4, 4)), np.zeros((1, 4, 4)))
+        roc_points([1, 1], [0.1, 0.2])
+    assert len(caught) == 3
+    assert all(w.category is UndefinedMetricWarning and w.filename == __file__ for w in caught)

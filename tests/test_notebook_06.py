@@ -41,7 +41,7 @@ def test_notebook_06_runs_and_writes_outputs(tmp_path):
 
 
 def test_published_baseline_rows_only_for_mvtec_categories():
-    from patchcore_lib.evaluation.reference import baseline_reference_table
+    from patchcore_lib.paper.reference import baseline_reference_table
     from patchcore_lib.study import baselines
 
     mvtec = baseline_reference_table("bottle")

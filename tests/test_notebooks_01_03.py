@@ -97,7 +97,7 @@ def test_stored_notebooks_are_clean(name):
     for parameter in ("data_root", "category", "backbone", "layers", "resize", "imagesize", "seed", "device",
                       "reports_dir", "run_id", "cache_dir", *EXTRA[name]):
         assert f"\n{parameter} = " in "\n" + params_cell, f"parameter {parameter} missing"
-    assert nb.cells[tagged[0] + 1].source.startswith("params = validate_parameters({")
+    assert nb.cells[tagged[0] + 1].source.startswith("params = validate_parameters(declared_parameters(globals()))")
 
 
 def test_01_feature_extraction(run_01):

@@ -51,7 +51,7 @@ def test_notebook_is_committed_clean(path):
 
 
 def test_04_declares_the_documented_parameters():
-    from patchcore_lib.study.runner import notebook_parameters
+    from patchcore_lib.study.engine import notebook_parameters
 
     declared = notebook_parameters(NB04)
     assert list(declared) == ["data_root", "layout", "category", "backbone", "layers", "weights", "resize",

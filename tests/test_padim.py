@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from patchcore_lib.data import MVTecDataset
-from patchcore_lib.detectors.registry import load_detector, make_detector, method_config
+from patchcore_lib.detectors.factory import load_detector, make_detector, method_config
 from patchcore_lib.errors import ConfigError, ModelFileError
 from patchcore_lib.detectors.patchcore import PatchCore, PatchCoreConfig
 from patchcore_lib.detectors.gaussian import (GaussianAD, GaussianADConfig, OrthoAD, PaDiM, mahalanobis,
                                              random_channel_subset, semi_orthogonal_matrix)
 from patchcore_lib.evaluation.metrics import legacy_pixel_auroc
-from patchcore_lib.evaluation.reference import REFERENCE_MVTEC_MEANS, baseline_reference_table
+from patchcore_lib.paper.reference import REFERENCE_MVTEC_MEANS, baseline_reference_table
 from patchcore_lib.utils.integrity import seal
 
 # efficientnet_lite0 blocks.1/2/4 -> D = 24 + 40 + 112 = 176 channels on a 16 x 16 grid at 64 px

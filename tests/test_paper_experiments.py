@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from patchcore_lib.errors import ConfigError
-from patchcore_lib.evaluation import paper_ablations as pa
+from patchcore_lib.paper import ablations as pa
 from patchcore_lib.study import paper_experiments as pe
 from patchcore_lib.study.params import config_from_params, validate_parameters
 

@@ -61,7 +61,7 @@ def test_evaluate_recomputes_when_images_change_with_the_same_sizes(synthetic_ro
 
 
 def test_feature_cache_returns_new_features_for_new_content(synthetic_root, tmp_path):
-    from patchcore_lib.study.cache import cached_split_features
+    from patchcore_lib.study.cached_features import cached_split_features
 
     root = _bmp_copy(synthetic_root, tmp_path)
     model = PatchCore(**FAST)
@@ -159,12 +159,12 @@ def test_non_finite_gaussian_model_is_refused(synthetic_root, tmp_path):
 
 
 def test_corrupted_feature_cache_entries_are_recomputed(synthetic_root, tmp_path):
-    from patchcore_lib.study.cache import cached_split_features
+    from patchcore_lib.study.cached_features import cached_split_features
 
     model = PatchCore(**FAST)
     cache = tmp_path / "features"
     reference, _, _ = cached_split_features(model, synthetic_root, "tiny", "train", cache, show_progress=False)
-    (entry,) = cache.glob("*.pt")
+    (entry,) = cache.glob("features/*.pt")
     data = entry.read_bytes()
     rng = random.Random(1)
     used_corrupted = 0
@@ -232,7 +232,7 @@ def test_study_reruns_a_notebook_when_its_data_changes(synthetic_root, tmp_path)
     import nbformat
     from nbformat.v4 import new_code_cell, new_notebook
 
-    from patchcore_lib.study.runner import run_study
+    from patchcore_lib.study.engine import run_study
 
     root = tmp_path / "data"
     shutil.copytree(synthetic_root, root)
@@ -249,14 +249,14 @@ def test_study_reruns_a_notebook_when_its_data_changes(synthetic_root, tmp_path)
     reports = tmp_path / "reports"
     kwargs = dict(categories=["tiny"], data_root=str(root), reports_dir=reports, notebooks_dir=notebooks,
                   log=lambda line: None)
-    assert [r["status"] for r in run_study({"name": "t"}, **kwargs)] == ["done"]
-    assert [r["status"] for r in run_study({"name": "t"}, **kwargs)] == ["skipped"]
+    assert [r.status for r in run_study({"name": "t"}, **kwargs)] == ["done"]
+    assert [r.status for r in run_study({"name": "t"}, **kwargs)] == ["skipped"]
     defect = sorted(p for p in (root / "tiny" / "test").iterdir() if p.name != "good")[0]
     shutil.rmtree(defect)
     shutil.rmtree(root / "tiny" / "ground_truth" / defect.name)
-    assert [r["status"] for r in run_study({"name": "t"}, **kwargs)] == ["done"]
+    assert [r.status for r in run_study({"name": "t"}, **kwargs)] == ["done"]
     calls = (reports / "calls.txt").read_text().split()
     assert len(calls) == 2 and defect.name in calls[0] and defect.name not in calls[1]
     html = next((reports / "executed").glob("*.html"))
     html.write_text("")  # an emptied report is not a finished run
-    assert [r["status"] for r in run_study({"name": "t"}, **kwargs)] == ["done"]
+    assert [r.status for r in run_study({"name": "t"}, **kwargs)] == ["done"]

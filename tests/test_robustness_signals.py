@@ -14,6 +14,7 @@ import pytest
 from patchcore_lib.cli import main
 from patchcore_lib.data.download import download_mvtec
 from patchcore_lib.errors import ConfigError, DatasetError
+from patchcore_lib.study import engine as runner
 from test_download import ARCHIVE_NAME, FILES, _make_archive, server  # noqa: F401  (fixture)
 
 FAST = ["--backbone", "resnet18", "--weights", "random", "--resize", "64", "--imagesize", "64",
@@ -98,7 +99,7 @@ def test_interrupting_the_study_is_one_line_without_the_kernels_traceback(tmp_pa
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 128 + signum, stderr
     assert stderr.strip().splitlines() == ["error: interrupted; finished notebooks are kept and a re-run skips them"]
-    assert not (reports / "executed" / "01_slow-c1.done.json").exists()
+    assert runner.run_record(reports, "01_slow-c1") is None
 
 
 # --- case 10: category names are names; outputs outside the data root -----------------------------------------
@@ -125,7 +126,7 @@ def test_study_categories_are_names_and_reports_stay_outside_the_data(synthetic_
     import nbformat
     from nbformat.v4 import new_code_cell, new_notebook
 
-    from patchcore_lib.study.runner import run_study
+    from patchcore_lib.study.engine import run_study
 
     notebooks = tmp_path / "reports" / "notebooks"
     notebooks.mkdir(parents=True)

@@ -198,14 +198,16 @@ def test_coreset_rows_are_reused_only_for_the_same_inputs_and_code(setup, tmp_pa
     other = ca.coreset_ablation(setup["model"], setup["train"], changed, setup["grid"], setup["targets"],
                                 ["random"], [0.05], log=None, rows=tmp_path)
     assert not other.reused.any()
-    # the key holds the code's fingerprint: a row stored by other code is another file, never this row
-    from patchcore_lib.study.row_cache import RowCache
+    # the key holds the code's fingerprint: a row stored by other code is another record, never this row
+    from patchcore_lib.utils.store import Store, content_key
 
-    ours, theirs = RowCache(tmp_path, "t", "inputs", "code-a"), RowCache(tmp_path, "t", "inputs", "code-b")
-    ours.put(ours.key(ratio=0.1), {"x": 1.0})
-    assert ours.get(ours.key(ratio=0.1)) == {"x": 1.0} and theirs.get(theirs.key(ratio=0.1)) is None
-    (tmp_path / f"{theirs.key(ratio=0.1)}.json").write_text((tmp_path / f"{ours.key(ratio=0.1)}.json").read_text())
-    assert theirs.get(theirs.key(ratio=0.1)) is None  # a file whose recorded key is not its name: not used
+    store = Store(tmp_path / "store")
+    ours, theirs = (content_key("t", code=code, params={"ratio": 0.1}, data="inputs") for code in ("a", "b"))
+    assert ours != theirs
+    store.save("t", ours, {"x": 1.0})
+    assert store.lookup("t", ours) == {"x": 1.0} and store.lookup("t", theirs) is None
+    (tmp_path / "store" / "t" / f"{theirs}.json").write_text((tmp_path / "store" / "t" / f"{ours}.json").read_text())
+    assert store.lookup("t", theirs) is None  # a record whose recorded key is not its name: not used
 
 
 def test_scoring_variants_one_factor_at_a_time():

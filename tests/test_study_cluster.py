@@ -16,9 +16,10 @@ nbformat = pytest.importorskip("nbformat")
 distributed = pytest.importorskip("distributed")
 
 from patchcore_lib.errors import ConfigError, OutputError  # noqa: E402
-from patchcore_lib.study import cluster as cl  # noqa: E402
-from patchcore_lib.study import runner, sweep  # noqa: E402
-from patchcore_lib.study.tasks import write_task_files  # noqa: E402
+from patchcore_lib.study.engine import cluster as cl  # noqa: E402
+from patchcore_lib.study import engine as runner
+from patchcore_lib.study.engine import sweep  # noqa: E402
+from patchcore_lib.study.engine.tasks import write_task_files  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"resize": 64, "imagesize": 64, "coreset_ratio": 0.2, "device": "cpu"}
@@ -111,14 +112,14 @@ def test_quick_study_on_two_workers_matches_in_process_and_locks_its_folder(sche
     assert record_dask["parameters"]["reports_dir"] == str(tmp_path / "dask")
     assert (tmp_path / "dask" / "summary.csv").read_text() == (tmp_path / "none" / "summary.csv").read_text()
     for stem in ("04_evaluate-tiny", "05_report"):
-        done = json.loads((tmp_path / "dask" / "executed" / f"{stem}.done.json").read_text())
+        done = runner.run_record(tmp_path / "dask", stem)
         assert done["worker"].split("/", 1)[1].startswith("tcp://")
         assert "<html" in (tmp_path / "dask" / "executed" / f"{stem}.html").read_text().lower()
     assert not _leftovers(tmp_path / "dask") and not (tmp_path / "dask" / ".lock").exists()
 
     # resume: the same keys as the in-process skip cache
     runs = runner.run_study(preset, reports_dir=tmp_path / "dask", cluster=scheduler, **kwargs)
-    assert [r["status"] for r in runs] == ["skipped", "skipped"]
+    assert [r.status for r in runs] == ["skipped", "skipped"]
 
 
 def _write_notebook(path: Path, parameters: str, body: str) -> None:
@@ -183,11 +184,11 @@ def test_killed_worker_loses_nothing(scheduler, tmp_path):
         thread.join(timeout=600)
     assert not errors, (errors, lines)
     print("\n".join(lines))
-    done = json.loads((reports / "executed" / "01_slow-a.done.json").read_text())
+    done = runner.run_record(reports, "01_slow-a")
     assert not done["worker"].endswith(victim), "the killed task was re-run on another worker"
     for category in ("a", "b"):
         assert (reports / "slow" / category / "metrics.json").read_text() == f"complete {category}"
-    assert (reports / "executed" / "05_report.done.json").is_file()
+    assert runner.run_record(reports, "05_report") is not None
     assert not _leftovers(reports)
 
 

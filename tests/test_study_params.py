@@ -10,8 +10,9 @@ from patchcore_lib.components.sampling import SAMPLERS
 from patchcore_lib.detectors import DETECTORS, GaussianADConfig, PatchCoreConfig
 from patchcore_lib.errors import ConfigError, DatasetError
 from patchcore_lib.study.params import (NON_EMPTY, StudyParameters, check_parameter, check_parameters,
-                                        config_from_params, schema_for, validate_parameters)
-from patchcore_lib.study.runner import notebook_parameters
+                                        config_from_params, declared_parameters, parameter_names, schema_for,
+                                        validate_parameters)
+from patchcore_lib.study.engine import notebook_parameters
 from patchcore_lib.utils.schema import choices_of, default_of, schema_fields
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
@@ -74,8 +75,10 @@ def test_choices_come_from_the_registries():
 
 
 def test_cross_checks(synthetic_root):
-    with pytest.raises(ConfigError, match="'imagesize' .* must not exceed 'resize'"):
+    with pytest.raises(ConfigError, match="notebook parameters: imagesize .* must not exceed resize"):
         validate_parameters({"resize": 64, "imagesize": 96})
+    with pytest.raises(ConfigError, match="notebook parameters: imagesize 16 is too small"):  # the detectors' rule
+        validate_parameters({"resize": 16, "imagesize": 16})
     with pytest.raises(ConfigError, match="unknown layer"):
         validate_parameters({"backbone": "efficientnet_lite0", "layers": ["layer2"]})
     assert validate_parameters({"backbone": "efficientnet_lite0", "layers": ["blocks.4", "blocks.2"]})["layers"] == \
@@ -108,3 +111,57 @@ def test_every_notebook_parameter_is_declared_with_the_notebooks_default(noteboo
         if cls is StudyParameters:
             default = default_of(schema_fields(cls)[name])
             assert (tuple(value) if isinstance(value, list) else value) == default, (name, value, default)
+
+
+#: the call that passes a notebook's parameters on: the parameters cell is their one declaration
+CHECK = "validate_parameters(declared_parameters(globals()))"
+
+
+def _bound_names(statements: list[ast.stmt]) -> set[str]:
+    """The globals ``statements`` bind (imports, assignments, definitions, loop and ``with`` targets)."""
+    names: set[str] = set()
+    for node in (sub for statement in statements for sub in ast.walk(statement)):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+    return names
+
+
+def _before_the_check(notebook: Path) -> tuple[str, set[str]]:
+    """(the source of the ``parameters`` cell, the globals every other cell binds before the notebook's
+    :data:`CHECK`)."""
+    nbformat = pytest.importorskip("nbformat")
+    cells = [c for c in nbformat.read(str(notebook), as_version=4).cells if c.cell_type == "code"]
+    tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    checks = [i for i, c in enumerate(cells) if CHECK in c.source]
+    assert len(tagged) == 1 and len(checks) == 1, f"{notebook.name}: one parameters cell, one {CHECK}"
+    before: list[ast.stmt] = []
+    for cell in cells[:checks[0] + 1]:
+        if cell is tagged[0]:
+            continue
+        statements = ast.parse(cell.source).body
+        if CHECK in cell.source:  # the cell of the check: only what runs before it
+            statements = statements[:next(i for i, s in enumerate(statements) if CHECK in ast.unparse(s))]
+        before += statements
+    return tagged[0].source, _bound_names(before)
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_declared_parameters_are_the_parameters_cell(notebook):
+    """What ``declared_parameters(globals())`` passes on is exactly what the parameters cell assigns, in its
+    order, and no other global the notebook binds before the check has a parameter's name."""
+    source, others = _before_the_check(notebook)
+    collisions = others & parameter_names()
+    assert not collisions, f"{notebook.name}: globals named like parameters before the check: {sorted(collisions)}"
+    namespace = {name: object() for name in others}
+    exec(compile(source, f"{notebook.name}:parameters", "exec"), namespace)  # literals and comments only
+    assert list(declared_parameters(namespace)) == list(notebook_parameters(notebook))
+
+
+def test_declared_parameters_takes_the_schema_names_only():
+    namespace = {"imagesize": 64, "k_values": [1], "mask_convention": "official", "plt": object(), "_": 1,
+                 "config": object(), "__name__": "__main__"}
+    assert declared_parameters(namespace) == {"imagesize": 64, "k_values": [1], "mask_convention": "official"}

@@ -8,10 +8,13 @@ import pandas as pd
 import pytest
 
 from patchcore_lib.errors import ConfigError
-from patchcore_lib.evaluation import reference
+from patchcore_lib.paper import reference
+from patchcore_lib.paper.anchors import paper_other_datasets
 from patchcore_lib.study import report
+from patchcore_lib.study.report import table as report_table
 from patchcore_lib.study.evaluate import setting_name
 from patchcore_lib.study.outputs import write_metrics
+from patchcore_lib.study.params import with_config_defaults
 
 
 def test_reference_tables():
@@ -28,8 +31,8 @@ def test_reference_tables():
     assert bottle["pixel_auroc"] == bottle["full_pixel_auroc"] and bottle["anomaly_pro"] == bottle["anomaly_pro"]
     assert bottle["anomaly_pixel_auroc"] == pytest.approx(0.9795612184704285)
     assert set(reference.official_results()["category"]) - {"mean"} == set(reference.MVTEC_CATEGORIES)
-    assert reference.official_run_for({"backbone": "wide_resnet50_2", "imagesize": 320, "coreset_ratio": 0.01}) == \
-        "IM320_WR50_L2-3_P001_D1024-1024_PS-3_AN-1"
+    recorded = {"backbone": "wide_resnet50_2", "imagesize": 320, "coreset_ratio": 0.01}  # the rest: defaults
+    assert reference.official_run_for(with_config_defaults(recorded)) == "IM320_WR50_L2-3_P001_D1024-1024_PS-3_AN-1"
     assert len(reference.reference_for("bottle")) >= 6
     assert reference.reference_for("synthetic_texture").empty
     with pytest.raises(ConfigError):
@@ -106,8 +109,8 @@ def test_summary_per_class_paper_anchor_and_other_datasets():
                                    "ours: PatchCore-1%)")
     assert "ours:" not in mt10["paper_source"]
     # no MTD value for the baselines (the paper reports PatchCore only there)
-    assert pd.isna(report._paper_value(report.paper_table(), report.paper_other_datasets(), "PaDiM", "magnetic_tile",
-                                       "image_auroc")[0])
+    assert pd.isna(report_table._paper_value(reference.paper_table(), paper_other_datasets(), "PaDiM",
+                                             "magnetic_tile", "image_auroc")[0])
     means = table[table["category"].str.startswith("mean")]
     assert list(means["category"]) == ["mean (2 classes)"] * 2 and set(means["dataset"]) == {"MVTec AD"}
     assert list(table["dataset"]).index("magnetic_tile") > max(i for i, d in enumerate(table["dataset"])

@@ -12,7 +12,8 @@ nbformat = pytest.importorskip("nbformat")
 pytest.importorskip("papermill")
 
 from patchcore_lib.detectors import EnsembleConfig, PatchCoreConfig  # noqa: E402
-from patchcore_lib.study import run_keys, runner  # noqa: E402
+from patchcore_lib.study import engine as runner
+from patchcore_lib.study.engine import keys as run_keys  # noqa: E402
 from patchcore_lib.study.params import check_parameters, config_from_params  # noqa: E402
 from patchcore_lib.errors import ConfigError, DatasetError  # noqa: E402
 
@@ -80,7 +81,7 @@ def test_runner_skips_complete_runs_and_renders_html(tiny_study, tmp_path):
     preset = {"name": "t", "parameters": {"factor": 2, "unknown_to_all": 1}, "notebook_parameters": {}}
     runs = runner.run_study(preset, categories=["a", "b"], data_root=data, reports_dir=reports, notebooks_dir=notebooks,
                            log=lambda s: None)
-    assert [r["status"] for r in runs] == ["done"] * 5
+    assert [r.status for r in runs] == ["done"] * 5
     assert _calls(reports) == ["first:a", "first:b", "more:a", "more:b", "report:a,b"]
     executed = reports / "executed"
     for stem in ("01_first-a", "01_first-b", "06_more-a", "06_more-b", "05_report"):
@@ -88,23 +89,23 @@ def test_runner_skips_complete_runs_and_renders_html(tiny_study, tmp_path):
         html = (executed / f"{stem}.html").read_text()
         assert "<html" in html.lower() and "hello from" in html
         assert data not in html  # the injected data_root is shown as $DATA_ROOT, not as this machine's folder
-        done = json.loads((executed / f"{stem}.done.json").read_text())
+        done = runner.run_record(reports, stem)
         assert "unknown_to_all" not in done["parameters"]
-    assert json.loads((executed / "01_first-a.done.json").read_text())["parameters"]["factor"] == 2
+    assert runner.run_record(reports, "01_first-a")["parameters"]["factor"] == 2
     assert "$DATA_ROOT" in (executed / "01_first-a.html").read_text()
 
     # same parameters: nothing runs
     runs = runner.run_study(preset, categories=["a", "b"], data_root=data, reports_dir=reports,
                            notebooks_dir=notebooks, log=lambda s: None)
-    assert [r["status"] for r in runs] == ["skipped"] * 5
+    assert [r.status for r in runs] == ["skipped"] * 5
     assert len(_calls(reports)) == 5
 
     # changed data (the dataset fingerprint): that category's runs and the report run again
     (Path(data) / "b" / "train" / "good" / "1.png").write_bytes(b"y")
     runs = runner.run_study(preset, categories=["a", "b"], data_root=data, reports_dir=reports,
                            notebooks_dir=notebooks, log=lambda s: None)
-    assert [r["status"] for r in runs] == ["skipped", "done", "skipped", "done", "done"]
-    done = json.loads((reports / "executed" / "01_first-b.done.json").read_text())
+    assert [r.status for r in runs] == ["skipped", "done", "skipped", "done", "done"]
+    done = runner.run_record(reports, "01_first-b")
     assert done["inputs"]["library"] == run_keys.notebook_code_fingerprint(notebooks / "01_first.ipynb")
     assert len(done["inputs"]["data"]) == 64
 
@@ -112,14 +113,14 @@ def test_runner_skips_complete_runs_and_renders_html(tiny_study, tmp_path):
     preset["parameters"]["factor"] = 3
     runs = runner.run_study(preset, categories=["a"], data_root=data, reports_dir=reports, notebooks_dir=notebooks,
                            log=lambda s: None, only=["01", "06"])
-    assert [r["status"] for r in runs] == ["done", "skipped"]
+    assert [r.status for r in runs] == ["done", "skipped"]
     assert _calls(reports)[-1] == "first:a"
 
     # a missing HTML file makes the run incomplete
     (executed / "06_more-a.html").unlink()
     runs = runner.run_study(preset, categories=["a"], data_root=data, reports_dir=reports, notebooks_dir=notebooks,
                            log=lambda s: None, only=["06"])
-    assert [r["status"] for r in runs] == ["done"]
+    assert [r.status for r in runs] == ["done"]
 
 
 def test_failed_notebook_is_reported_and_not_marked_done(tmp_path):
@@ -131,7 +132,7 @@ def test_failed_notebook_is_reported_and_not_marked_done(tmp_path):
     with pytest.raises(runner.StudyError, match="01_bad.ipynb"):
         runner.run_study({"name": "t"}, categories=["a"], data_root=_fake_data(tmp_path), reports_dir=reports,
                         notebooks_dir=notebooks, log=lines.append)
-    assert not (reports / "executed" / "01_bad.done.json").exists()
+    assert runner.run_record(reports, "01_bad") is None
     assert (reports / "executed" / "01_bad.html").is_file(), "the failed notebook is still rendered for reading"
     assert any("FAILED" in line and "broken on purpose" in line for line in lines)
 
@@ -152,9 +153,9 @@ def test_several_data_roots_and_preset_reports_folders(tmp_path):
 def test_run_hash_depends_on_code_and_parameters(tmp_path):
     a = _write_notebook(tmp_path / "a.ipynb", "x = 1", "print(x)")
     b = _write_notebook(tmp_path / "b.ipynb", "x = 1", "print(x + 1)")
-    assert run_keys.run_hash(a, {"x": 1}) == run_keys.run_hash(a, {"x": 1})
-    assert run_keys.run_hash(a, {"x": 1}) != run_keys.run_hash(a, {"x": 2})
-    assert run_keys.run_hash(a, {"x": 1}) != run_keys.run_hash(b, {"x": 1})
+    assert run_keys.run_key(a, {"x": 1}) == run_keys.run_key(a, {"x": 1})
+    assert run_keys.run_key(a, {"x": 1}) != run_keys.run_key(a, {"x": 2})
+    assert run_keys.run_key(a, {"x": 1}) != run_keys.run_key(b, {"x": 1})
 
 
 def test_bad_preset_is_refused(tmp_path):
@@ -178,7 +179,7 @@ def test_category_parameters_apply_to_their_category_only(tmp_path):
     for stem in ("01_first", "06_more"):
         _write_notebook(notebooks / f"{stem}.ipynb", "category = ''\nfactor = 1", "print(factor)")
     runs = runner.plan_runs(preset, runner.discover_notebooks(notebooks), ["a", "b"], "/data", tmp_path / "r")
-    factors = {(r["notebook"].stem, r["category"]): r["parameters"]["factor"] for r in runs}
+    factors = {(r.notebook.stem, r.category): r.parameters["factor"] for r in runs}
     assert factors == {("01_first", "a"): 2, ("01_first", "b"): 5, ("06_more", "a"): 3, ("06_more", "b"): 7}
     path.write_text("category_parameters: {b: {factor: 5}}\n")
     with pytest.raises(ConfigError, match="category_parameters.b"):
@@ -252,3 +253,20 @@ def test_module_entry_point_shows_help():
     result = subprocess.run([sys.executable, "-m", "patchcore_lib.study", "--help"], capture_output=True, text=True,
                             cwd=ROOT, timeout=120)
     assert result.returncode == 0 and "--preset" in result.stdout
+
+
+def test_run_keys_hold_content_not_machine_paths(tmp_path):
+    notebook = tmp_path / "01_x.ipynb"
+    _write_notebook(notebook, 'category = ""\nweights = None\ndata_root = ""\nreports_dir = None', "NAME = 'x'")
+    here = {"category": "a", "data_root": "/data/here", "reports_dir": "/home/me/reports", "cache_dir": "/c1"}
+    there = {"category": "a", "data_root": "/mnt/there", "reports_dir": "/tmp/clone/reports", "cache_dir": None}
+    assert run_keys.run_key(notebook, here, "fp") == run_keys.run_key(notebook, there, "fp")
+    assert run_keys.run_key(notebook, here, "fp") != run_keys.run_key(notebook, here, "other data")
+    one, two = tmp_path / "one" / "w.pth", tmp_path / "two" / "w.pth"
+    for path, content in ((one, b"a"), (two, b"a")):
+        path.parent.mkdir()
+        path.write_bytes(content)
+    key = run_keys.run_key(notebook, {**here, "weights": str(one)}, "fp")
+    assert key == run_keys.run_key(notebook, {**here, "weights": str(two)}, "fp")  # same content elsewhere
+    two.write_bytes(b"b")  # other weights at the same path: another key
+    assert run_keys.run_key(notebook, {**here, "weights": str(two)}, "fp") != key

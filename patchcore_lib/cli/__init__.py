@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from patchcore_lib import __version__
+from patchcore_lib.version import __version__
 from patchcore_lib.cli import evaluate, export, fit, predict
 from patchcore_lib.cli.common import PROG, add_model_options, config_file_defaults, detector_from_args
 from patchcore_lib.errors import PatchCoreError

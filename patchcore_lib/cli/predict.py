@@ -9,7 +9,7 @@ from patchcore_lib.cli.common import DefaultsFormatter, add_common_options, requ
 from patchcore_lib.data import expand_inputs
 from patchcore_lib.detectors import load_detector
 from patchcore_lib.errors import ConfigError
-from patchcore_lib.evaluation.predict import file_hash, predict_to_folder
+from patchcore_lib.detectors.predict_folder import file_hash, predict_to_folder
 
 
 def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:

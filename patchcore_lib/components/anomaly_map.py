@@ -10,6 +10,9 @@ import torch.nn.functional as F
 
 from patchcore_lib.errors import ConfigError
 
+#: the official blur of the anomaly maps (pixels), the default of every detector
+DEFAULT_SIGMA = 4.0
+
 
 def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> torch.Tensor:
     """Normalised 1-D Gaussian kernel of radius int(truncate * sigma + 0.5), as scipy builds it."""
@@ -44,7 +47,8 @@ def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     return x.squeeze(1)
 
 
-def anomaly_maps(patch_scores: torch.Tensor, size: tuple[int, int] | int, sigma: float = 4.0) -> torch.Tensor:
+def anomaly_maps(patch_scores: torch.Tensor, size: tuple[int, int] | int,
+                 sigma: float = DEFAULT_SIGMA) -> torch.Tensor:
     """Patch-score grids [B, h, w] -> anomaly maps [B, H, W] (bilinear, align_corners=False, then blur)."""
     if isinstance(size, int):
         size = (size, size)

@@ -95,6 +95,8 @@ _TV = "https://download.pytorch.org/models/"
 
 #: Backbones by name; :func:`register` adds one (the CLI, notebooks and contract tests pick it up).
 BACKBONES: Registry[BackboneSpec] = Registry("backbone")
+#: the default backbone of every feature extractor and detector (its weights ship with timm: works offline)
+DEFAULT_BACKBONE = "efficientnet_lite0"
 
 
 def register(spec: BackboneSpec) -> BackboneSpec:

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from patchcore_lib.components.backbones import FeatureExtractor
+from patchcore_lib.components.backbones import DEFAULT_BACKBONE, FeatureExtractor
 from patchcore_lib.errors import ConfigError
 
 
@@ -135,7 +135,7 @@ class PatchFeatureExtractor(nn.Module):
     """Images [B, 3, S, S] -> patch features [B, h*w, T] (float32) on the finest chosen layer's h x w grid (every
     ``patch_stride``-th position of it along each axis when the stride is > 1)."""
 
-    def __init__(self, backbone: str = "efficientnet_lite0", layers: tuple[str, ...] | list[str] | None = None,
+    def __init__(self, backbone: str = DEFAULT_BACKBONE, layers: tuple[str, ...] | list[str] | None = None,
                  patch_size: int = 3, pretrain_embed_dimension: int | None = None,
                  target_embed_dimension: int | None = None, weights: str | None = None,
                  patch_stride: int = 1, precision: str = "float32") -> None:

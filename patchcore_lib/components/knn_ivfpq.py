@@ -29,8 +29,9 @@ class IVFPQSearch:
     """Approximate k-NN in L2 over a memory bank: ``fit(bank [M, D])`` then ``query(q [N, D]) ->
     (distances [N, k] ascending, indices [N, k])``; same interface as :class:`NearestNeighbourSearch`."""
 
-    def __init__(self, num_nn: int = 1, distance: str = "sqeuclidean", nlist: int = 512, m: int = 64,
-                 nbits: int = 8, nprobe: int = 1) -> None:
+    def __init__(self, num_nn: int = 1, distance: str = "sqeuclidean", nlist: int = OFFICIAL_IVFPQ["nlist"],
+                 m: int = OFFICIAL_IVFPQ["m"], nbits: int = OFFICIAL_IVFPQ["nbits"],
+                 nprobe: int = OFFICIAL_IVFPQ["nprobe"]) -> None:
         if not isinstance(num_nn, int) or num_nn < 1:
             raise ConfigError(f"num_nn must be a positive integer, got {num_nn!r}")
         if distance not in DISTANCES:

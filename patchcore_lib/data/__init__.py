@@ -2,8 +2,10 @@
 from patchcore_lib.data.layouts import AUTO, LAYOUTS, open_split, resolve_layout, select_shots
 from patchcore_lib.data.mvtec import (GOOD, MVTecDataset, Sample, check_category, check_category_name,
                                       dataset_fingerprint, find_samples, list_categories)
-from patchcore_lib.data.preprocessing import (CROP_MODES, IMAGE_EXTENSIONS, IMAGENET_MEAN, IMAGENET_STD,
-                                              MASK_CONVENTIONS, Preprocess, collate, load_mask, load_rgb, make_loader)
+from patchcore_lib.data.preprocessing import (CROP_MODES, DEFAULT_BATCH_SIZE, DEFAULT_CROP, DEFAULT_IMAGESIZE,
+                                              DEFAULT_MASK_CONVENTION, DEFAULT_RESIZE, IMAGE_EXTENSIONS, IMAGENET_MEAN,
+                                              IMAGENET_STD, MASK_CONVENTIONS, Preprocess, collate, load_mask, load_rgb,
+                                              make_loader)
 from patchcore_lib.data.images import (ImageList, expand_inputs, labelled_image_folder, list_images_recursive,
                                        normal_image_folder)
 from patchcore_lib.data.folder import FolderDataset, check_folder_category
@@ -15,7 +17,8 @@ __all__ = ["AUTO", "LAYOUTS", "open_split", "resolve_layout", "select_shots", "I
            "labelled_image_folder", "list_images_recursive", "normal_image_folder", "FolderDataset",
            "check_folder_category", "GOOD", "MVTecDataset", "Sample", "check_category", "check_category_name",
            "dataset_fingerprint", "find_samples", "list_categories", "IMAGE_EXTENSIONS", "IMAGENET_MEAN",
-           "IMAGENET_STD", "MASK_CONVENTIONS", "CROP_MODES", "Preprocess", "collate", "load_mask", "load_rgb",
+           "IMAGENET_STD", "MASK_CONVENTIONS", "CROP_MODES", "DEFAULT_BATCH_SIZE", "DEFAULT_CROP", "DEFAULT_IMAGESIZE",
+           "DEFAULT_MASK_CONVENTION", "DEFAULT_RESIZE", "Preprocess", "collate", "load_mask", "load_rgb",
            "make_loader",
            "default_category", "ensure_default_dataset", "make_synthetic_dataset",
            "DATA_ROOT_ENV", "category_roots", "resolve_common_root", "resolve_data_root", "search_roots", "user_data_dir"]

@@ -17,7 +17,8 @@ from patchcore_lib.data.download import missing_dataset_message
 from patchcore_lib.data.images import list_images_recursive
 from patchcore_lib.data.layouts import LAYOUTS
 from patchcore_lib.data.mvtec import GOOD, MVTecDataset, Sample, check_category_name, find_mask, is_hidden_or_system
-from patchcore_lib.data.preprocessing import IMAGE_EXTENSIONS, Preprocess
+from patchcore_lib.data.preprocessing import (DEFAULT_CROP, DEFAULT_IMAGESIZE, DEFAULT_MASK_CONVENTION, DEFAULT_RESIZE,
+                                              IMAGE_EXTENSIONS, Preprocess)
 from patchcore_lib.errors import ConfigError, DatasetError
 
 
@@ -73,8 +74,9 @@ class FolderDataset(MVTecDataset):
         """A ``train`` folder, and not the MVTec layout (which the MVTec reader handles)."""
         return (Path(root) / category / "train").is_dir() and not MVTecDataset.matches(root, category)
 
-    def __init__(self, root: str | Path, category: str, split: str = "train", resize: int = 256,
-                 imagesize: int = 224, mask_convention: str = "nearest", crop: str = "center") -> None:
+    def __init__(self, root: str | Path, category: str, split: str = "train", resize: int = DEFAULT_RESIZE,
+                 imagesize: int = DEFAULT_IMAGESIZE, mask_convention: str = DEFAULT_MASK_CONVENTION,
+                 crop: str = DEFAULT_CROP) -> None:
         self.root = Path(root)
         self.category = category
         self.split = split

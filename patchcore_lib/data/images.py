@@ -16,7 +16,8 @@ import torch
 from PIL import Image
 
 from patchcore_lib.data.mvtec import GOOD, is_hidden_or_system, list_images
-from patchcore_lib.data.preprocessing import IMAGE_EXTENSIONS, Preprocess, load_rgb
+from patchcore_lib.data.preprocessing import (DEFAULT_CROP, DEFAULT_IMAGESIZE, DEFAULT_RESIZE, IMAGE_EXTENSIONS,
+                                              Preprocess, load_rgb)
 from patchcore_lib.errors import DatasetError
 
 #: what :class:`ImageList` accepts per image: a path, a PIL image, or an array [H, W], [H, W, 3|4] (uint8 or 0..1 float)
@@ -92,9 +93,9 @@ class ImageList(torch.utils.data.Dataset):
     or -1 when unknown, ``defect_type``, ``path``: the file path, or ``<image N>`` for in-memory images).
     """
 
-    def __init__(self, images: Sequence[ImageInput], resize: int = 256, imagesize: int = 224,
+    def __init__(self, images: Sequence[ImageInput], resize: int = DEFAULT_RESIZE, imagesize: int = DEFAULT_IMAGESIZE,
                  labels: Sequence[int] | None = None, defect_types: Sequence[str] | None = None,
-                 crop: str = "center") -> None:
+                 crop: str = DEFAULT_CROP) -> None:
         self.images = list(images)
         self.preprocess = Preprocess(resize, imagesize, crop=crop)
         self.labels_given = None if labels is None else [int(v) for v in labels]
@@ -124,7 +125,8 @@ class ImageList(torch.utils.data.Dataset):
                 "label": label, "defect_type": defect, "path": self.names[index]}
 
 
-def normal_image_folder(folder: str | Path, resize: int = 256, imagesize: int = 224, crop: str = "center") -> ImageList:
+def normal_image_folder(folder: str | Path, resize: int = DEFAULT_RESIZE, imagesize: int = DEFAULT_IMAGESIZE,
+                        crop: str = DEFAULT_CROP) -> ImageList:
     """Every image under ``folder`` (recursively) as a training set of normal images."""
     images = list_images_recursive(folder)
     if not images:
@@ -134,8 +136,8 @@ def normal_image_folder(folder: str | Path, resize: int = 256, imagesize: int = 
                      crop=crop)
 
 
-def labelled_image_folder(folder: str | Path, resize: int = 256, imagesize: int = 224,
-                          crop: str = "center") -> ImageList:
+def labelled_image_folder(folder: str | Path, resize: int = DEFAULT_RESIZE, imagesize: int = DEFAULT_IMAGESIZE,
+                          crop: str = DEFAULT_CROP) -> ImageList:
     """Labelled images: ``folder/<label>/...`` (or ``folder/test/<label>/...``, a category in MVTec layout)
     with ``good`` for normal images and any other label for defects; needs both kinds."""
     folder = Path(folder)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from patchcore_lib.data.preprocessing import DEFAULT_CROP, DEFAULT_IMAGESIZE, DEFAULT_MASK_CONVENTION, DEFAULT_RESIZE
 from patchcore_lib.errors import ConfigError, DatasetError
 from patchcore_lib.utils.registry import Registry
 
@@ -38,9 +39,10 @@ def resolve_layout(root: str | Path, category: str, layout: str = AUTO) -> str:
     raise DatasetError(f"{folder} matches several dataset layouts ({', '.join(found)}); choose one with --layout")
 
 
-def open_split(root: str | Path, category: str, split: str, resize: int = 256, imagesize: int = 224,
-               layout: str = AUTO, mask_convention: str = "nearest", shots: int | None = None,
-               shots_seed: int = 0, crop: str = "center") -> torch.utils.data.Dataset:
+def open_split(root: str | Path, category: str, split: str, resize: int = DEFAULT_RESIZE,
+               imagesize: int = DEFAULT_IMAGESIZE,
+               layout: str = AUTO, mask_convention: str = DEFAULT_MASK_CONVENTION, shots: int | None = None,
+               shots_seed: int = 0, crop: str = DEFAULT_CROP) -> torch.utils.data.Dataset:
     """The ``split`` ('train' or 'test') of ``category`` under ``root``, preprocessed to ``imagesize`` px
     (``layout="auto"``: detected, see :func:`resolve_layout`); ground-truth masks resized by
     ``mask_convention`` (``nearest`` or ``official``) and cropped by ``crop`` (``center`` or ``none``), see

@@ -17,7 +17,8 @@ import torch
 
 from patchcore_lib.data.download import missing_dataset_message
 from patchcore_lib.data.layouts import LAYOUTS
-from patchcore_lib.data.preprocessing import IMAGE_EXTENSIONS, Preprocess, load_mask, load_rgb
+from patchcore_lib.data.preprocessing import (DEFAULT_CROP, DEFAULT_IMAGESIZE, DEFAULT_MASK_CONVENTION, DEFAULT_RESIZE,
+                                              IMAGE_EXTENSIONS, Preprocess, load_mask, load_rgb)
 from patchcore_lib.errors import ConfigError, DatasetError
 from patchcore_lib.utils.fingerprint import tree_fingerprint
 
@@ -158,8 +159,9 @@ class MVTecDataset(torch.utils.data.Dataset):
         folder = Path(root) / category
         return (folder / "train" / GOOD).is_dir() and (folder / "ground_truth").is_dir()
 
-    def __init__(self, root: str | Path, category: str, split: str = "train", resize: int = 256, imagesize: int = 224,
-                 mask_convention: str = "nearest", crop: str = "center") -> None:
+    def __init__(self, root: str | Path, category: str, split: str = "train", resize: int = DEFAULT_RESIZE,
+                 imagesize: int = DEFAULT_IMAGESIZE, mask_convention: str = DEFAULT_MASK_CONVENTION,
+                 crop: str = DEFAULT_CROP) -> None:
         self.root = Path(root)
         self.category = category
         self.split = split

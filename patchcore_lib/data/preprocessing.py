@@ -23,6 +23,14 @@ MASK_CONVENTIONS = ("nearest", "official")
 #: image geometries: ``center`` = resize the short side, centre crop (official); ``none`` = the whole image
 #: resized to a square ``imagesize`` x ``imagesize`` (aspect ratio not kept, nothing cut away)
 CROP_MODES = ("center", "none")
+#: the defaults of every dataset, image list, preprocessing and detector configuration: the official geometry
+#: (short side resized to 256 px, 224 px centre crop) and the MVTec mask convention
+DEFAULT_RESIZE = 256
+DEFAULT_IMAGESIZE = 224
+DEFAULT_CROP = "center"
+DEFAULT_MASK_CONVENTION = "nearest"
+#: images per batch of a loader (and per forward pass of a detector)
+DEFAULT_BATCH_SIZE = 8
 
 
 #: full-scale value of each integer mode that is not 8-bit: images are scaled by their storage depth, never per
@@ -139,8 +147,8 @@ class Preprocess:
     ``crop="none"``: the whole image is resized to ``imagesize`` x ``imagesize`` instead (``resize`` unused),
     so nothing at the border of a non-square image is cut away."""
 
-    def __init__(self, resize: int = 256, imagesize: int = 224, mask_convention: str = "nearest",
-                 crop: str = "center") -> None:
+    def __init__(self, resize: int = DEFAULT_RESIZE, imagesize: int = DEFAULT_IMAGESIZE,
+                 mask_convention: str = DEFAULT_MASK_CONVENTION, crop: str = DEFAULT_CROP) -> None:
         if not isinstance(resize, int) or not isinstance(imagesize, int) or resize < 1 or imagesize < 1:
             raise ConfigError(f"resize and imagesize must be positive integers, got resize={resize!r}, imagesize={imagesize!r}")
         if imagesize > resize:
@@ -202,7 +210,8 @@ def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def make_loader(dataset: torch.utils.data.Dataset, batch_size: int = 8, num_workers: int = 0) -> torch.utils.data.DataLoader:
+def make_loader(dataset: torch.utils.data.Dataset, batch_size: int = DEFAULT_BATCH_SIZE,
+                num_workers: int = 0) -> torch.utils.data.DataLoader:
     """A deterministic (unshuffled) DataLoader over ``dataset``."""
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate

@@ -6,10 +6,9 @@ from patchcore_lib.detectors.ensemble import EnsembleConfig, EnsembleOptions, Pa
 from patchcore_lib.detectors.gaussian import GaussianAD, GaussianADConfig, OrthoAD, PaDiM
 from patchcore_lib.detectors.patchcore import PatchCore, PatchCoreConfig
 from patchcore_lib.detectors.threshold import ThresholdOptions, f1_optimal_threshold, threshold_rates
-from patchcore_lib.detectors.registry import METHODS, detector_size, load_detector, make_detector, method_config
+from patchcore_lib.detectors.factory import load_detector, make_detector, method_config
 
 __all__ = ["DETECTORS", "SHARED_SETTINGS", "Detector", "Predictions", "predict_over_dataset", "resolve_device",
            "state_fingerprint", "EnsembleConfig", "EnsembleOptions", "PatchCoreEnsemble", "GaussianAD",
-           "GaussianADConfig", "OrthoAD", "PaDiM", "PatchCore", "PatchCoreConfig", "METHODS", "detector_size",
-           "load_detector", "make_detector", "method_config", "ThresholdOptions", "f1_optimal_threshold",
-           "threshold_rates"]
+           "GaussianADConfig", "OrthoAD", "PaDiM", "PatchCore", "PatchCoreConfig", "load_detector",
+           "make_detector", "method_config", "ThresholdOptions", "f1_optimal_threshold", "threshold_rates"]

@@ -13,9 +13,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from patchcore_lib.data import ImageList, make_loader
+from patchcore_lib.components.anomaly_map import DEFAULT_SIGMA
+from patchcore_lib.components.backbones import BACKBONES, DEFAULT_BACKBONE, get_spec
+from patchcore_lib.data import (CROP_MODES, DEFAULT_BATCH_SIZE, DEFAULT_CROP, DEFAULT_IMAGESIZE, DEFAULT_RESIZE,
+                                ImageList, make_loader)
 from patchcore_lib.errors import ConfigError
 from patchcore_lib.utils.registry import Registry
+from patchcore_lib.utils.schema import option
 
 
 @runtime_checkable
@@ -112,13 +116,47 @@ def predict_images(detector: Any, images: list[Any], show_progress: bool = False
     return detector.predict_dataset(dataset, show_progress)
 
 
-#: Detectors by name. ``@DETECTORS.register(name)`` on a class with ``config_class``, ``options_class``,
+#: Detectors by name. ``@DETECTORS.register(name)`` on a class with ``options_class``,
 #: ``method_options`` (option names, CLI ``--<option_prefix>-<name>``), ``make_config(shared, **options)``,
 #: ``file_format`` and ``load(path, device, backbone)`` adds one to the CLI, the notebooks and the tests.
 DETECTORS: Registry[type] = Registry("detector")
 
+#: The declaration (default, help, checks) of each setting every detector shares, stated once: each detector
+#: configuration builds its field with :func:`shared_option`.
+_SHARED_OPTIONS: dict[str, tuple[Any, str, dict[str, Any]]] = {
+    "backbone": (DEFAULT_BACKBONE, "feature backbone", {"choices": BACKBONES.names, "metavar": "NAME"}),
+    "weights": (None, "backbone weights file, or 'random'", {"metavar": "FILE"}),
+    "resize": (DEFAULT_RESIZE, "resize the short image side to this many pixels", {"minimum": 1}),
+    "imagesize": (DEFAULT_IMAGESIZE, "centre crop size in pixels (<= resize)", {"minimum": 1}),
+    "crop": (DEFAULT_CROP, "image geometry: center (resize short side + centre crop, official) or none "
+             "(whole image resized to imagesize x imagesize)", {"choices": CROP_MODES}),
+    "sigma": (DEFAULT_SIGMA, "Gaussian blur of the anomaly maps in pixels (0: none)", {"minimum": 0.0}),
+    "batch_size": (DEFAULT_BATCH_SIZE, "images per forward pass", {"minimum": 1}),
+    "seed": (0, "random seed", {}),
+    "device": ("auto", "auto, cpu or cuda[:N]", {"metavar": "DEVICE"}),
+}
+
 #: Settings every detector shares (carried over when a PatchCore configuration builds another detector).
-SHARED_SETTINGS = ("backbone", "weights", "resize", "imagesize", "crop", "sigma", "batch_size", "seed", "device")
+SHARED_SETTINGS = tuple(_SHARED_OPTIONS)
+
+
+def shared_option(name: str, help: str | None = None) -> Any:
+    """The dataclass field of the shared setting ``name`` (:data:`SHARED_SETTINGS`): its one default, help and
+    checks; ``help`` words it for one detector."""
+    default, text, checks = _SHARED_OPTIONS[name]
+    return option(default, help or text, **checks)
+
+
+def check_geometry(config: Any) -> None:
+    """The cross-field rules of the shared image settings, checked by every detector configuration after its
+    fields: the centre crop fits the resized image, and it spans at least two cells of the coarsest layer."""
+    if config.imagesize > config.resize:
+        raise ConfigError(f"imagesize ({config.imagesize}) must not exceed resize ({config.resize})")
+    spec = get_spec(config.backbone)
+    min_size = 2 * max(spec.layers[layer][1] for layer in config.layers)
+    if config.imagesize < min_size:
+        raise ConfigError(f"imagesize {config.imagesize} is too small for {config.backbone} layers "
+                          f"{', '.join(config.layers)}: it needs at least {min_size} px")
 
 
 def shared_settings(config: Any) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from patchcore_lib import __version__
+from patchcore_lib.version import __version__
 from patchcore_lib.components.backbones import BACKBONES
 from patchcore_lib.data import make_loader
 from patchcore_lib.detectors.base import DETECTORS, Predictions, predict_images, predict_over_dataset, shared_settings
@@ -38,6 +38,9 @@ from patchcore_lib.utils.schema import check_fields, option
 PAPER_ENSEMBLE_BACKBONES = ("wide_resnet101_2", "resnext101_32x8d", "densenet201")
 ENSEMBLE_FORMAT = "patchcore_lib.ensemble/1"
 FUSIONS = ("standardised", "official")
+#: the ensemble defaults, shared by its options, its configuration and its constructor
+DEFAULT_FUSION = "standardised"
+DEFAULT_CALIBRATION_IMAGES = 8
 
 
 def minmax_fusion(scores: np.ndarray, maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -61,9 +64,9 @@ class EnsembleOptions:
     backbones: tuple[str, ...] = option(PAPER_ENSEMBLE_BACKBONES, "one PatchCore member per backbone, each with "
                                         "its default layers (at least two)", choices=BACKBONES.names,
                                         metavar="NAME")
-    calibration_images: int = option(8, "nominal images that standardise each member (fusion standardised)",
+    calibration_images: int = option(DEFAULT_CALIBRATION_IMAGES, "nominal images that standardise each member (fusion standardised)",
                                      minimum=1)
-    fusion: str = option("standardised", "official: min-max over the whole test set, as the official code "
+    fusion: str = option(DEFAULT_FUSION, "official: min-max over the whole test set, as the official code "
                          "(evaluation only); standardised: statistics of nominal images, works image by image",
                          choices=FUSIONS)
 
@@ -76,9 +79,9 @@ class EnsembleConfig:
     """The members' configurations (same image geometry), the calibration size and the fusion."""
 
     members: tuple[PatchCoreConfig, ...]
-    calibration_images: int = 8
+    calibration_images: int = DEFAULT_CALIBRATION_IMAGES
     method: str = "patchcore_ensemble"
-    fusion: str = "standardised"
+    fusion: str = DEFAULT_FUSION
 
     def __post_init__(self) -> None:
         if len(self.members) < 2:
@@ -93,8 +96,9 @@ class EnsembleConfig:
             raise ConfigError(f"unknown ensemble fusion {self.fusion!r}; valid: {', '.join(FUSIONS)}")
 
     @classmethod
-    def from_backbones(cls, base: PatchCoreConfig, backbones: Sequence[str], calibration_images: int = 8,
-                       fusion: str = "standardised") -> "EnsembleConfig":
+    def from_backbones(cls, base: PatchCoreConfig, backbones: Sequence[str],
+                       calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
+                       fusion: str = DEFAULT_FUSION) -> "EnsembleConfig":
         """One member per backbone: ``base``'s settings (embedding dimensions included) with that backbone
         and its default layers."""
         if isinstance(backbones, str) or len(backbones) < 2:
@@ -121,7 +125,6 @@ class EnsembleConfig:
 class PatchCoreEnsemble:
     """Several PatchCore members sharing the image geometry; ``predict`` -> (scores [B], maps [B, S, S])."""
 
-    config_class = EnsembleConfig
     options_class = EnsembleOptions
     method_options = ("backbones", "calibration_images", "fusion")
     option_prefix = "ensemble"
@@ -140,8 +143,8 @@ class PatchCoreEnsemble:
         chosen = EnsembleOptions(**options)
         return EnsembleConfig.from_backbones(member, chosen.backbones, chosen.calibration_images, chosen.fusion)
 
-    def __init__(self, configs: Sequence[PatchCoreConfig] | EnsembleConfig, calibration_images: int = 8,
-                 fusion: str = "standardised") -> None:
+    def __init__(self, configs: Sequence[PatchCoreConfig] | EnsembleConfig,
+                 calibration_images: int = DEFAULT_CALIBRATION_IMAGES, fusion: str = DEFAULT_FUSION) -> None:
         if not isinstance(configs, EnsembleConfig):
             configs = EnsembleConfig(tuple(configs), calibration_images, fusion=fusion)
         self.config = configs

@@ -43,104 +43,27 @@ import dataclasses
 import os
 import time
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from patchcore_lib import __version__
+from patchcore_lib.version import __version__
 from patchcore_lib.components.anomaly_map import anomaly_maps
 from patchcore_lib.components.gaussian_stats import mahalanobis, random_channel_subset, semi_orthogonal_matrix
-from patchcore_lib.components.backbones import BACKBONES, FeatureExtractor, check_layers, get_spec
-from patchcore_lib.data import CROP_MODES, make_loader
+from patchcore_lib.components.backbones import FeatureExtractor
+from patchcore_lib.data import make_loader
 from patchcore_lib.errors import ConfigError, ModelFileError
 from patchcore_lib.utils.files import atomic_torch_save
 from patchcore_lib.utils.integrity import checksum_problem, seal
-from patchcore_lib.utils.schema import check_fields, config_dict, config_from_dict, option
-from patchcore_lib.detectors.base import (DETECTORS, Predictions, predict_images, resolve_device, shared_settings,
-                                          state_fingerprint)
+from patchcore_lib.detectors.base import (DETECTORS, Predictions, predict_images, predict_over_dataset,
+                                          resolve_device, shared_settings, state_fingerprint)
+from patchcore_lib.detectors.gaussian_config import GaussianADConfig
 from patchcore_lib.detectors.patchcore import check_options
 
 GAUSSIAN_FORMAT = "patchcore_lib.gaussian/1"
-GAUSSIAN_METHODS = ("padim", "orthoad")
-UPSAMPLE_MODES = ("nearest", "bilinear")
-
-#: PaDiM's official number of randomly kept channels (others: min(100, D)).
-PADIM_DEFAULT_D: dict[str, int] = {"resnet18": 100, "wide_resnet50_2": 550}
-
-
-def default_padim_layers(backbone: str) -> tuple[str, ...]:
-    """The backbone's first three feature stages (PaDiM's layer1..layer3 or their equivalent)."""
-    return get_spec(backbone).gaussian_layers
-
-
-# --------------------------------------------------------------------------------------- config
-@dataclass
-class GaussianADConfig:
-    """Settings of a PaDiM / OrthoAD model, declared once (CLI options and notebook checks derive from them).
-    ``layers=None`` means :func:`default_padim_layers`; ``d=None`` means :data:`PADIM_DEFAULT_D` (or min(100, D))."""
-
-    method: str = option("padim", "padim or orthoad", choices=GAUSSIAN_METHODS, cli=False)
-    backbone: str = option("efficientnet_lite0", "feature backbone", choices=BACKBONES.names, metavar="NAME")
-    layers: tuple[str, ...] | None = option(None, "feature layers (default: the backbone's first three stages)",
-                                            metavar="L")
-    weights: str | None = option(None, "backbone weights file, or 'random'", metavar="FILE")
-    resize: int = option(256, "resize the short image side to this many pixels", minimum=1)
-    imagesize: int = option(224, "centre crop size in pixels (<= resize)", minimum=1)
-    crop: str = option("center", "image geometry: center (resize short side + centre crop, official) or none "
-                       "(whole image resized to imagesize x imagesize)", choices=CROP_MODES)
-    d: int | None = option(None, "PaDiM: number of randomly kept channels (default: 100 for resnet18, 550 for "
-                                 "wide_resnet50_2, else min(100, D))", minimum=1)
-    k: int = option(100, "OrthoAD: rank of the semi-orthogonal projection", minimum=1)
-    epsilon: float = option(0.01, "covariance regulariser epsilon * I", exclusive_minimum=0.0)
-    sigma: float = option(4.0, "Gaussian blur of the anomaly maps in pixels (0: none)", minimum=0.0)
-    upsample: str = option("nearest", "upsampling of coarser layers to the finest grid", choices=UPSAMPLE_MODES)
-    batch_size: int = option(8, "images per forward pass", minimum=1)
-    position_chunk: int = option(128, "feature-map positions processed at once", minimum=1)
-    seed: int = option(0, "seed of the channel subset / projection")
-    device: str = option("auto", "auto, cpu or cuda[:N]", metavar="DEVICE")
-
-    def __post_init__(self) -> None:
-        check_fields(self)
-        spec = get_spec(self.backbone)
-        self.layers = check_layers(spec, tuple(self.layers) if self.layers else default_padim_layers(self.backbone))
-        total = self.total_channels
-        if self.d is None:
-            self.d = min(PADIM_DEFAULT_D.get(self.backbone, 100), total)
-        if self.method == "padim" and self.d > total:
-            raise ConfigError(f"PaDiM d={self.d} exceeds the {total} channels of {self.backbone} "
-                              f"layers {', '.join(self.layers)}")
-        if self.method == "orthoad" and self.k > total:
-            raise ConfigError(f"OrthoAD k={self.k} exceeds the {total} channels of {self.backbone} "
-                              f"layers {', '.join(self.layers)}; a semi-orthogonal D x k matrix needs k <= D")
-        if self.imagesize > self.resize:
-            raise ConfigError(f"imagesize ({self.imagesize}) must not exceed resize ({self.resize})")
-        min_size = 2 * max(spec.layers[layer][1] for layer in self.layers)
-        if self.imagesize < min_size:
-            raise ConfigError(f"imagesize {self.imagesize} is too small for {self.backbone} layers "
-                              f"{', '.join(self.layers)}: it needs at least {min_size} px")
-        resolve_device(self.device)
-
-    @property
-    def total_channels(self) -> int:
-        spec = get_spec(self.backbone)
-        return int(sum(spec.layers[layer][0] for layer in self.layers))
-
-    @property
-    def reduced_dim(self) -> int:
-        """Dimension of the modelled features: d (PaDiM) or k (OrthoAD)."""
-        return int(self.d if self.method == "padim" else self.k)
-
-    def to_dict(self) -> dict[str, Any]:
-        return config_dict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "GaussianADConfig":
-        return config_from_dict(cls, data)
 
 
 # --------------------------------------------------------------------------------------- model
@@ -152,7 +75,6 @@ class GaussianAD:
     """
 
     method: str | None = None  # fixed by subclasses
-    config_class = GaussianADConfig
     options_class = GaussianADConfig
     file_format = GAUSSIAN_FORMAT
 
@@ -360,28 +282,10 @@ class GaussianAD:
     def predict_dataset(self, dataset: torch.utils.data.Dataset, show_progress: bool = True) -> Predictions:
         """Scores, maps, masks and labels for every image of ``dataset`` (an MVTecDataset test split)."""
         self._require_fitted()
-        loader = make_loader(dataset, self.config.batch_size)
-        size = self.config.imagesize
-        count_all = len(dataset)
-        scores = np.empty(count_all, dtype=np.float32)
-        maps = np.empty((count_all, size, size), dtype=np.float32)
-        masks = np.empty((count_all, size, size), dtype=np.uint8)
-        labels, defects, paths = [], [], []
-        position = 0
-        start = time.perf_counter()
-        for batch in tqdm(loader, desc="Scoring test images", disable=not show_progress, leave=False):
-            batch_scores, batch_maps = self.predict(batch["image"])
-            count = len(batch_scores)
-            scores[position:position + count] = batch_scores.numpy()
-            maps[position:position + count] = batch_maps.numpy()
-            masks[position:position + count] = batch["mask"][:, 0].numpy().astype(np.uint8)
-            labels.extend(batch["label"].tolist())
-            defects.extend(batch["defect_type"])
-            paths.extend(batch["path"])
-            position += count
-        seconds = time.perf_counter() - start
-        self.timings["predict_seconds"] = seconds
-        return Predictions(scores, maps, masks, np.asarray(labels), defects, paths, seconds)
+        predictions = predict_over_dataset(self.predict, dataset, self.config.batch_size, self.config.imagesize,
+                                           show_progress)
+        self.timings["predict_seconds"] = predictions.seconds
+        return predictions
 
     # ------------------------------------------------------------------ save / load
     def save(self, path: str | os.PathLike) -> Path:

@@ -1,6 +1,7 @@
 """PatchCore: fit a memory bank of nominal patch features, predict image scores and anomaly maps."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import io
 import os
@@ -12,12 +13,12 @@ from typing import Any, Iterable
 import torch
 from tqdm.auto import tqdm
 
-from patchcore_lib import __version__
+from patchcore_lib.version import __version__
 from patchcore_lib.components.anomaly_map import anomaly_maps
-from patchcore_lib.components.backbones import BACKBONES, check_layers, get_spec
-from patchcore_lib.data import CROP_MODES, IMAGENET_MEAN, IMAGENET_STD, make_loader
-from patchcore_lib.detectors.base import (DETECTORS, Predictions, predict_images, predict_over_dataset, resolve_device,
-                                         shared_settings, state_fingerprint)
+from patchcore_lib.components.backbones import check_layers, get_spec
+from patchcore_lib.data import IMAGENET_MEAN, IMAGENET_STD, make_loader
+from patchcore_lib.detectors.base import (DETECTORS, Predictions, check_geometry, predict_images, predict_over_dataset,
+                                         resolve_device, shared_option, shared_settings, state_fingerprint)
 from patchcore_lib.detectors.threshold import ThresholdOptions, calibrate
 from patchcore_lib.errors import ConfigError, ModelFileError
 from patchcore_lib.components.features import PRECISIONS, PatchFeatureExtractor
@@ -25,7 +26,7 @@ from patchcore_lib.utils.files import atomic_torch_save
 from patchcore_lib.utils.integrity import checksum_problem, seal
 from patchcore_lib.utils.schema import check_fields, config_dict, config_from_dict, option
 from patchcore_lib.components.knn import BACKENDS, DISTANCES, NearestNeighbourSearch
-from patchcore_lib.components.knn_ivfpq import IVFPQSearch
+from patchcore_lib.components.knn_ivfpq import OFFICIAL_IVFPQ, IVFPQSearch
 from patchcore_lib.components.sampling import SAMPLERS, make_sampler
 from patchcore_lib.components.scoring import (SCORE_MODES, euclidean_distances, image_scores_max,
                                              image_scores_reweighted, patch_scores_from_distances)
@@ -36,6 +37,11 @@ MODEL_FORMAT = "patchcore_lib.model/1"
 #: nearest-neighbour searches (:func:`make_search`): exact, or approximate FAISS IVF-PQ
 KNN_SEARCHES = ("exact", "ivfpq")
 
+#: the PatchCoreConfig fields the feature extractor is built from: a copy that shares the extractor
+#: (:meth:`PatchCore.with_bank`) cannot change them
+EXTRACTOR_FIELDS = ("backbone", "layers", "weights", "patch_size", "patch_stride", "pretrain_embed_dimension",
+                    "target_embed_dimension", "precision", "device")
+
 
 @dataclass
 class PatchCoreConfig:
@@ -43,15 +49,12 @@ class PatchCoreConfig:
     from these fields (help, choices, ranges in :func:`~patchcore_lib.utils.schema.option`).
     ``None`` dimensions/layers mean the backbone's defaults."""
 
-    backbone: str = option("efficientnet_lite0", "feature backbone (efficientnet_lite0 works offline)",
-                           choices=BACKBONES.names, metavar="NAME")
+    backbone: str = shared_option("backbone", "feature backbone (efficientnet_lite0 works offline)")
     layers: tuple[str, ...] | None = option(None, "feature layers (default: the backbone's)", metavar="L")
-    weights: str | None = option(None, "backbone weights file, or 'random' (default: hub cache / package)",
-                                 metavar="FILE")
-    resize: int = option(256, "resize the short image side to this many pixels", minimum=1)
-    imagesize: int = option(224, "centre crop size in pixels (<= resize)", minimum=1)
-    crop: str = option("center", "image geometry: center (resize short side + centre crop, official) or none "
-                       "(whole image resized to imagesize x imagesize)", choices=CROP_MODES)
+    weights: str | None = shared_option("weights", "backbone weights file, or 'random' (default: hub cache / package)")
+    resize: int = shared_option("resize")
+    imagesize: int = shared_option("imagesize")
+    crop: str = shared_option("crop")
     patch_size: int = option(3, "neighbourhood size p of the local patch aggregation", minimum=1)
     patch_stride: int = option(1, "stride s of the patch grid (paper Eq. 3; s > 1 keeps every s-th position per "
                                "axis, the paper's ablation)", minimum=1)
@@ -68,18 +71,20 @@ class PatchCoreConfig:
     reweight_neighbourhood: int = option(3, "b of the paper's Eq. 7: neighbours of m* besides m* itself "
                                          "(anomalib's num_neighbors = b + 1; the paper gives no value)", minimum=1)
     distance: str = option("sqeuclidean", "patch distance of the anomaly maps", choices=DISTANCES)
-    sigma: float = option(4.0, "Gaussian blur of the anomaly maps in pixels (0: none)", minimum=0.0)
+    sigma: float = shared_option("sigma")
     knn_backend: str = option("auto", "exact nearest-neighbour search backend", choices=BACKENDS)
     knn_search: str = option("exact", "nearest-neighbour search: exact, or ivfpq (approximate FAISS IVF-PQ, the "
                              "paper's Table 5; needs faiss)", choices=KNN_SEARCHES)
-    ivf_nlist: int = option(512, "ivfpq: number of inverted lists (official 512)", minimum=1)
-    pq_m: int = option(64, "ivfpq: sub-quantisers per vector, must divide the feature dimension (official 64)",
-                       minimum=1)
-    pq_nbits: int = option(8, "ivfpq: bits per sub-quantiser code (official 8)", minimum=1, maximum=16)
-    ivf_nprobe: int = option(1, "ivfpq: lists searched per query (official: FAISS's default 1)", minimum=1)
-    batch_size: int = option(8, "images per forward pass", minimum=1)
-    seed: int = option(0, "seed of the coreset (and of random backbone weights)")
-    device: str = option("auto", "auto, cpu or cuda[:N]", metavar="DEVICE")
+    ivf_nlist: int = option(OFFICIAL_IVFPQ["nlist"], "ivfpq: number of inverted lists (official 512)", minimum=1)
+    pq_m: int = option(OFFICIAL_IVFPQ["m"], "ivfpq: sub-quantisers per vector, must divide the feature dimension "
+                       "(official 64)", minimum=1)
+    pq_nbits: int = option(OFFICIAL_IVFPQ["nbits"], "ivfpq: bits per sub-quantiser code (official 8)", minimum=1,
+                           maximum=16)
+    ivf_nprobe: int = option(OFFICIAL_IVFPQ["nprobe"], "ivfpq: lists searched per query (official: FAISS's default 1)",
+                             minimum=1)
+    batch_size: int = shared_option("batch_size")
+    seed: int = shared_option("seed", "seed of the coreset (and of random backbone weights)")
+    device: str = shared_option("device")
     precision: str = option("float32", "backbone forward precision: exact float32, tf32 (CUDA tensor cores), or "
                             "bfloat16/float16 autocast; features, coreset and kNN stay float32",
                             choices=PRECISIONS)
@@ -91,12 +96,7 @@ class PatchCoreConfig:
         pre, tgt = spec.embed_dims
         self.pretrain_embed_dimension = int(self.pretrain_embed_dimension or pre)
         self.target_embed_dimension = int(self.target_embed_dimension or tgt)
-        if self.imagesize > self.resize:
-            raise ConfigError(f"imagesize ({self.imagesize}) must not exceed resize ({self.resize})")
-        min_size = 2 * max(spec.layers[layer][1] for layer in self.layers)
-        if self.imagesize < min_size:
-            raise ConfigError(f"imagesize {self.imagesize} is too small for {self.backbone} layers "
-                              f"{', '.join(self.layers)}: it needs at least {min_size} px")
+        check_geometry(self)
         if self.knn_search == "ivfpq" and self.target_embed_dimension % self.pq_m:
             raise ConfigError(f"pq_m ({self.pq_m}) must divide target_embed_dimension ({self.target_embed_dimension})")
         resolve_device(self.device)
@@ -134,7 +134,6 @@ def check_options(options: dict[str, Any], allowed: set[str], method: str) -> No
 class PatchCore:
     """PatchCore anomaly detector (Roth et al., CVPR 2022)."""
 
-    config_class = PatchCoreConfig
     options_class = PatchCoreConfig
     method_options: tuple[str, ...] = ()  # every PatchCoreConfig field is a top-level option
     option_prefix = "patchcore"
@@ -171,6 +170,30 @@ class PatchCore:
         self.memory_bank: torch.Tensor | None = None
         self.threshold: dict[str, Any] | None = None  # the calibrated threshold record (detectors/threshold.py)
         self.timings: dict[str, float] = {}
+
+    def with_bank(self, bank: torch.Tensor | None = None, **changes: Any) -> "PatchCore":
+        """A copy with the config fields ``changes`` applied (re-validated), sharing this model's feature
+        extractor, with its own nearest-neighbour search and no memory bank, threshold or timings; this model
+        is left untouched. With ``bank`` [M, D], the copy is fitted on exactly that memory bank (identity
+        sampler, ratio 1.0). Fields that build the extractor (:data:`EXTRACTOR_FIELDS`) cannot change."""
+        if bank is not None:
+            fixed = {"sampler", "coreset_ratio"} & set(changes)
+            if fixed:
+                raise ConfigError(f"with_bank(bank, ...) keeps the bank as given (identity sampler, ratio 1.0); "
+                                  f"drop {', '.join(sorted(fixed))}")
+            changes = {**changes, "sampler": "identity", "coreset_ratio": 1.0}
+        config = dataclasses.replace(self.config, **changes)
+        changed = [name for name in EXTRACTOR_FIELDS if getattr(config, name) != getattr(self.config, name)]
+        if changed:
+            raise ConfigError(f"with_bank shares the feature extractor, so {', '.join(changed)} cannot change; "
+                              "build a new PatchCore instead")
+        clone = copy.copy(self)
+        clone.config = config
+        clone.search = make_search(config)
+        clone.memory_bank = None
+        clone.threshold = None
+        clone.timings = {}
+        return clone if bank is None else clone.fit(bank, show_progress=False)
 
     # ------------------------------------------------------------------ features
     @torch.no_grad()

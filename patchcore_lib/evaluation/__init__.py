@@ -1,4 +1,5 @@
-"""Metrics, published reference numbers, provenance, and the runner that evaluates a built detector."""
+"""Metrics, evaluation options, provenance, and the runner that evaluates a built detector (the published
+numbers compared with are in ``patchcore_lib.paper``)."""
 from patchcore_lib.evaluation.metrics import (anomaly_pixel_auroc, anomaly_pro_score, image_auroc, legacy_pixel_auroc,
                                               per_defect_image_auroc, pixel_auroc, pro_curve, pro_score, roc_points)
 from patchcore_lib.evaluation.options import EvaluationOptions

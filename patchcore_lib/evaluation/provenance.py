@@ -9,7 +9,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from patchcore_lib import __version__
+from patchcore_lib.version import __version__
 
 
 def package_versions() -> dict[str, str]:

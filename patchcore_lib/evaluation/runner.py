@@ -8,10 +8,10 @@ Output directory layout::
     out/<category>/scores.csv     per-image scores (path, defect_type, label, score)
     out/<category>/model.pt       the fitted model (with ``save_model``)
 
-Every file is written atomically; a category whose ``metrics.json`` matches the current configuration, dataset
-content fingerprint and library version, and whose outputs are all present and unchanged (``scores.csv``, and
-``model.pt`` when a model is asked for: their SHA-256 is recorded), is not computed again (resume after
-interruption). A recomputed category without ``save_model`` loses an older ``model.pt``: no model of another
+Every file is written atomically; a category is not computed again (resume after interruption) when the store
+of the folder (``out/.store``, :mod:`patchcore_lib.utils.store`) holds its record under the same key (this code,
+the configuration with a weights file by its content, the evaluation options, layout, the data's content) and
+its outputs (``scores.csv``, ``metrics.json``, ``model.pt`` when a model is asked for) are those it recorded. A recomputed category without ``save_model`` loses an older ``model.pt``: no model of another
 configuration stays beside new metrics. A lock file refuses a second study writing into the same directory at
 the same time. Outputs never go inside the data root.
 """
@@ -32,10 +32,10 @@ import numpy as np
 from patchcore_lib.data import LAYOUTS, dataset_fingerprint, open_split, resolve_layout
 from patchcore_lib.detectors import DETECTORS, Detector, Predictions
 from patchcore_lib.evaluation.provenance import config_hash, faiss_info, git_commit, package_versions
-from patchcore_lib import __version__
+from patchcore_lib.version import __version__
 from patchcore_lib.errors import OutputError
 from patchcore_lib.utils.files import atomic_write_text, check_writable_dir, output_lock
-from patchcore_lib.utils.fingerprint import file_sha256
+from patchcore_lib.utils.store import Store, content_key, path_fingerprint
 from patchcore_lib.utils.source_fingerprint import code_fingerprint
 from patchcore_lib.evaluation.metrics import (anomaly_pixel_auroc, anomaly_pro_score, image_auroc,
                                               per_defect_image_auroc, pixel_auroc, pro_score)
@@ -49,6 +49,9 @@ RESULT_COLUMNS = ["category", "image_auroc", "pixel_auroc", "pro", "anomaly_pixe
 # ``pixel_auroc``/``pro``: over all test images; ``anomaly_*``: over the anomalous test images only (the
 # official code's ``anomaly_pixel_auroc`` / ``anomaly_pro``).
 _TEXT_COLUMNS = ("category", "run_id", "method", "mask_convention")
+
+#: the store kind of an evaluated category (``<out>/.store/evaluation/``)
+EVALUATION = "evaluation"
 
 
 #: the note of a result whose pixel metrics could not be computed
@@ -107,6 +110,7 @@ def evaluate_category(detector: Detector, data_root: str | Path, category: str, 
     test = open_split(data_root, category, "test", config.resize, config.imagesize, layout=layout,
                       mask_convention=options.mask_convention, crop=config.crop)
     method = method_name(detector)
+    fingerprint = dataset_fingerprint(data_root, category)  # before scoring: data edited meanwhile is not "done"
     detector.fit(train, show_progress=show_progress)
     predictions = detector.predict_dataset(test, show_progress=show_progress)
     has_masks = bool(getattr(test, "has_masks", True))
@@ -141,11 +145,12 @@ def evaluate_category(detector: Detector, data_root: str | Path, category: str, 
             (folder / "model.pt").unlink(missing_ok=True)  # an older run's model: not of these metrics
         record = {"row": row, "per_defect_image_auroc": metrics["per_defect_image_auroc"],
                   "timings": detector.timings, "config": config.to_dict(), "evaluation": options.to_dict(),
-                  "dataset_fingerprint": dataset_fingerprint(data_root, category), "library_version": __version__,
-                  "code_fingerprint": evaluation_code(),
-                  "outputs": {name: file_sha256(folder / name) for name in ("scores.csv", "model.pt")
-                              if (folder / name).is_file()}}
+                  "dataset_fingerprint": fingerprint, "library_version": __version__,
+                  "code_fingerprint": evaluation_code()}
         atomic_write_text(folder / "metrics.json", json.dumps(record, indent=2, default=float))
+        outputs = [folder / name for name in ("scores.csv", "metrics.json", "model.pt") if (folder / name).is_file()]
+        Store.beside(out_dir).save(EVALUATION, evaluation_key(config, options, category, layout, fingerprint), row,
+                                   outputs, slot=category)
     return row, predictions
 
 
@@ -195,29 +200,15 @@ def write_results_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
-def _finished_row(folder: Path, config: Any, fingerprint: str, options: EvaluationOptions,
-                  save_model: bool = False) -> dict[str, Any] | None:
-    """The saved row of a finished category if it was computed with the same config, evaluation options, data
-    content and library code (:func:`evaluation_code`), and its outputs (``scores.csv``, ``model.pt`` when asked for) are the ones
-    it recorded."""
-    try:
-        record = json.loads((folder / "metrics.json").read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(record, dict) or not isinstance(record.get("row"), dict):
-        return None
-    if (record.get("config") != config.to_dict() or record.get("dataset_fingerprint") != fingerprint
-            or record.get("code_fingerprint") != evaluation_code() or record.get("evaluation") != options.to_dict()):
-        return None
-    outputs = record.get("outputs") if isinstance(record.get("outputs"), dict) else {}
-    wanted = ["scores.csv", "model.pt"] if save_model or (folder / "model.pt").exists() else ["scores.csv"]
-    for name in wanted:
-        try:
-            if outputs.get(name) != file_sha256(folder / name):
-                return None
-        except OSError:
-            return None
-    return record["row"]
+def evaluation_key(config: Any, options: EvaluationOptions, category: str, layout: str, fingerprint: str) -> str:
+    """The store key of one evaluated category: this code, the detector's configuration (a weights file by its
+    content), the evaluation options, the category and its layout, and the content of its data."""
+    settings = config.to_dict()
+    if settings.get("weights") not in (None, "", "random") and Path(str(settings["weights"])).exists():
+        settings["weights"] = path_fingerprint(settings["weights"])
+    return content_key(EVALUATION, code=evaluation_code(), data=fingerprint,
+                       params={"config": settings, "evaluation": options.to_dict(), "category": category,
+                               "layout": layout})
 
 
 def evaluate(detector: Detector, data_root: str | Path, categories: Sequence[str], out_dir: str | Path,
@@ -239,6 +230,7 @@ def evaluate(detector: Detector, data_root: str | Path, categories: Sequence[str
     created = not Path(out_dir).exists()
     out = check_writable_dir(out_dir)
     fingerprints = {c: dataset_fingerprint(data_root, c) for c in categories}
+    store = Store.beside(out)
     # microsecond resolution: two runs started within one second get different ids
     run_id = datetime.datetime.now().strftime("%Y%m%dT%H%M%S%f") + "-" + config_hash(config)
     if options != EvaluationOptions():
@@ -261,7 +253,8 @@ def evaluate(detector: Detector, data_root: str | Path, categories: Sequence[str
     try:
         with output_lock(out):
             for category in categories:
-                done = (_finished_row(out / category, config, fingerprints[category], options, save_model)
+                key = evaluation_key(config, options, category, layouts[category], fingerprints[category])
+                done = (store.lookup(EVALUATION, key, require=[out / category / "model.pt"] if save_model else [])
                         if resume else None)
                 if done is not None:
                     print(f"{category}: already done with the same settings, reusing "

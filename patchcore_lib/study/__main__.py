@@ -1,6 +1,6 @@
-"""``python -m patchcore_lib.study -f params/quick.yaml``: run the notebook study (see :mod:`.runner`)."""
+"""``python -m patchcore_lib.study -f params/quick.yaml``: run the notebook study (see :mod:`.engine`)."""
 import sys
 
-from patchcore_lib.study.runner import main
+from patchcore_lib.study.engine.cli import main
 
 sys.exit(main())

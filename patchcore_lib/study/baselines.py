@@ -10,9 +10,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from patchcore_lib.detectors import GaussianADConfig, PatchCoreConfig, detector_size, make_detector
+from patchcore_lib.detectors import GaussianADConfig, PatchCoreConfig, make_detector
 from patchcore_lib.evaluation import prediction_metrics
 from patchcore_lib.evaluation.metrics import legacy_pixel_auroc
+from patchcore_lib.study.params import config_from_params
 
 #: the columns of the baselines table (ours and the published rows; metrics in percent)
 COLUMNS = ["scope", "source", "method", "run", "backbone", "k_or_d", "image_auroc", "pixel_auroc",
@@ -31,10 +32,9 @@ _QUALITY = (("image_auroc", "image AUROC"), ("pixel_auroc", "pixel AUROC"), ("pr
 
 # =========================================================================== configuration and plan
 def baseline_config(params: dict[str, Any]) -> tuple[PatchCoreConfig, int]:
-    """(the shared PatchCore config, D = channels of the PaDiM/OrthoAD layers of the backbone)."""
-    config = PatchCoreConfig(backbone=params["backbone"], resize=params["resize"], imagesize=params["imagesize"],
-                             crop=params.get("crop", "center"), coreset_ratio=params.get("coreset_ratio", 0.1),
-                             seed=params["seed"], device=params["device"])
+    """(the shared PatchCore config: the notebook's PatchCore settings, the schema's defaults for the others;
+    D = channels of the PaDiM/OrthoAD layers of the backbone)."""
+    config = config_from_params(params)
     total = GaussianADConfig(backbone=params["backbone"], resize=params["resize"],
                              imagesize=params["imagesize"]).total_channels
     return config, total
@@ -89,7 +89,7 @@ def run_baselines(plan: list[dict[str, Any]], config: PatchCoreConfig, train: An
                      "pixel_auroc_legacy": legacy_pixel_auroc(predictions.masks, predictions.maps),
                      "pro": metrics["pro"], "fit_seconds": detector.timings["fit_seconds"],
                      "predict_seconds_per_image": predictions.seconds / len(test),
-                     "model_bytes": _model_bytes(detector), "stored_items": detector_size(detector)})
+                     "model_bytes": _model_bytes(detector), "stored_items": detector.memory_bank_size})
         all_predictions[run["label"]] = predictions
         if log is not None:
             log(f"{run['label']:<14} image AUROC {metrics['image_auroc']:.2%}  pixel AUROC "
@@ -100,7 +100,7 @@ def run_baselines(plan: list[dict[str, Any]], config: PatchCoreConfig, train: An
 
 # =========================================================================== tables
 def baselines_table(ours: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
-    """Our rows and the published ones (``evaluation.reference.baseline_reference_table(category)``: none for
+    """Our rows and the published ones (``paper.reference.baseline_reference_table(category)``: none for
     a dataset other than MVTec AD) in one table (:data:`COLUMNS`), metrics in percent (2 decimals)."""
     parts = [ours, reference] if len(reference) else [ours]
     table = pd.concat(parts, ignore_index=True).reindex(columns=COLUMNS)

@@ -15,16 +15,17 @@ import torch
 from patchcore_lib.components.sampling import SAMPLERS, make_sampler
 from patchcore_lib.detectors import PatchCore
 from patchcore_lib.errors import ConfigError
-from patchcore_lib.evaluation.anchors import paper_other_datasets
-from patchcore_lib.evaluation.paper_ablations import CORESET_VS_RANDOM
-from patchcore_lib.evaluation.reference import is_mvtec_category
-from patchcore_lib.study.row_cache import RowCache, content_digest
+from patchcore_lib.paper.ablations import CORESET_VS_RANDOM
+from patchcore_lib.paper.anchors import paper_other_datasets
+from patchcore_lib.paper.reference import is_mvtec_category
+from patchcore_lib.study.cached_features import content_digest, feature_store
 from patchcore_lib.study.shared import (METRIC_NAMES, SplitTargets, coverage_radius, evaluate_scores, fit_bank,
                                         score_split)
 from patchcore_lib.utils.source_fingerprint import code_fingerprint
+from patchcore_lib.utils.store import content_key
 
 #: The paper's own values per sampler and coreset ratio in % (MVTec AD means, WideResNet-50; ``approximate``:
-#: read off a plot; ``source``: the table or figure), from :data:`~patchcore_lib.evaluation.paper_ablations.
+#: read off a plot; ``source``: the table or figure), from :data:`~patchcore_lib.paper.ablations.
 #: CORESET_VS_RANDOM`. Our runs are single categories: markers for orientation, not targets.
 PAPER_CORESET = (CORESET_VS_RANDOM.frame().drop(columns=["source", "scope"]).rename(columns={"from": "source"})
                  .astype({m: float for m in METRIC_NAMES}))
@@ -46,6 +47,9 @@ def paper_markers(category: str) -> pd.DataFrame | None:
 
 #: plot styles (colour, marker) of the samplers known when the plots were designed; any other registered
 #: sampler gets one from the fallback cycles, so adding a sampler needs no edit here
+#: the store kind of finished ablation rows
+ROWS = "coreset_row"
+
 SAMPLER_STYLE = {"random": ("tab:blue", "o"), "approx_greedy": ("tab:orange", "s"), "greedy": ("tab:green", "^"),
                  "identity": ("tab:grey", "D")}
 _FALLBACK_COLOURS = ("tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
@@ -78,16 +82,17 @@ def coreset_ablation(model: PatchCore, train_features: torch.Tensor, test_featur
 
     ``train_features``/``test_features`` are cached [N, h*w, D]. Exact greedy is skipped (status
     ``n/a``) when N > ``max_exact_greedy`` or when the sampler refuses (matrix too big). Selections that
-    give the same bank (e.g. every sampler at ratio 1) are scored once. ``rows``: a folder of finished rows
-    (:class:`~patchcore_lib.study.row_cache.RowCache`, keyed by the inputs' content, the row's options, the
-    model config and this code): a row found there is reused (column ``reused``), every new one is stored, so
+    give the same bank (e.g. every sampler at ratio 1) are scored once. ``rows``: the store of finished rows
+    (:func:`~patchcore_lib.study.cached_features.feature_store`; a row's key is the inputs' content, the row's
+    options, the model config and this code): a row found there is reused (column ``reused``), every new one is stored, so
     an interrupted or extended ablation computes only what it lacks.
     """
     flat = train_features.reshape(-1, train_features.shape[-1])
     n = len(flat)
-    cache = RowCache(rows, "coreset_ablation", content_digest(train_features, test_features, targets.labels,
-                                                                 targets.masks, np.asarray(grid)),
-                     code_fingerprint((__name__,))) if rows is not None else RowCache(None, "", "", "")
+    store = feature_store(rows) if rows is not None else None
+    inputs = content_digest(train_features, test_features, targets.labels, targets.masks, np.asarray(grid)) \
+        if store is not None else ""
+    code = code_fingerprint((__name__,))
     seen: dict[str, dict[str, Any]] = {}
     table = []
     for sampler_name in samplers:
@@ -97,8 +102,9 @@ def coreset_ablation(model: PatchCore, train_features: torch.Tensor, test_featur
                 row.update(status=f"n/a (N={n} > max_exact_greedy={max_exact_greedy})")
                 table.append(row)
                 continue
-            key = cache.key(sampler=sampler_name, ratio=float(ratio), config=model.config.to_dict())
-            stored = cache.get(key)
+            key = content_key(ROWS, code=code, data=inputs, params={"sampler": sampler_name, "ratio": float(ratio),
+                                                                    "config": model.config.to_dict()})
+            stored = store.lookup(ROWS, key) if store is not None else None
             row["reused"] = stored is not None
             if stored is None:
                 try:
@@ -108,7 +114,8 @@ def coreset_ablation(model: PatchCore, train_features: torch.Tensor, test_featur
                     row.update(status=f"n/a ({exc})")
                     table.append(row)
                     continue
-                cache.put(key, stored)
+                if store is not None:
+                    store.save(ROWS, key, stored)
             same = stored["bank_key"] in seen
             result = seen.setdefault(stored["bank_key"], stored["result"])
             row.update(selection_seconds=stored["selection_seconds"], bank_features=stored["bank_features"],

@@ -18,9 +18,9 @@ from patchcore_lib.errors import ConfigError
 from patchcore_lib.evaluation.metrics import (image_auroc, per_defect_image_auroc, pixel_auroc, pro_curve, pro_score,
                                               roc_points)
 from patchcore_lib.evaluation.options import EvaluationOptions
-from patchcore_lib.evaluation.reference import (ALL_METRICS, is_mvtec_category, official_results, official_run_for,
-                                                official_runs, paper_method_for, paper_table)
-from patchcore_lib.study.params import config_from_params
+from patchcore_lib.paper.reference import (ALL_METRICS, is_mvtec_category, official_results, official_run_for,
+                                           official_runs, paper_method_for, paper_table)
+from patchcore_lib.study.params import config_from_params, parameter_default, with_config_defaults
 from patchcore_lib.study.outputs import relative_paths
 from patchcore_lib.utils.schema import schema_fields
 
@@ -40,7 +40,8 @@ def evaluation_config(params: dict[str, Any]) -> PatchCoreConfig | EnsembleConfi
     config = config_from_params(params)
     if params.get("ensemble_backbones"):
         return EnsembleConfig.from_backbones(config, params["ensemble_backbones"],
-                                             fusion=params.get("ensemble_fusion", "official"))
+                                             fusion=params.get("ensemble_fusion",
+                                                               parameter_default("ensemble_fusion")))
     return config
 
 
@@ -68,21 +69,21 @@ def setting_name(config: dict[str, Any]) -> str:
     layers = [str(layer) for layer in config.get("layers") or []]
     digits = [layer.rsplit(".", 1)[-1].replace("layer", "").replace("denseblock", "") for layer in layers]
     layer_part = "L" + "-".join(digits) if digits else "Ldefault"
-    ratio = float(config.get("coreset_ratio", 0.1))
+    default, settings = with_config_defaults({}), with_config_defaults(config)  # missing: the schema's default
+    ratio = float(settings["coreset_ratio"])
     name = (f"IM{config.get('imagesize', '?')}_{config.get('backbone', '?')}_{layer_part}_P{ratio:g}"
-            f"_PS-{config.get('patch_size', 3)}_AN-{config.get('num_nn', 1)}")
-    if config.get("sampler", "approx_greedy") != "approx_greedy":
-        name += f"_{config['sampler']}"
-    if config.get("score", "max") != "max":
-        name += f"_{config['score']}"
-    if int(config.get("patch_stride", 1) or 1) != 1:
-        name += f"_stride-{config['patch_stride']}"
-    if config.get("knn_search", "exact") != "exact":
-        name += f"_{config['knn_search']}"
-    if int(config.get("seed", 0) or 0):
-        name += f"_S{config['seed']}"
-    if config.get("crop", "center") != "center":
-        name += f"_crop-{config['crop']}"
+            f"_PS-{settings['patch_size']}_AN-{settings['num_nn']}")
+    for option in ("sampler", "score"):
+        if settings[option] != default[option]:
+            name += f"_{settings[option]}"
+    if int(settings["patch_stride"] or default["patch_stride"]) != default["patch_stride"]:
+        name += f"_stride-{settings['patch_stride']}"
+    if settings["knn_search"] != default["knn_search"]:
+        name += f"_{settings['knn_search']}"
+    if int(settings["seed"] or default["seed"]) != default["seed"]:
+        name += f"_S{settings['seed']}"
+    if settings["crop"] != default["crop"]:
+        name += f"_crop-{settings['crop']}"
     dims = (config.get("pretrain_embed_dimension"), config.get("target_embed_dimension"))
     if None not in dims and config.get("backbone") in BACKBONES and tuple(map(int, dims)) != tuple(
             get_spec(config["backbone"]).embed_dims):
@@ -297,7 +298,7 @@ def reference_comparison(category: str, metrics: dict[str, Any]) -> pd.DataFrame
     rows = [{"source": f"ours ({setting_name(config)}, {convention} masks)", "scope": "category",
              **{m: 100 * float(metrics.get(m, float("nan"))) for m in ALL_METRICS}}]
     if is_mvtec_category(category):
-        method = paper_method_for(config.get("coreset_ratio", 0.1))
+        method = paper_method_for(with_config_defaults(config)["coreset_ratio"])
         paper = paper_table()
         for method_name in dict.fromkeys([method, "PatchCore-25%", "PatchCore-10%", "PatchCore-1%"]):
             hit = paper[(paper["method"] == method_name) & (paper["category"] == category)]
@@ -308,7 +309,7 @@ def reference_comparison(category: str, metrics: dict[str, Any]) -> pd.DataFrame
             if len(hit):
                 rows.append({"source": f"paper: {method_name}", "scope": scope,
                              **{m: 100 * float(hit.iloc[0][m]) for m in ALL_METRICS if m in hit.columns}})
-        matching = official_run_for(config)
+        matching = official_run_for(with_config_defaults(config))
         for run in [matching] + [r for r in official_runs() if r != matching]:
             table = official_results(run)
             hit = table[table["category"] == category]
@@ -333,7 +334,7 @@ def threshold_check(detector: Detector, params: dict[str, Any], predictions: Any
         return {}
     config = detector.config
     train = open_split(params["data_root"], params["category"], "train", config.resize, config.imagesize,
-                       layout=params.get("layout", "auto"), crop=config.crop)
+                       layout=params.get("layout", parameter_default("layout")), crop=config.crop)
     record = detector.calibrate(train, options, show_progress=False)
     measured = threshold_rates(predictions.scores, predictions.labels, record["threshold"])
     best = f1_optimal_threshold(predictions.scores, predictions.labels) \

@@ -13,25 +13,30 @@ declaration of its name:
   location, output folders, the lists of values an ablation sweeps);
 * any other name is refused.
 
-The checks that involve several parameters (``imagesize <= resize``, layers of the backbone, the dataset
-location with the embedded synthetic default) are in :func:`check_combination`.
+The checks that involve several parameters (the image geometry of the detectors, layers of the backbone, the
+dataset location with the embedded synthetic default) are in :func:`check_combination`.
+
+A notebook declares its parameters once, as the assignments of its ``parameters`` cell, and passes them on
+with ``validate_parameters(declared_parameters(globals()))``: every global whose name a schema declares.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, Mapping
 
 from patchcore_lib.components.backbones import BACKBONES, check_layers, get_spec
 from patchcore_lib.components.knn import DISTANCES
 from patchcore_lib.components.sampling import SAMPLERS
 from patchcore_lib.data import AUTO, LAYOUTS, resolve_data_root, resolve_layout
 from patchcore_lib.detectors import DETECTORS, GaussianADConfig, PatchCoreConfig, ThresholdOptions
+from patchcore_lib.detectors.base import check_geometry
 from patchcore_lib.detectors.ensemble import FUSIONS
 from patchcore_lib.detectors.patchcore import KNN_SEARCHES
 from patchcore_lib.errors import ConfigError
 from patchcore_lib.evaluation.options import EvaluationOptions
-from patchcore_lib.utils.schema import check_value, option, schema_fields
+from patchcore_lib.utils.schema import check_value, default_of, option, schema_fields
 
 
 @dataclass
@@ -97,13 +102,38 @@ NON_EMPTY = ("ratios", "bank_imagesizes", "samplers", "k_values", "b_values", "d
 SCHEMAS: tuple[type, ...] = (PatchCoreConfig, GaussianADConfig, ThresholdOptions, EvaluationOptions, StudyParameters)
 
 
+def parameter_names() -> set[str]:
+    """Every name a notebook parameter may have: the fields of :data:`SCHEMAS`."""
+    return set().union(*(schema_fields(cls) for cls in SCHEMAS))
+
+
 def schema_for(name: str) -> type:
     """The config class that declares parameter ``name``; ConfigError naming it when none does."""
     for cls in SCHEMAS:
         if name in schema_fields(cls):
             return cls
-    known = sorted(set().union(*(schema_fields(cls) for cls in SCHEMAS)))
-    raise ConfigError(f"unknown notebook parameter {name!r}; known parameters: {', '.join(known)}")
+    raise ConfigError(f"unknown notebook parameter {name!r}; known parameters: {', '.join(sorted(parameter_names()))}")
+
+
+def parameter_default(name: str) -> Any:
+    """The default of parameter ``name``, from its one declaration (:func:`schema_for`)."""
+    return default_of(schema_fields(schema_for(name))[name])
+
+
+def declared_parameters(namespace: Mapping[str, Any]) -> dict[str, Any]:
+    """The notebook parameters in ``namespace`` (a notebook's ``globals()`` right after its ``parameters`` cell
+    and papermill's injected one): every variable whose name a schema declares, in the order of the namespace.
+
+    The ``parameters`` cell is the one place a notebook declares its parameters; no other global of the cells
+    before the check may have a parameter's name (``tests/test_study_params.py`` checks every notebook)."""
+    names = parameter_names()
+    return {name: value for name, value in namespace.items() if name in names}
+
+
+def with_config_defaults(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A PatchCore config dict as recorded (``metrics.json``), with the schema's default for every field it lacks
+    (records older than an option): what the published-number look-ups of :mod:`patchcore_lib.paper` read."""
+    return {**{name: default_of(field) for name, field in schema_fields(PatchCoreConfig).items()}, **config}
 
 
 def check_parameter(name: str, value: Any) -> Any:
@@ -131,9 +161,14 @@ def check_combination(params: dict[str, Any], synthetic_kind: str = "texture") -
     out = dict(params)
     if "backbone" in out and out.get("layers"):
         out["layers"] = list(check_layers(get_spec(out["backbone"]), out["layers"]))
-    if "resize" in out and "imagesize" in out and out["imagesize"] > out["resize"]:
-        raise ConfigError(f"notebook parameter 'imagesize' ({out['imagesize']}) must not exceed "
-                          f"'resize' ({out['resize']})")
+    if "resize" in out and "imagesize" in out:
+        spec = get_spec(out.get("backbone", parameter_default("backbone")))
+        geometry = SimpleNamespace(resize=out["resize"], imagesize=out["imagesize"], backbone=spec.name,
+                                   layers=check_layers(spec, out.get("layers") or spec.default_layers))
+        try:
+            check_geometry(geometry)  # the detectors' own rule (crop within the resized image, minimum size)
+        except ConfigError as exc:
+            raise ConfigError(f"notebook parameters: {exc}") from None
     if len(out.get("ensemble_backbones") or ()) == 1:
         raise ConfigError("notebook parameter 'ensemble_backbones' needs at least two backbones (or [] for none)")
     if "data_root" in out:
@@ -141,7 +176,7 @@ def check_combination(params: dict[str, Any], synthetic_kind: str = "texture") -
             root, category = resolve_data_root("", out.get("category"), synthetic_kind=synthetic_kind)
             out["data_root"], out["category"] = str(root), category
         elif "category" in out:
-            layout = resolve_layout(out["data_root"], out["category"], out.get("layout", AUTO))
+            layout = resolve_layout(out["data_root"], out["category"], out.get("layout", parameter_default("layout")))
             check = getattr(LAYOUTS.get(layout), "check", None)
             if check is not None:
                 check(out["data_root"], out["category"])

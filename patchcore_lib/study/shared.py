@@ -26,7 +26,7 @@ from patchcore_lib.detectors import PatchCore
 from patchcore_lib.detectors.patchcore import make_search
 from patchcore_lib.errors import ConfigError
 from patchcore_lib.evaluation.metrics import image_auroc, pixel_auroc, pro_score
-from patchcore_lib.study.cache import cached_split_features
+from patchcore_lib.study.cached_features import cached_split_features
 
 #: metric key -> axis label of the study's plots
 METRIC_NAMES = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "pro": "PRO (FPR <= 0.3)"}
@@ -67,18 +67,12 @@ def variant(model: PatchCore, **changes: Any) -> PatchCore:
     The config is re-validated (``dataclasses.replace`` runs ``__post_init__``); the copy gets its own
     nearest-neighbour index (exact or IVF-PQ, as its config says), so fitting it leaves ``model`` untouched.
     """
-    clone = copy.copy(model)
-    clone.config = dataclasses.replace(model.config, **changes)
-    clone.search = make_search(clone.config)
-    clone.memory_bank = None
-    clone.timings = {}
-    return clone
+    return model.with_bank(**changes)
 
 
 def fit_bank(model: PatchCore, bank: torch.Tensor, **changes: Any) -> PatchCore:
     """A copy of ``model`` (with ``changes``) whose memory bank is exactly ``bank`` [M, D] (identity sampler)."""
-    scorer = variant(model, sampler="identity", coreset_ratio=1.0, **changes)
-    return scorer.fit(bank, show_progress=False)
+    return model.with_bank(bank, **changes)
 
 
 def score_split(model: PatchCore, features: torch.Tensor, grid: tuple[int, int], image_size: tuple[int, int],

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Iterable
 
-from patchcore_lib import __version__
+from patchcore_lib.version import __version__
 
 ROOT = Path(__file__).resolve().parents[2]  # the folder holding patchcore_lib/ (checkout or site-packages)
 DATA_SUFFIXES = (".csv", ".json")

@@ -4,17 +4,20 @@ Output folder::
 
     out/predictions.csv     path, score, threshold, is_anomalous, map (one row per image)
     out/predictions.json    the model's file hash and the threshold the rows were written with
+    out/.store/             the record that lets a re-run reuse the rows (:mod:`patchcore_lib.utils.store`)
     out/maps/<name>.png     the anomaly map as a heat-map overlay on the (resized, centre-cropped) image
     out/maps/<name>.npy     the float anomaly map [S, S] (with ``save_raw_maps``)
 
 ``<name>`` is the image's file stem; stems shared by several inputs get ``_<8 hex digits of the path>``.
 The CSV is rewritten atomically after every ``flush_every`` images (rounded up to whole batches), so an interrupted run keeps the rows it
-wrote; a re-run with the same model and threshold skips them. Rows of another model or threshold are never
+wrote; a re-run whose key (the model file's content, the threshold, the outputs asked for and this code) has a
+record in the folder's store skips them. Rows of another model or threshold are never
 reused (the run starts over and says so).
 """
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -30,8 +33,18 @@ from tqdm.auto import tqdm
 
 from patchcore_lib.data import ImageList
 from patchcore_lib.utils.files import atomic_write_bytes, atomic_write_text, check_writable_dir, output_lock
+from patchcore_lib.utils.source_fingerprint import code_fingerprint
+from patchcore_lib.utils.store import Store, content_key
 
 COLUMNS = ["path", "score", "threshold", "is_anomalous", "map"]
+#: the store kind of a predictions folder
+PREDICTIONS = "predictions"
+
+
+@functools.cache
+def prediction_code() -> str:
+    """Fingerprint of the code that scores images and writes the rows (every detector and this module)."""
+    return code_fingerprint(("patchcore_lib.detectors", __name__))
 
 
 def file_hash(path: str | Path) -> str:
@@ -98,20 +111,20 @@ def predict_to_folder(model: Any, inputs: Sequence[Path], out: str | Path, thres
     inputs = [Path(p) for p in inputs]
     names = dict(zip((str(p) for p in inputs), map_names(inputs)))
     meta = {"model": model_id, "threshold": threshold}
+    key = content_key(PREDICTIONS, code=prediction_code(), data=model_id,
+                      params={"threshold": threshold, "maps": save_maps, "raw_maps": save_raw_maps})
     csv_path, meta_path = out / "predictions.csv", out / "predictions.json"
+    store = Store.beside(out)
     with output_lock(out):
         rows: list[dict[str, Any]] = []
         if resume and csv_path.is_file():
-            try:
-                previous = json.loads(meta_path.read_text())
-            except (OSError, ValueError):
-                previous = None
-            if previous == meta:
+            if store.lookup(PREDICTIONS, key) is not None:
                 rows = _read_rows(csv_path)
             else:
-                print(f"{csv_path} was written with another model or threshold: scoring every image again",
+                print(f"{csv_path} was written with another model, threshold or code: scoring every image again",
                       file=sys.stderr)
         atomic_write_text(meta_path, json.dumps(meta, indent=2))
+        store.save(PREDICTIONS, key, meta, slot="predictions")
         done = {r["path"] for r in rows}
         todo = [p for p in inputs if str(p) not in done]
         if save_maps or save_raw_maps:

@@ -1,6 +1,6 @@
 """Reference numbers beside the MVTec AD tables: the official code run on the same backbone and data
-(``reference_data/anchors_measured.csv``) and the paper's results on other datasets
-(``reference_data/paper_other_datasets.csv``). Sources: ``reference_data/README.md``."""
+(``data/anchors_measured.csv``) and the paper's results on other datasets
+(``data/paper_other_datasets.csv``). Sources: ``data/README.md``."""
 from __future__ import annotations
 
 import math
@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from patchcore_lib.evaluation.reference import DATA_DIR
+from patchcore_lib.paper.reference import DATA_DIR
 
 #: the metrics of the anchors file beside ours (fractions 0..1)
 ANCHOR_METRICS = ("image_auroc", "pixel_auroc", "pro", "anomaly_pixel_auroc")
@@ -26,15 +26,17 @@ def anchors_table() -> pd.DataFrame:
 
 def anchor_for(category: str, config: dict[str, Any]) -> dict[str, Any] | None:
     """The anchor row run with the same category, backbone, image size, coreset ratio, k and target embedding
-    dimension as ``config`` (a PatchCore config dict), preferring rows with every metric (CPU runs); None when there is none."""
+    dimension as ``config`` (every PatchCore setting: a recorded config completed with the schema's defaults,
+    ``study.params.with_config_defaults``), preferring rows with every metric (CPU runs); None when there is
+    none."""
     table = anchors_table()
     def same(row: Any) -> bool:
-        return (row["category"] == category and row["backbone"] == config.get("backbone")
-                and int(row["imagesize"]) == int(config.get("imagesize", 224))
-                and math.isclose(float(row["coreset"]), float(config.get("coreset_ratio", 0.1)))
-                and int(row["num_nn"]) == int(config.get("num_nn", 1))
-                and str(row["embed_dims"]).split("-")[-1] == str(config.get("target_embed_dimension"))
-                and str(config.get("crop", "center")) == "center")  # the official code only centre-crops
+        return (row["category"] == category and row["backbone"] == config["backbone"]
+                and int(row["imagesize"]) == int(config["imagesize"])
+                and math.isclose(float(row["coreset"]), float(config["coreset_ratio"]))
+                and int(row["num_nn"]) == int(config["num_nn"])
+                and str(row["embed_dims"]).split("-")[-1] == str(config["target_embed_dimension"])
+                and str(config["crop"]) == "center")  # the official code only centre-crops
     hits = [row for _, row in table.iterrows() if same(row)]
     if not hits:
         return None

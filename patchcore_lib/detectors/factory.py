@@ -19,9 +19,6 @@ from patchcore_lib.detectors.gaussian import GaussianAD
 from patchcore_lib.detectors.patchcore import PatchCore
 from patchcore_lib.errors import ModelFileError
 
-#: Names of the registered detectors (kept for callers of the former constant).
-METHODS = DETECTORS.names()
-
 
 def method_config(method: str, config: Any = None, **method_options: Any) -> Any:
     """The full configuration ``make_detector`` would use (``None`` options mean defaults)."""
@@ -32,11 +29,6 @@ def make_detector(method: str, config: Any = None, **method_options: Any) -> Det
     """An unfitted detector registered as ``method``, configured from ``config`` and ``method_options``."""
     cls = DETECTORS.get(method)
     return cls(cls.make_config(config, **method_options))
-
-
-def detector_size(detector: Any) -> int:
-    """The number of stored items: memory-bank patches (PatchCore) or Gaussians (PaDiM/OrthoAD)."""
-    return int(detector.memory_bank_size)
 
 
 def _file_format(path: Path) -> str | None:

@@ -2,7 +2,7 @@
 
 Every table is a :class:`PaperTable`: a ``source`` (where the numbers are printed), a ``scope`` (what they are a
 mean of) and rows of plain dicts. Metric values are fractions in 0..1 (the published percentages / 100), as in
-:mod:`patchcore_lib.evaluation.reference`; ``*_spread`` columns are the published "±" values, also / 100.
+:mod:`patchcore_lib.paper.reference`; ``*_spread`` columns are the published "±" values, also / 100.
 Backbones carry the registry name of ``patchcore_lib.components.backbones`` where one exists (``None``
 otherwise) besides the paper's own name.
 """

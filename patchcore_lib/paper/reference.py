@@ -1,7 +1,7 @@
-"""Published reference numbers for MVTec AD, loaded from the package data in ``reference_data/``.
+"""Published reference numbers for MVTec AD, loaded from the package data in ``data/``.
 
 * :func:`paper_table` -- the paper's numbers (Roth et al., CVPR 2022): class means of PatchCore-25/10/1% and
-  PaDiM, plus the per-class PatchCore-1% values we could trace to a source (see ``reference_data/README.md``).
+  PaDiM, plus the per-class PatchCore-1% values we could trace to a source (see ``data/README.md``).
 * :func:`official_results` -- the per-category results published with the official implementation
   (amazon-science/patchcore-inspection), one table per run name.
 * :func:`reference_for` -- everything known for one category, as one tidy table.
@@ -21,7 +21,7 @@ import pandas as pd
 
 from patchcore_lib.errors import ConfigError
 
-DATA_DIR = Path(__file__).resolve().parent / "reference_data"
+DATA_DIR = Path(__file__).resolve().parent / "data"
 
 #: The 15 MVTec AD categories, in the order of the paper's tables (textures, then objects).
 MVTEC_CATEGORIES = ("carpet", "grid", "leather", "tile", "wood", "bottle", "cable", "capsule", "hazelnut",
@@ -38,7 +38,7 @@ def is_mvtec_category(category: str) -> bool:
 #: The official run reproduced by the paper setting ``params/paper_im224_wr50.yaml``.
 DEFAULT_OFFICIAL_RUN = "IM224_WR50_L2-3_P01_D1024-1024_PS-3_AN-1"
 
-#: Column of the official CSVs with the same definition as each of our metrics (see reference_data/README.md):
+#: Column of the official CSVs with the same definition as each of our metrics (see data/README.md):
 #: pixel AUROC over all test images, and pixel AUROC / PRO over the anomalous test images only. Our ``pro``
 #: (standard MVTec PRO over all test images) has no official counterpart: their ``full_pro`` is computed by
 #: unpublished code and is far from the standard value, so it is not compared.
@@ -46,7 +46,7 @@ OFFICIAL_COLUMNS = {"image_auroc": "instance_auroc", "pixel_auroc": "full_pixel_
                     "anomaly_pixel_auroc": "anomaly_pixel_auroc", "anomaly_pro": "anomaly_pro"}
 
 #: The paper's metrics (its PRO is compared with our ``pro``).
-METRICS = ("image_auroc", "pixel_auroc", "pro")
+PAPER_METRICS = ("image_auroc", "pixel_auroc", "pro")
 #: Every metric the evaluation reports; the official runs have values for the OFFICIAL_COLUMNS keys.
 ALL_METRICS = ("image_auroc", "pixel_auroc", "pro", "anomaly_pixel_auroc", "anomaly_pro")
 
@@ -63,7 +63,7 @@ def paper_table(method: str | None = None):
     ``"PatchCore-10%"``) keeps only that method's rows. Per-category rows exist only where a source was found.
     """
     table = _paper_raw().copy()
-    for column in METRICS:
+    for column in PAPER_METRICS:
         table[column] = table[column] / 100.0
     if method is not None:
         if method not in set(table["method"]):
@@ -73,7 +73,7 @@ def paper_table(method: str | None = None):
 
 
 def official_runs() -> list[str]:
-    """Names of the official result files shipped in ``reference_data/official``."""
+    """Names of the official result files shipped in ``data/official``."""
     return sorted(p.stem for p in (DATA_DIR / "official").glob("*.csv"))
 
 
@@ -114,13 +114,15 @@ def paper_method_for(coreset_ratio: float) -> str:
 def official_run_for(config: dict[str, Any]) -> str:
     """The official run matching a PatchCore config dict best (image size, backbone, coreset, patch, k).
 
-    Falls back to :data:`DEFAULT_OFFICIAL_RUN` when nothing matches the backbone/size exactly.
+    ``config`` holds every PatchCore setting (a recorded config completed with the schema's defaults:
+    ``study.params.with_config_defaults``; ``method`` may say ``patchcore_ensemble``). Falls back to
+    :data:`DEFAULT_OFFICIAL_RUN` when nothing matches the backbone/size exactly.
     """
-    backbone = str(config.get("backbone", ""))
-    imagesize = int(config.get("imagesize", 224))
-    ratio = float(config.get("coreset_ratio", 0.1))
-    patch = int(config.get("patch_size", 3))
-    k = int(config.get("num_nn", 1))
+    backbone = str(config["backbone"])
+    imagesize = int(config["imagesize"])
+    ratio = float(config["coreset_ratio"])
+    patch = int(config["patch_size"])
+    k = int(config["num_nn"])
     size = "IM320" if imagesize >= 300 else "IM224"
     ensemble = backbone == "ensemble" or "+" in backbone or config.get("method") == "patchcore_ensemble"
     net = "Ensemble" if ensemble else "WR50"
@@ -146,9 +148,9 @@ def reference_for(category: str, run_names: list[str] | None = None):
     rows = []
     paper = paper_table()
     for _, row in paper[paper["category"] == category].iterrows():
-        rows.append({"source": f"paper: {row['method']}", "scope": "category", **{m: row[m] for m in METRICS}})
+        rows.append({"source": f"paper: {row['method']}", "scope": "category", **{m: row[m] for m in PAPER_METRICS}})
     for _, row in paper[(paper["category"] == "mean") & paper["method"].str.startswith("PatchCore")].iterrows():
-        rows.append({"source": f"paper: {row['method']}", "scope": "mean of 15", **{m: row[m] for m in METRICS}})
+        rows.append({"source": f"paper: {row['method']}", "scope": "mean of 15", **{m: row[m] for m in PAPER_METRICS}})
     for run in run_names or official_runs():
         table = official_results(run)
         hit = table[table["category"] == category]

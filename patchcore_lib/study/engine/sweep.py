@@ -7,8 +7,9 @@
 The YAML file names ``data_root``, ``categories``, fixed ``parameters`` (PatchCoreConfig fields) and a
 ``grid`` (field -> list of values). Every point (one category, one combination of the grid) is fitted and
 evaluated by :func:`patchcore_lib.evaluation.evaluate_category`; each finished point appends one row to
-``results.csv`` (rewritten atomically), so an interrupted sweep resumes where it stopped: points whose key
-(category, data root, every config field but ``device``, library version) is in the table are skipped.
+``results.csv`` (rewritten atomically from the records of the folder's store, :mod:`patchcore_lib.utils.store`),
+so an interrupted sweep resumes where it stopped: a point whose key (the evaluation code, the category, every
+config field but ``device`` with a weights file by its content, the data's content) has a record is skipped.
 Points run as Dask tasks (:mod:`.cluster`) or, with ``--cluster none``, one after another here.
 """
 from __future__ import annotations
@@ -26,22 +27,25 @@ from typing import Any, Callable, Sequence
 import pandas as pd
 import yaml
 
-from patchcore_lib import __version__
-from patchcore_lib.data import ensure_default_dataset
+from patchcore_lib.data import dataset_fingerprint, ensure_default_dataset
 from patchcore_lib.detectors import PatchCoreConfig, make_detector
 from patchcore_lib.errors import ConfigError, PatchCoreError
 from patchcore_lib.evaluation import evaluate_category
-from patchcore_lib.study.cluster import NONE, Unit, add_cluster_options, cluster_has_gpus, open_client, \
-    resolve_cluster, run_units
+from patchcore_lib.evaluation.runner import evaluation_code
+from patchcore_lib.study.engine.cluster import (NONE, Unit, add_cluster_options, cluster_has_gpus, open_client,
+                                                resolve_cluster, run_units)
+from patchcore_lib.study.engine.tasks import apply_task_threads, worker_identity
 from patchcore_lib.study.outputs import default_reports_dir
-from patchcore_lib.study.tasks import apply_task_threads, worker_identity
 from patchcore_lib.utils.files import atomic_write_text, output_lock
+from patchcore_lib.utils.store import Store, content_key, path_fingerprint
 from patchcore_lib.utils.schema import schema_fields
 
 SWEEP_KEYS = ("name", "description", "data_root", "categories", "parameters", "grid", "results")
 METRICS = ("image_auroc", "pixel_auroc", "pro", "fit_seconds", "predict_seconds_per_image", "memory_bank_size",
            "num_train", "num_test")
 SYNTHETIC_KINDS = {"synthetic_texture": "texture", "synthetic_object": "object"}
+#: the store kind of a sweep point (``<results folder>/.store/sweep_point/``)
+SWEEP_POINT = "sweep_point"
 
 
 def load_sweep(path: str | Path) -> dict[str, Any]:
@@ -96,14 +100,19 @@ class SweepPoint:
 
 
 def point_key(category: str, data_root: str, config: dict[str, Any]) -> str:
-    """What identifies a point's result: category, data root, library version, every setting but the device."""
-    payload = {"category": category, "data_root": data_root, "version": __version__,
-               "config": {k: v for k, v in config.items() if k != "device"}}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """The store key of a point's result: the evaluation code, the category, every setting but the device (a
+    weights file by its content) and the content of the category's data (never the data root's path)."""
+    settings = {k: v for k, v in config.items() if k != "device"}
+    if settings.get("weights") not in (None, "", "random") and Path(str(settings["weights"])).exists():
+        settings["weights"] = path_fingerprint(settings["weights"])
+    root, name = dataset_of(data_root, category)
+    return content_key(SWEEP_POINT, code=evaluation_code(), params={"category": category, "config": settings},
+                       data=dataset_fingerprint(root, name))
 
 
 def plan_points(sweep: dict[str, Any]) -> list[SweepPoint]:
-    """Every category x grid combination, each configuration validated here (device checked on workers)."""
+    """Every category x grid combination, each configuration validated here (device checked on workers); the
+    embedded synthetic data is generated here, once, before workers read it."""
     names = list(sweep["grid"])
     points = []
     for category in sweep["categories"]:
@@ -175,35 +184,31 @@ def ablation_table(results: pd.DataFrame, category: str | None = None) -> pd.Dat
     return table.sort_values(["sampler", "ratio"]).reset_index(drop=True)
 
 
-def append_row(path: Path, row: dict[str, Any]) -> pd.DataFrame:
-    """Append one row to the results table, rewriting it atomically (readers never see half a table)."""
-    table = read_results(path)
-    table = pd.concat([table, pd.DataFrame([row])], ignore_index=True) if len(table) else pd.DataFrame([row])
-    atomic_write_text(path, table.to_csv(index=False))
-    return table
+def write_results(path: Path, store: Store, points: Sequence[SweepPoint]) -> None:
+    """The results table: the stored row of every finished point of the sweep, in grid order, rewritten
+    atomically (readers never see half a table)."""
+    rows = [row for row in (store.lookup(SWEEP_POINT, p.key) for p in points) if row is not None]
+    atomic_write_text(path, pd.DataFrame(rows).to_csv(index=False) if rows else "point\n")
 
 
 def run_sweep(sweep: dict[str, Any], *, reports_dir: str | Path | None = None, cluster: str = NONE,
               workers: int | None = None, threads: int | None = None, dashboard: str = ":8787",
               log: Callable[[str], None] = print) -> pd.DataFrame:
-    """Evaluate every point not yet in the results table; returns the table. Failed points are logged and
+    """Evaluate every point without a record in the results folder's store; returns the table. Failed points are logged and
     left out of the table (a re-run tries them again); :class:`ConfigError` at the end names them."""
     start = time.perf_counter()
     points = plan_points(sweep)
     path = results_path(sweep, reports_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     failed: list[str] = []
+    store = Store.beside(path.parent)
     with output_lock(path.parent, "results folder of the sweep"):
-        done = set(read_results(path)["point"].astype(str))
-        todo = [p for p in points if p.key not in done]
+        todo = [p for p in points if store.lookup(SWEEP_POINT, p.key) is None]
         log(f"sweep '{sweep['name']}': {len(points)} points ({len(sweep['categories'])} categories x "
             f"{len(points) // len(sweep['categories'])} settings), {len(points) - len(todo)} already in {path}")
-        if not sweep["data_root"]:  # generate the synthetic data once, before workers read it
-            for category in sorted({p.category for p in todo}):
-                dataset_of("", category)
-
         def on_result(point: SweepPoint, row: dict[str, Any]) -> str:
-            append_row(path, row)
+            store.save(SWEEP_POINT, point.key, row, slot=point.label)
+            write_results(path, store, points)
             return (f"image AUROC {row['image_auroc']:.2%}, pixel AUROC {row['pixel_auroc']:.2%}, PRO "
                     f"{row['pro']:.2%} in {row['seconds']:.1f} s on {row['worker']}")
 
@@ -227,6 +232,7 @@ def run_sweep(sweep: dict[str, Any], *, reports_dir: str | Path | None = None, c
                          for p in todo]
                 run_units(client, units, lambda u, r: on_result(by_key[u.key], r),
                           lambda u, e: on_error(by_key[u.key], e), log)
+        write_results(path, store, points)
     wall = time.perf_counter() - start
     log(f"sweep wall time: {wall:.1f} s; {len(todo) - len(failed)} point(s) evaluated, {len(failed)} failed; "
         f"results: {path}")

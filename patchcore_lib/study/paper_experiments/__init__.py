@@ -1,0 +1,47 @@
+"""Notebook 07 (paper experiments): backbone x image size (Table S6), the few-shot curve (Table S5) and
+approximate search vs inference time (Table 5), each beside the paper's numbers.
+
+Features are extracted once per (backbone, image size) through the study's feature cache; the features of the
+notebook's own backbone and size are kept in memory (:class:`FeatureSet`) and re-used by the few-shot and
+search sections, and so are the memory banks already selected (keyed by coreset ratio).
+
+* :mod:`.features`: what the sections share (features, banks, one evaluation);
+* :mod:`.backbones` (section 1), :mod:`.few_shot` (section 2), :mod:`.search` (section 3).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from patchcore_lib.paper.ablations import BACKBONES_S6, FEW_SHOT_PADIM_S5, FEW_SHOT_S5, SEARCH_TABLE5
+from patchcore_lib.paper.reference import is_mvtec_category
+from patchcore_lib.study.paper_experiments.backbones import (backbone_comparison, backbone_size_table,
+                                                             plot_backbone_sizes)
+from patchcore_lib.study.paper_experiments.features import (PROBE_IMAGES, FeatureSet, bank_for, device_label,
+                                                            evaluate_bank, extract_feature_set, missing_weights,
+                                                            pair_config, resize_for)
+from patchcore_lib.study.paper_experiments.few_shot import (draw_shots, few_shot_comparison, few_shot_summary,
+                                                            few_shot_table, plot_few_shot)
+from patchcore_lib.study.paper_experiments.search import plot_search, search_comparison, search_table
+
+__all__ = ["backbone_comparison", "backbone_size_table", "plot_backbone_sizes", "PROBE_IMAGES", "FeatureSet",
+           "bank_for", "device_label", "evaluate_bank", "extract_feature_set", "missing_weights", "pair_config",
+           "resize_for", "draw_shots", "few_shot_comparison", "few_shot_summary", "few_shot_table", "plot_few_shot",
+           "plot_search", "search_comparison", "search_table", "paper_values", "records"]
+
+
+def paper_values(category: str) -> dict[str, pd.DataFrame | None]:
+    """The paper's values the figures draw beside a run on ``category``: ``backbones`` (Table S6),
+    ``few_shot`` and ``few_shot_padim`` (Table S5), ``search`` (Table 5). All are MVTec AD means, so each is None
+    for another dataset (:func:`~patchcore_lib.paper.reference.is_mvtec_category`); the tables keep the
+    paper's rows either way, labelled with their scope."""
+    mvtec = is_mvtec_category(category)
+    tables = {"backbones": BACKBONES_S6, "few_shot": FEW_SHOT_S5, "few_shot_padim": FEW_SHOT_PADIM_S5,
+              "search": SEARCH_TABLE5}
+    return {name: table.frame() if mvtec else None for name, table in tables.items()}
+
+
+def records(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as JSON-friendly dicts (NaN/NA -> None) for metrics.json."""
+    return [{k: (None if pd.isna(v) else v) for k, v in row.items()} for row in table.to_dict(orient="records")]

@@ -1,0 +1,131 @@
+"""Notebook 05 (report), collecting runs: every ``metrics.json`` of 04_evaluate and of the baselines as one row
+(the latest per method, setting and category)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+from patchcore_lib.study.evaluate import setting_name
+from patchcore_lib.study.outputs import shown_path
+from patchcore_lib.utils.files import read_json_or_none
+
+RUN_COLUMNS = ["method", "setting", "category", "image_auroc", "pixel_auroc", "pro", "anomaly_pixel_auroc",
+               "anomaly_pro", "fit_seconds", "predict_seconds_per_image", "memory_bank_size", "mask_convention",
+               "run_id", "folder", "written", "config"]
+_NUMBERS = ("image_auroc", "pixel_auroc", "pro", "anomaly_pixel_auroc", "anomaly_pro", "fit_seconds",
+            "predict_seconds_per_image", "memory_bank_size")
+
+
+def recorded_convention(value: Any) -> str:
+    """A recorded mask convention; ``nearest`` (the only one before the option existed) when missing."""
+    return value if isinstance(value, str) and value else "nearest"
+
+
+def _setting_label(config: dict[str, Any], mask_convention: str, setting: str | None = None) -> str:
+    """The setting name, marked ``_masks-official`` when the official mask convention was used."""
+    name = setting or setting_name(config)
+    return name + ("_masks-official" if mask_convention == "official" else "")
+
+
+def as_float(value: Any) -> float:
+    """``value`` as a float; NaN when it is none (missing, None, text)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _latest(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The rows as a table, the latest written per method, setting and category."""
+    table = pd.DataFrame(rows, columns=RUN_COLUMNS)
+    if len(table):
+        table = (table.sort_values("written").groupby(["method", "setting", "category"], as_index=False).last()
+                 .sort_values(["method", "setting", "category"]).reset_index(drop=True))
+    return table
+
+
+def collect_runs(reports_dir: str | Path, notebook: str = "04_evaluate") -> pd.DataFrame:
+    """Every ``reports/<notebook>/<run-id>/metrics.json`` as one row (latest per category and setting).
+
+    Columns: method, setting, category, image_auroc, pixel_auroc, pro, anomaly_pixel_auroc, anomaly_pro,
+    fit_seconds, predict_seconds_per_image, memory_bank_size, mask_convention (``nearest`` for records older
+    than the option), run_id, folder, written (mtime), config (dict). Runs with official masks are a setting
+    of their own (suffix ``_masks-official``).
+    """
+    rows = []
+    for path in sorted(Path(reports_dir, notebook).glob("*/metrics.json")):
+        record = read_json_or_none(path)
+        if not record or not isinstance(record.get("metrics"), dict):
+            continue
+        metrics = record["metrics"]
+        if not all(k in metrics for k in ("category", "image_auroc", "pixel_auroc", "pro")):
+            continue
+        config = metrics.get("config") or {}
+        convention = recorded_convention(metrics.get("mask_convention"))
+        rows.append({"method": "PatchCore", "setting": _setting_label(config, convention, metrics.get("setting")),
+                     "category": metrics["category"], **{k: as_float(metrics.get(k)) for k in _NUMBERS},
+                     "mask_convention": convention, "run_id": path.parent.name, "folder": shown_path(path.parent),
+                     "written": path.stat().st_mtime, "config": config})
+    return _latest(rows)
+
+
+def _baseline_entries(metrics: dict[str, Any], params: dict[str, Any], notebook: str
+                      ) -> list[tuple[str, dict[str, Any]]]:
+    """(method, values) of one baseline metrics record, flat or nested (see :func:`collect_baselines`)."""
+    if isinstance(metrics, dict) and "image_auroc" in metrics:
+        return [(str(metrics.get("method") or params.get("method") or notebook), metrics)]
+    container = metrics.get("runs") or metrics.get("methods") or metrics.get("results") or metrics
+    if isinstance(container, dict):
+        return [(str(k), v) for k, v in container.items() if isinstance(v, dict) and "image_auroc" in v]
+    if isinstance(container, list):
+        return [(str(v.get("method", notebook)), v) for v in container
+                if isinstance(v, dict) and "image_auroc" in v and v.get("source", "this run") == "this run"]
+    return []
+
+
+def collect_baselines(reports_dir: str | Path, notebook: str = "06_baselines") -> pd.DataFrame:
+    """Baseline runs (PaDiM, OrthoAD, ...) from ``reports/<notebook>/*/metrics.json``, as :func:`collect_runs`.
+
+    Understands a flat record (``metrics`` holding image_auroc/pixel_auroc/pro and a ``method``) and a nested
+    one (``metrics`` holding one dict of those per method, or a ``runs``/``methods``/``results`` mapping or list
+    of dicts with ``method``, optional ``run`` label and ``source``; only ``source == "this run"`` rows count).
+    PatchCore rows are left out (its numbers come from 04_evaluate).
+    Returns an empty table when the folder does not exist.
+    """
+    rows = []
+    for path in sorted(Path(reports_dir, notebook).glob("*/metrics.json")):
+        record = read_json_or_none(path)
+        if not record:
+            continue
+        metrics = record.get("metrics", record)
+        params = record.get("parameters", {}) or {}
+        category = metrics.get("category") or params.get("category") or "?"
+        for method, values in _baseline_entries(metrics, params, notebook):
+            if method.lower() == "patchcore":
+                continue  # PatchCore's numbers come from 04_evaluate
+            config = values.get("config") or metrics.get("config") or {}
+            label = values.get("run") or values.get("setting")
+            if label and (values.get("backbone") or metrics.get("backbone")):
+                label = f"{label}, {values.get('backbone') or metrics.get('backbone')}"
+            convention = recorded_convention(values.get("mask_convention") or metrics.get("mask_convention"))
+            rows.append({"method": method, "setting": _setting_label(config, convention, label or (
+                             setting_name(config) if config else "default")),
+                         "category": values.get("category", category),
+                         **{k: as_float(values.get(k)) for k in _NUMBERS}, "mask_convention": convention,
+                         "run_id": path.parent.name, "folder": shown_path(path.parent), "written": path.stat().st_mtime,
+                         "config": config})
+    return _latest(rows)
+
+
+def collect_all(reports_dir: str | Path, categories: Sequence[str] = ()) -> tuple[pd.DataFrame, pd.DataFrame,
+                                                                                 pd.DataFrame]:
+    """(PatchCore runs, baseline runs, both in one table restricted to ``categories`` when given)."""
+    runs = collect_runs(reports_dir)
+    baselines = collect_baselines(reports_dir)
+    found = [t for t in (runs, baselines) if len(t)]
+    both = pd.concat(found, ignore_index=True) if found else runs
+    if categories:
+        both = both[both["category"].isin(list(categories))]
+    return runs, baselines, both
