@@ -4,7 +4,7 @@
 #   the calibrated threshold's false-alarm and miss rates on the test split, the ONNX export's
 #   largest score difference, and Eq. 7's image AUROC under both search distances.
 # Usage: bash scripts/measure_inspection_line.sh DATA_ROOT CATEGORY OUT_DIR [fit options...]
-# Writes OUT_DIR/summary.json (what README's "Inspection line" table shows; scripts/real_reports.sh copies it
+# Writes OUT_DIR/summary.json (what the table of docs/inspection_line.md shows; scripts/real_reports.sh copies it
 # to reports/inspection_line/CATEGORY.json).
 set -euo pipefail
 root=${1:?DATA_ROOT}; category=${2:?CATEGORY}; out=${3:?OUT_DIR}; shift 3

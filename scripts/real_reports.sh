@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerate every committed real-data report from the committed code, then the README's result tables:
+# Regenerate every committed real-data report from the committed code, then the result tables of README.md and docs/:
 #   bash scripts/real_reports.sh [MVTEC_AD_ROOT [MAGNETIC_TILE_ROOT]]
 # (defaults: ../shared/data/mvtec_ad and ../shared/data, the data folders beside this checkout).
 #  1. variants (patchcore evaluate) into reports/variants/<name>/: the magnetic-tile geometries, bottle with
@@ -7,7 +7,7 @@
 #  2. the inspection-line measurements (scripts/measure_inspection_line.sh) into reports/inspection_line/;
 #  3. the notebook study (params/real_reports.yaml: bottle from MVTEC_AD_ROOT, magnetic_tile from
 #     MAGNETIC_TILE_ROOT) into reports/: executed notebooks + HTML, run folders, reports/summary.*;
-#  4. README.md's results block from those reports (python -m patchcore_lib.study.readme).
+#  4. the results blocks of README.md and docs/ from those reports (python -m patchcore_lib.study.readme).
 # Runs already complete with the same code, parameters and data are skipped (--force re-runs: pass it as
 # a third argument). Several hours on 2 CPU cores; minutes on a GPU.
 set -euo pipefail
@@ -22,8 +22,8 @@ variant() {  # name, data root, category, then patchcore evaluate options
   $PY -m patchcore_lib evaluate --data-root "$root" --category "$category" --quiet \
       --out "reports/variants/$name" $( [ "$FORCE" = --force ] && echo --no-resume ) "$@"
 }
-# the magnetic-tile geometry (README "The magnetic-tile gap"): 1% coreset and 1024 -> 1024 embeddings for all,
-# as the official code's run on these tiles (reference_data/anchors_measured.csv), so only the geometry changes
+# the magnetic-tile geometry (docs/study.md "The magnetic-tile gap"): 1% coreset and 1024 -> 1024 embeddings for all,
+# as the official code's run on these tiles (patchcore_lib/paper/data/anchors_measured.csv), so only the geometry changes
 D1024="--pretrain-embed-dimension 1024 --target-embed-dimension 1024"
 variant mt_A_center224 "$TILES" magnetic_tile --coreset-ratio 0.01 $D1024 --resize 256 --imagesize 224 --crop center
 variant mt_B_none224 "$TILES" magnetic_tile --coreset-ratio 0.01 $D1024 --resize 224 --imagesize 224 --crop none

@@ -21,7 +21,8 @@ def test_shared_settings_have_one_default_for_every_detector():
     assert (PatchCoreConfig().resize, PatchCoreConfig().imagesize, PatchCoreConfig().crop) == \
         (DEFAULT_RESIZE, DEFAULT_IMAGESIZE, DEFAULT_CROP)
     preprocess = Preprocess()
-    assert (preprocess.resize, preprocess.imagesize, preprocess.crop) == (DEFAULT_RESIZE, DEFAULT_IMAGESIZE, DEFAULT_CROP)
+    assert (preprocess.resize, preprocess.imagesize, preprocess.crop) == \
+        (DEFAULT_RESIZE, DEFAULT_IMAGESIZE, DEFAULT_CROP)
 
 
 @pytest.mark.parametrize("cls", [PatchCoreConfig, GaussianADConfig])

@@ -1,4 +1,4 @@
-"""Unit tests of the logic behind notebooks 01-03 (study.shared, feature_extraction, coreset_ablation,
+"""Unit tests of the logic behind notebooks 01-03 (study.cached_scoring, feature_extraction, coreset_ablation,
 knn_scoring) on small real inputs."""
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from patchcore_lib.errors import ConfigError
 from patchcore_lib.study import coreset_ablation as ca
 from patchcore_lib.study import feature_extraction as fe
 from patchcore_lib.study import knn_scoring as ks
-from patchcore_lib.study import shared
+from patchcore_lib.study import cached_scoring, display
+from patchcore_lib.study.cached_features import load_features
 from patchcore_lib.study.params import config_from_params
 
 BACKENDS = ["torch"] + (["faiss"] if faiss_available() else [])
@@ -29,13 +30,13 @@ def setup(synthetic_root, tmp_path_factory):
               "resize": SIZE, "imagesize": SIZE, "seed": 0, "device": "cpu",
               "cache_dir": str(tmp_path_factory.mktemp("cache"))}
     model = PatchCore(config_from_params(params))
-    train, grid, cached = shared.load_features(model, params, "train")
-    test, _, _ = shared.load_features(model, params, "test")
+    train, grid, cached = load_features(model, params, "train")
+    test, _, _ = load_features(model, params, "test")
     assert not cached
-    assert shared.load_features(model, params, "train")[2]  # second call hits the cache
+    assert load_features(model, params, "train")[2]  # second call hits the cache
     test_set = open_split(synthetic_root, "tiny", "test", SIZE, SIZE)
     return {"params": params, "model": model, "train": train, "test": test, "grid": grid,
-            "test_set": test_set, "targets": shared.split_targets(test_set)}
+            "test_set": test_set, "targets": cached_scoring.split_targets(test_set)}
 
 
 # ----------------------------------------------------------------------------- coverage radius
@@ -45,8 +46,8 @@ def test_coverage_radius_matches_brute_force(backend):
     features = torch.randn(700, 24, generator=g)
     bank = features[torch.randperm(700, generator=g)[:40]]
     expected = torch.cdist(features.double(), bank.double()).min(1).values.max().item()
-    assert shared.coverage_radius(features, bank, backend) == pytest.approx(expected, rel=1e-4, abs=1e-4)
-    assert shared.coverage_radius(bank, bank, backend) == pytest.approx(0.0, abs=1e-2)
+    assert cached_scoring.coverage_radius(features, bank, backend) == pytest.approx(expected, rel=1e-4, abs=1e-4)
+    assert cached_scoring.coverage_radius(bank, bank, backend) == pytest.approx(0.0, abs=1e-2)
 
 
 def test_coverage_radius_on_real_features_shrinks_with_the_bank(setup):
@@ -54,7 +55,7 @@ def test_coverage_radius_on_real_features_shrinks_with_the_bank(setup):
     radii = []
     for ratio in (0.02, 0.1, 0.5):
         bank = flat[make_sampler("approx_greedy", ratio, show_progress=False).select(flat)]
-        radius = shared.coverage_radius(flat, bank)
+        radius = cached_scoring.coverage_radius(flat, bank)
         brute = torch.cdist(flat.double(), bank.double()).min(1).values.max().item()
         assert radius == pytest.approx(brute, rel=1e-3)
         radii.append(radius)
@@ -63,41 +64,41 @@ def test_coverage_radius_on_real_features_shrinks_with_the_bank(setup):
 
 def test_coverage_radius_rejects_mismatched_shapes():
     with pytest.raises(ConfigError, match="coverage_radius"):
-        shared.coverage_radius(torch.zeros(5, 3), torch.zeros(5, 4))
+        cached_scoring.coverage_radius(torch.zeros(5, 3), torch.zeros(5, 4))
 
 
 # ----------------------------------------------------------------------------- scoring on cached features
 def test_variant_scores_equal_a_directly_built_model(setup):
     model, train, test, grid = setup["model"], setup["train"], setup["test"], setup["grid"]
     flat = train.reshape(-1, train.shape[-1])
-    base = shared.variant(model, sampler="random", coreset_ratio=0.5).fit(flat, show_progress=False)
+    base = model.with_bank(sampler="random", coreset_ratio=0.5).fit(flat, show_progress=False)
     assert model.memory_bank is None  # the original stays untouched
     assert base.extractor is model.extractor
     for changes in ({"num_nn": 3, "distance": "euclidean", "sigma": 2.0}, {"score": "reweighted"}):
-        scorer = shared.fit_bank(base, base.memory_bank, **changes)
+        scorer = base.with_bank(base.memory_bank, **changes)
         direct = PatchCore(PatchCoreConfig(**{**base.config.to_dict(), "sampler": "identity", "coreset_ratio": 1.0,
                                               **changes}))
         direct.fit(base.memory_bank, show_progress=False)
-        scores, maps = shared.score_split(scorer, test, grid, (SIZE, SIZE), batch_images=4)
+        scores, maps = cached_scoring.score_split(scorer, test, grid, (SIZE, SIZE), batch_images=4)
         ref_scores, ref_maps = direct.score_features(test, grid, (SIZE, SIZE))
         np.testing.assert_allclose(scores, ref_scores.numpy(), rtol=1e-5)
         np.testing.assert_allclose(maps, ref_maps.numpy(), rtol=1e-4, atol=1e-3)
     # and the cached features give what predict() gives on the images
     images = torch.stack([setup["test_set"][i]["image"] for i in range(3)])
     pred_scores, _ = base.predict(images)
-    np.testing.assert_allclose(shared.score_split(base, test[:3], grid, (SIZE, SIZE))[0], pred_scores.numpy(),
+    np.testing.assert_allclose(cached_scoring.score_split(base, test[:3], grid, (SIZE, SIZE))[0], pred_scores.numpy(),
                                rtol=1e-4)
     with pytest.raises(ConfigError, match="distance"):
-        shared.variant(model, distance="cosine")
+        model.with_bank(distance="cosine")
 
 
 def test_evaluate_scores_perfect_and_nan(setup):
     targets = setup["targets"]
-    perfect = shared.evaluate_scores(targets, targets.labels.astype(float), targets.masks.astype(np.float32))
+    perfect = cached_scoring.evaluate_scores(targets, targets.labels.astype(float), targets.masks.astype(np.float32))
     assert perfect["image_auroc"] == 1.0 and perfect["pixel_auroc"] == 1.0 and perfect["pro"] == pytest.approx(1.0)
-    good = shared.SplitTargets(np.zeros(2, int), np.zeros((2, 8, 8), np.uint8), ["good"] * 2, ["a", "b"])
+    good = cached_scoring.SplitTargets(np.zeros(2, int), np.zeros((2, 8, 8), np.uint8), ["good"] * 2, ["a", "b"])
     with pytest.warns(Warning):
-        result = shared.evaluate_scores(good, np.zeros(2), np.zeros((2, 8, 8), np.float32))
+        result = cached_scoring.evaluate_scores(good, np.zeros(2), np.zeros((2, 8, 8), np.float32))
     assert np.isnan(result["image_auroc"]) and np.isnan(result["pro"])
 
 
@@ -182,7 +183,7 @@ def test_coreset_ablation_table(setup):
 def test_coreset_rows_are_reused_only_for_the_same_inputs_and_code(setup, tmp_path):
     args = (setup["model"], setup["train"], setup["test"], setup["grid"], setup["targets"])
     first = ca.coreset_ablation(*args, ["random", "approx_greedy"], [0.05, 1.0], log=None, rows=tmp_path)
-    assert not first.reused.any() and len(list(tmp_path.glob("*.json"))) == 4
+    assert not first.reused.any() and len(list(tmp_path.glob("coreset_row/*.json"))) == 4
     logged = []
     # extended by one ratio: the four stored rows are reused as they were, only the new ratio is computed
     again = ca.coreset_ablation(*args, ["random", "approx_greedy"], [0.05, 0.2, 1.0], log=logged.append,
@@ -222,7 +223,7 @@ def test_scoring_variants_one_factor_at_a_time():
 
 
 def test_knn_scoring_ablation_reuses_identical_configs(setup):
-    model = shared.variant(setup["model"], sampler="random", coreset_ratio=0.2)
+    model = setup["model"].with_bank(sampler="random", coreset_ratio=0.2)
     model.fit(setup["train"].reshape(-1, setup["train"].shape[-1]), show_progress=False)
     variants = ks.scoring_variants([1, 3], [3], ["sqeuclidean"], [0, 4], ks.scoring_defaults(model.config))
     table, scores, maps = ks.knn_scoring_ablation(model, model.memory_bank, setup["test"], setup["grid"],
@@ -244,7 +245,7 @@ def test_reweighting_effect_weights_within_the_bound_and_flips_explain_the_auroc
     change of image AUROC exactly (no ties among continuous scores)."""
     from patchcore_lib.evaluation.metrics import image_auroc
 
-    model = shared.variant(setup["model"], sampler="random", coreset_ratio=0.05)
+    model = setup["model"].with_bank(sampler="random", coreset_ratio=0.05)
     model.fit(setup["train"].reshape(-1, setup["train"].shape[-1]), show_progress=False)
     variants = ks.scoring_variants([1], [1, 3], ["sqeuclidean"], [4], ks.scoring_defaults(model.config))
     table, scores, _ = ks.knn_scoring_ablation(model, model.memory_bank, setup["test"], setup["grid"],
@@ -264,9 +265,9 @@ def test_reweighting_effect_weights_within_the_bound_and_flips_explain_the_auroc
 
 
 def test_metric_range_stays_below_100_for_constant_panels():
-    low, high = shared.metric_range(pd.Series([1.0, 1.0, 1.0]))
+    low, high = display.metric_range(pd.Series([1.0, 1.0, 1.0]))
     assert (low, high) == (99.5, 100.5)
-    low, high = shared.metric_range(pd.Series([0.8, 0.9]))
+    low, high = display.metric_range(pd.Series([0.8, 0.9]))
     assert low < 80 and 90 < high <= 100.5
 
 

@@ -64,8 +64,8 @@ class EnsembleOptions:
     backbones: tuple[str, ...] = option(PAPER_ENSEMBLE_BACKBONES, "one PatchCore member per backbone, each with "
                                         "its default layers (at least two)", choices=BACKBONES.names,
                                         metavar="NAME")
-    calibration_images: int = option(DEFAULT_CALIBRATION_IMAGES, "nominal images that standardise each member (fusion standardised)",
-                                     minimum=1)
+    calibration_images: int = option(DEFAULT_CALIBRATION_IMAGES, "nominal images that standardise each member "
+                                     "(fusion standardised)", minimum=1)
     fusion: str = option(DEFAULT_FUSION, "official: min-max over the whole test set, as the official code "
                          "(evaluation only); standardised: statistics of nominal images, works image by image",
                          choices=FUSIONS)

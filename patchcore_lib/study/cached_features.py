@@ -43,6 +43,14 @@ def content_digest(*arrays: torch.Tensor | np.ndarray) -> str:
     return digest.hexdigest()
 
 
+def load_features(model: Any, params: dict[str, Any], split: str,
+                  show_progress: bool = False) -> tuple[torch.Tensor, tuple[int, int], bool]:
+    """Stored patch features of ``split`` for notebook parameters (``data_root``, ``category``, ``cache_dir``):
+    ([N_images, h*w, D] on CPU, grid, was_stored)."""
+    return cached_split_features(model, params["data_root"], params["category"], split,
+                                 cache_dir=params.get("cache_dir"), show_progress=show_progress)
+
+
 def cached_split_features(model: Any, data_root: str | Path, category: str, split: str,
                           cache_dir: str | Path | None = None, show_progress: bool = True
                           ) -> tuple[torch.Tensor, tuple[int, int], bool]:

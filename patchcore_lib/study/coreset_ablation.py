@@ -19,8 +19,8 @@ from patchcore_lib.paper.ablations import CORESET_VS_RANDOM
 from patchcore_lib.paper.anchors import paper_other_datasets
 from patchcore_lib.paper.reference import is_mvtec_category
 from patchcore_lib.study.cached_features import content_digest, feature_store
-from patchcore_lib.study.shared import (METRIC_NAMES, SplitTargets, coverage_radius, evaluate_scores, fit_bank,
-                                        score_split)
+from patchcore_lib.study.cached_scoring import SplitTargets, coverage_radius, evaluate_scores, score_split
+from patchcore_lib.study.display import METRIC_NAMES
 from patchcore_lib.utils.source_fingerprint import code_fingerprint
 from patchcore_lib.utils.store import content_key
 
@@ -146,7 +146,7 @@ def _select_and_score(model: PatchCore, flat: torch.Tensor, grid: tuple[int, int
     else:
         bank = flat[indices]
         radius = 0.0 if len(indices) == len(flat) else coverage_radius(flat, bank, model.config.knn_backend)
-        scorer = fit_bank(model, bank)
+        scorer = model.with_bank(bank)
         start = time.perf_counter()
         scores, maps = score_split(scorer, test_features, grid, targets.image_size)
         scoring_seconds = time.perf_counter() - start
@@ -290,7 +290,7 @@ def seed_spread(model: PatchCore, train_features: torch.Tensor, test_features: t
         start = time.perf_counter()
         indices = sampler_obj.select(flat)
         selection_seconds = time.perf_counter() - start
-        scores, maps = score_split(fit_bank(model, flat[indices]), test_features, grid, targets.image_size)
+        scores, maps = score_split(model.with_bank(flat[indices]), test_features, grid, targets.image_size)
         rows.append({"seed": int(seed), "sampler": sampler, "ratio": float(ratio), "bank_features": len(indices),
                      "selection_seconds": selection_seconds, **evaluate_scores(targets, scores, maps)})
         del maps

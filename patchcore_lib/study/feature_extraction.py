@@ -17,7 +17,8 @@ from sklearn.decomposition import PCA
 from patchcore_lib.components.sampling import num_selected
 from patchcore_lib.detectors import PatchCore
 from patchcore_lib.errors import ConfigError
-from patchcore_lib.study.shared import draw_contour, load_features
+from patchcore_lib.study.cached_features import load_features
+from patchcore_lib.study.display import draw_contour
 
 
 # ============================================================================ inputs

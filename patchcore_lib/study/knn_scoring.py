@@ -12,8 +12,8 @@ import pandas as pd
 import torch
 
 from patchcore_lib.detectors import PatchCore, PatchCoreConfig
-from patchcore_lib.study.shared import (METRIC_NAMES, SplitTargets, draw_contour, evaluate_scores, fit_bank,
-                                        metric_range, percent_table, score_split)  # noqa: F401 (percent_table: notebook 03)
+from patchcore_lib.study.cached_scoring import SplitTargets, evaluate_scores, score_split
+from patchcore_lib.study.display import METRIC_NAMES, draw_contour, metric_range
 
 DEFAULT_SCORING = {"num_nn": 1, "score": "max", "reweight_neighbourhood": 3, "distance": "sqeuclidean", "sigma": 4.0}
 
@@ -77,7 +77,7 @@ def knn_scoring_ablation(model: PatchCore, bank: torch.Tensor, test_features: to
         key = _changes_key(item["changes"])
         want_maps = label in keep_maps or (item["is_default"] and "default" in keep_maps)
         if key not in done or (want_maps and done[key][2] is None):
-            scorer = fit_bank(model, bank, **item["changes"])
+            scorer = model.with_bank(bank, **item["changes"])
             start = time.perf_counter()
             scores, maps = score_split(scorer, test_features, grid, targets.image_size)
             seconds = time.perf_counter() - start

@@ -17,8 +17,9 @@ from patchcore_lib.data import dataset_fingerprint
 from patchcore_lib.evaluation import git_commit, package_versions
 from patchcore_lib.utils.files import atomic_write_bytes, atomic_write_text
 
-#: parameters that say where outputs go, not what is computed: left out of the default run id
-OUTPUT_LOCATION_PARAMETERS = ("reports_dir", "run_id", "cache_dir")
+#: parameters that say where things are, not what is computed: left out of the default run id (the data enters
+#: it by its content fingerprint, so a run folder has the same name on every machine)
+LOCATION_PARAMETERS = ("data_root", "reports_dir", "run_id", "cache_dir")
 
 
 def repository_root() -> Path:
@@ -43,9 +44,11 @@ def run_folder(notebook: str, params: dict[str, Any], reports_dir: str | Path | 
 
 
 def output_folder(notebook: str, params: dict[str, Any]) -> Path:
-    """The run folder of a notebook's resolved parameters; the default run id hashes the study parameters,
-    not where outputs go (``reports_dir``, ``run_id``, ``cache_dir``)."""
-    study = {k: v for k, v in params.items() if k not in OUTPUT_LOCATION_PARAMETERS}
+    """The run folder of a notebook's resolved parameters; the default run id hashes the study parameters and
+    the content fingerprint of the data, not where data and outputs are (:data:`LOCATION_PARAMETERS`)."""
+    study = {k: v for k, v in params.items() if k not in LOCATION_PARAMETERS}
+    if params.get("data_root") and params.get("category"):
+        study["data"] = dataset_fingerprint(params["data_root"], params["category"])
     return run_folder(notebook, study, params.get("reports_dir"), params.get("run_id"))
 
 

@@ -25,7 +25,9 @@ from typing import Any, Callable, Sequence
 
 import pandas as pd
 
+from patchcore_lib.evaluation.options import EvaluationOptions
 from patchcore_lib.study.outputs import repository_root
+from patchcore_lib.study.params import with_config_defaults
 from patchcore_lib.study.report import compact_table, markdown_table
 from patchcore_lib.utils.files import atomic_write_text
 
@@ -84,15 +86,16 @@ def variant_rows(reports_dir: str | Path) -> list[dict[str, Any]]:
         try:
             table = pd.read_csv(folder / "results.csv")
             record = json.loads((folder / "run.json").read_text())
-            config, evaluation = record["config"], record.get("evaluation", {})
+            config = with_config_defaults(record["config"])
+            evaluation = {**EvaluationOptions().to_dict(), **(record.get("evaluation") or {})}
         except (OSError, ValueError, KeyError):
             continue
         for _, row in table[table["category"] != "mean"].iterrows():
-            rows.append({"variant": folder.name, "category": row["category"], "crop": config.get("crop", "center"),
+            rows.append({"variant": folder.name, "category": row["category"], "crop": config["crop"],
                          "resize": config["resize"], "imagesize": config["imagesize"],
                          "dims": f"{config.get('pretrain_embed_dimension')}-{config.get('target_embed_dimension')}",
-                         "coreset_ratio": config["coreset_ratio"], "score": config.get("score", "max"),
-                         "masks": evaluation.get("mask_convention", "nearest"),
+                         "coreset_ratio": config["coreset_ratio"], "score": config["score"],
+                         "masks": evaluation["mask_convention"],
                          **{m: 100 * float(row[m]) for m in VARIANT_METRICS},
                          "anomalous_pixels": row.get("anomalous_pixels", float("nan")),
                          "fit_seconds": float(row["fit_seconds"]),

@@ -13,7 +13,7 @@ from patchcore_lib.paper.ablations import BACKBONES_S6
 from patchcore_lib.paper.reference import PAPER_METRICS
 from patchcore_lib.study.paper_experiments.features import (FeatureSet, bank_for, evaluate_bank, extract_feature_set,
                                                             missing_weights, pair_config)
-from patchcore_lib.study.shared import METRIC_NAMES, metric_range, percent_table
+from patchcore_lib.study.display import METRIC_NAMES, metric_range, percent_table
 
 
 def backbone_size_table(params: dict[str, Any], backbones: Sequence[str], imagesizes: Sequence[int],

@@ -18,8 +18,8 @@ from patchcore_lib.detectors import PatchCore, PatchCoreConfig
 from patchcore_lib.errors import ConfigError
 from patchcore_lib.paper.reference import PAPER_METRICS
 from patchcore_lib.study.params import config_from_params, parameter_default
-from patchcore_lib.study.shared import (SplitTargets, evaluate_scores, fit_bank, load_features, score_split,
-                                        split_targets)
+from patchcore_lib.study.cached_features import load_features
+from patchcore_lib.study.cached_scoring import SplitTargets, evaluate_scores, score_split, split_targets
 
 #: images whose extraction is timed when a split's features come from the cache
 PROBE_IMAGES = 8
@@ -137,7 +137,7 @@ def evaluate_bank(fs: FeatureSet, bank: torch.Tensor, search: str = "exact") -> 
         warnings.simplefilter("always")
         try:
             start = time.perf_counter()
-            scorer = fit_bank(fs.model, bank, knn_search=search)
+            scorer = fs.model.with_bank(bank, knn_search=search)
             out["index_seconds"] = time.perf_counter() - start
         except ConfigError as exc:
             if search == "exact":

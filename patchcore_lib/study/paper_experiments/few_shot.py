@@ -11,7 +11,7 @@ from patchcore_lib.data import select_shots
 from patchcore_lib.paper.ablations import FEW_SHOT_PADIM_S5, FEW_SHOT_S5, MVTEC_WR50
 from patchcore_lib.paper.reference import PAPER_METRICS
 from patchcore_lib.study.paper_experiments.features import FeatureSet, bank_for, evaluate_bank
-from patchcore_lib.study.shared import METRIC_NAMES
+from patchcore_lib.study.display import METRIC_NAMES
 
 
 def draw_shots(count: int, shots: int, seed: int) -> list[int] | None:

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from patchcore_lib.paper.ablations import MVTEC_WR50, SEARCH_TABLE5
 from patchcore_lib.paper.reference import PAPER_METRICS
 from patchcore_lib.study.paper_experiments.features import FeatureSet, bank_for, device_label, evaluate_bank
-from patchcore_lib.study.shared import metric_range, percent_table
+from patchcore_lib.study.display import metric_range, percent_table
 
 
 def search_table(fs: FeatureSet, ratios: Sequence[float], searches: Sequence[str]) -> pd.DataFrame:
