@@ -51,7 +51,7 @@ class StudyParameters:
     categories: tuple[str, ...] = option((), "categories of the report (empty: every category found)")
     reports_dir: str | None = option(None, "output folder; None: reports/ of the checkout")
     run_id: str | None = option(None, "run folder name; None: <category>-<hash of the parameters>")
-    cache_dir: str | None = option(None, "feature cache folder; None: $PATCHCORE_CACHE/features")
+    cache_dir: str | None = option(None, "store of features and ablation rows; None: $PATCHCORE_CACHE/store")
     # 01 feature extraction
     ratios: tuple[float, ...] = option((0.01, 0.1, 0.25, 1.0), "coreset ratios", exclusive_minimum=0, maximum=1)
     bank_imagesizes: tuple[int, ...] = option((224, 256, 320), "image sizes of the memory-bank table", minimum=1)
