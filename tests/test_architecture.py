@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "patchcore_lib"
+from helpers import ROOT
+
+PACKAGE = ROOT / "patchcore_lib"
 
 #: Layer rank of each top-level part: a module may import only parts of a lower rank or its own part.
 LAYERS = {"version": -1, "errors": 0, "utils": 1, "components": 2, "data": 2, "detectors": 3, "evaluation": 4,

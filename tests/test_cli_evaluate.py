@@ -15,9 +15,7 @@ from PIL import Image
 
 from patchcore_lib.cli import main
 from patchcore_lib.utils.files import output_lock
-
-FAST = ["--backbone", "resnet18", "--weights", "random", "--resize", "64", "--imagesize", "64",
-        "--coreset-ratio", "0.2", "--quiet"]
+from helpers import FAST, ROOT
 
 
 def run_cli(*args, cwd=None, timeout=300):
@@ -40,13 +38,15 @@ def test_evaluate_writes_results_scores_and_run_record(synthetic_root, tmp_path)
     run = json.loads((out / "run.json").read_text())
     assert run["config"]["backbone"] == "resnet18" and "torch" in run["versions"]
     assert "tiny" in run["dataset_fingerprints"] and run["run_id"] == rows[0]["run_id"]
-    if (Path(__file__).resolve().parents[1] / ".git").exists():  # a git checkout: its commit is recorded
+    if (ROOT / ".git").exists():  # a git checkout: its commit is recorded
         assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", run["git_commit"] or ""), run["git_commit"]
     assert not (out / ".lock").exists()  # the lock is released and removed
     assert (out / "tiny" / "model.pt").is_file()
     assert not list(out.rglob("*.tmp"))
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 @pytest.mark.parametrize("args,message", [
     (["--data-root", "{tmp}/missing", "--category", "x"], "data root {tmp}/missing does not exist"),
     (["--data-root", "{root}", "--category", "carpet"], "category 'carpet' not found"),
@@ -95,6 +95,8 @@ def _broken_copy(root: Path, tmp_path: Path, damage: str) -> tuple[Path, Path]:
     raise ValueError(damage)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 @pytest.mark.parametrize("damage", ["empty_train", "truncated_image", "non_image", "missing_mask", "mask_size"])
 def test_bad_dataset_is_one_line_naming_the_file_and_leaves_nothing(synthetic_root, tmp_path, damage):
     data, culprit = _broken_copy(synthetic_root, tmp_path, damage)
@@ -107,11 +109,15 @@ def test_bad_dataset_is_one_line_naming_the_file_and_leaves_nothing(synthetic_ro
     assert not out.exists()
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_debug_flag_shows_the_traceback(tmp_path):
     result = run_cli("evaluate", "--data-root", str(tmp_path / "nope"), "--category", "x", "--out", str(tmp_path), "--debug")
     assert result.returncode != 0 and "Traceback" in result.stderr
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_unwritable_output_directory(synthetic_root, tmp_path):
     locked = tmp_path / "ro"
     locked.mkdir()
@@ -126,6 +132,8 @@ def test_unwritable_output_directory(synthetic_root, tmp_path):
         locked.chmod(0o700)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_unwritable_output_path_is_clear(synthetic_root, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
@@ -136,13 +144,10 @@ def test_unwritable_output_path_is_clear(synthetic_root, tmp_path):
     assert len([line for line in result.stderr.splitlines() if line.startswith("error:")]) == 1
 
 
-def test_killed_study_resumes_without_redoing_finished_categories(tmp_path):
-    from patchcore_lib.data.synthetic import make_synthetic_dataset
-
-    root = tmp_path / "data"
-    for index, name in enumerate(("cat_a", "cat_b", "cat_c")):
-        make_synthetic_dataset(root, category=name, n_train=6, n_test_good=2, n_test_per_defect=1, image_size=64,
-                               seed=index)
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_killed_study_resumes_without_redoing_finished_categories(three_categories_root, tmp_path):
+    root = three_categories_root
     out = tmp_path / "out"
     args = [sys.executable, "-m", "patchcore_lib", "evaluate", "--data-root", str(root), "--category", "cat_a",
             "--category", "cat_b", "--category", "cat_c", *FAST, "--out", str(out)]
@@ -168,6 +173,8 @@ def test_killed_study_resumes_without_redoing_finished_categories(tmp_path):
     assert not list(out.rglob("*.tmp"))
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_second_study_into_the_same_directory_is_refused(tmp_path):
     with output_lock(tmp_path):
         code = ("import sys; from pathlib import Path; from patchcore_lib.utils.files import output_lock\n"
@@ -180,6 +187,7 @@ def test_second_study_into_the_same_directory_is_refused(tmp_path):
 
 
 
+@pytest.mark.slow
 def test_feature_cache_rebuilds_corrupt_or_foreign_entries(synthetic_root, tmp_path):
     import torch
 
@@ -206,6 +214,7 @@ def test_feature_cache_rebuilds_corrupt_or_foreign_entries(synthetic_root, tmp_p
     assert not cached and len(list(tmp_path.glob("features/*.pt"))) == 2
 
 
+@pytest.mark.slow
 def test_feature_cache_notices_weights_replaced_at_the_same_path(synthetic_root, tmp_path):
     import torch
     import torchvision

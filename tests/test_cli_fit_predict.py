@@ -14,9 +14,7 @@ from PIL import Image
 from patchcore_lib import PatchCore, load_detector
 from patchcore_lib.cli import main
 from patchcore_lib.detectors.predict_folder import predict_to_folder
-
-FAST = ["--backbone", "resnet18", "--weights", "random", "--resize", "64", "--imagesize", "64",
-        "--coreset-ratio", "0.2", "--quiet"]
+from helpers import FAST
 
 
 def _rows(path):
@@ -45,6 +43,7 @@ def fitted(synthetic_root, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_fit_records_preprocessing_threshold_and_f1(fitted):
     payload = __import__("torch").load(fitted, weights_only=True)
     assert payload["preprocessing"]["resize"] == 64 and payload["preprocessing"]["crop"] == "center"
@@ -55,6 +54,7 @@ def test_fit_records_preprocessing_threshold_and_f1(fitted):
     assert record["val_rates_at_calibrated"]["num_normal"] == 4
 
 
+@pytest.mark.slow
 def test_predict_scores_equal_evaluate_and_apply_the_threshold(evaluated, synthetic_root, tmp_path):
     out, model_path = evaluated
     # evaluate's scores.csv names images relative to the category folder; predict by the paths it was given
@@ -102,6 +102,7 @@ class _InterruptedModel:
         return self.model.predict_images(images)
 
 
+@pytest.mark.slow
 def test_interrupted_predict_keeps_its_rows_and_resumes(evaluated, synthetic_root, tmp_path):
     model = PatchCore.load(evaluated[1])
     images = _test_images(synthetic_root)
@@ -121,6 +122,7 @@ def test_interrupted_predict_keeps_its_rows_and_resumes(evaluated, synthetic_roo
     assert again["skipped"] == 0  # rows of another model are never reused
 
 
+@pytest.mark.slow
 def test_predict_uses_the_calibrated_and_f1_thresholds(fitted, synthetic_root, tmp_path):
     record = load_detector(fitted).threshold
     for choice, expected in (("calibrated", record["threshold"]), ("f1", record["f1"]["threshold"])):
@@ -131,6 +133,7 @@ def test_predict_uses_the_calibrated_and_f1_thresholds(fitted, synthetic_root, t
         assert not (tmp_path / choice / "maps").exists() or not any((tmp_path / choice / "maps").iterdir())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("graph_format", ["onnx", "torchscript"])
 def test_export_matches_the_eager_model_and_refuses_beyond_tolerance(graph_format, evaluated, synthetic_root,
                                                                      tmp_path):
@@ -158,6 +161,7 @@ def test_export_matches_the_eager_model_and_refuses_beyond_tolerance(graph_forma
         assert code == 2 and not refused.exists()
 
 
+@pytest.mark.slow
 def test_config_file_gives_defaults_and_the_command_line_wins(synthetic_root, tmp_path):
     config = tmp_path / "options.yaml"
     config.write_text("name: mine\nparameters:\n  backbone: resnet18\n  weights: random\n  resize: 64\n"
@@ -174,6 +178,8 @@ def test_config_file_gives_defaults_and_the_command_line_wins(synthetic_root, tm
     assert _rows(tmp_path / "p" / "predictions.csv")[0]["threshold"] == "3.0"
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_help_version_and_program_name():
     result = subprocess.run([sys.executable, "-m", "patchcore_lib", "fit", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.startswith("usage: patchcore fit")
@@ -224,6 +230,7 @@ def test_errors_are_one_line_naming_the_culprit(case, evaluated, synthetic_root,
     assert len(errors) == 1 and culprit in errors[0], errors
 
 
+@pytest.mark.slow
 def test_folder_layout_without_masks_reports_pixel_metrics_as_unavailable(synthetic_root, tmp_path):
     """train/ without good/, test/<label>/, no ground_truth: detected as 'folder'; pixel metrics NaN + a note."""
     data = tmp_path / "data" / "parts"

@@ -17,9 +17,16 @@ BASE = PatchCoreConfig(backbone="resnet18", weights="random", resize=SIZE, image
                        batch_size=8)
 OPTIONS = {"patchcore_ensemble": {"backbones": ("resnet18", "efficientnet_lite0")}, "orthoad": {"k": 20},
            "padim": {"d": 20}}
+#: Kept in the fast loop (`pytest -m "not slow"`); the other backbones and detectors are marked slow.
+QUICK = {"resnet18", "efficientnet_lite0"}
 
 
-@pytest.mark.parametrize("name", BACKBONES.names())
+def _names(registry) -> list:
+    """Every registered name, the ones not in QUICK marked slow."""
+    return [name if name in QUICK else pytest.param(name, marks=pytest.mark.slow) for name in registry.names()]
+
+
+@pytest.mark.parametrize("name", _names(BACKBONES))
 def test_backbone_layers_have_the_declared_channels_and_strides(name):
     spec = BACKBONES.get(name)
     torch.manual_seed(0)
@@ -48,7 +55,7 @@ def splits(synthetic_root):
             open_split(synthetic_root, "tiny", "test", SIZE, SIZE))
 
 
-@pytest.mark.parametrize("method", DETECTORS.names())
+@pytest.mark.parametrize("method", _names(DETECTORS))
 def test_detector_fit_predict_save_load_round_trip(method, splits, tmp_path):
     train, test = splits
     detector = make_detector(method, BASE, **OPTIONS.get(method, {}))

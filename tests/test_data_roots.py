@@ -19,8 +19,7 @@ from patchcore_lib.data import resolve_data_root, search_roots, user_data_dir
 from patchcore_lib.errors import DatasetError
 from patchcore_lib.study.params import validate_parameters
 from patchcore_lib.study.engine import load_preset, resolve_roots, run_study
-
-REPO = Path(__file__).resolve().parents[1]
+from helpers import ROOT as REPO
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ MEMBERS = [PatchCoreConfig(backbone="resnet18", weights="random", resize=64, ima
            PatchCoreConfig(backbone="efficientnet_lite0", resize=64, imagesize=64, coreset_ratio=0.2)]
 
 
+@pytest.mark.slow
 def test_ensemble_is_the_mean_of_standardised_members(synthetic_root):
     ensemble = PatchCoreEnsemble(MEMBERS, calibration_images=4)
     train = MVTecDataset(synthetic_root, "tiny", "train", 64, 64)
@@ -31,6 +32,7 @@ def test_ensemble_is_the_mean_of_standardised_members(synthetic_root):
     assert ensemble.memory_bank_size == sum(len(m.memory_bank) for m in ensemble.members)
 
 
+@pytest.mark.slow
 def test_ensemble_evaluates_like_a_single_model(synthetic_root):
     row, predictions = evaluate_category(PatchCoreEnsemble(MEMBERS), synthetic_root, "tiny",
                                          show_progress=False)
@@ -45,6 +47,7 @@ def test_ensemble_members_must_share_geometry():
         PatchCoreEnsemble(MEMBERS[:1])
 
 
+@pytest.mark.slow
 def test_ensemble_through_the_factory_and_the_cli(synthetic_root, tmp_path, capsys):
     import csv
     import json
@@ -88,6 +91,7 @@ def test_minmax_fusion_by_hand():
     np.testing.assert_allclose(fused_maps, [[[0.0, 0.125]], [[0.25, 0.5]], [[0.5, 0.375]]])
 
 
+@pytest.mark.slow
 def test_official_fusion_over_the_test_set(synthetic_root, tmp_path):
     import numpy as np
 

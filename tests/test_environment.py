@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import re
 import tomllib
-from pathlib import Path
 
 import pytest
 
-yaml = pytest.importorskip("yaml")
+from helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
+yaml = pytest.importorskip("yaml")
 
 #: pip distribution name -> conda package name where they differ
 PIP_TO_CONDA = {"torch": "pytorch"}

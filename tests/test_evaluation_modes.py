@@ -13,9 +13,7 @@ from patchcore_lib.cli import main
 from patchcore_lib.data import Preprocess, open_split, select_shots
 from patchcore_lib.errors import ConfigError
 from patchcore_lib.evaluation import EvaluationOptions, anomaly_pixel_auroc, anomaly_pro_score, pixel_auroc, pro_score
-
-FAST = ["--backbone", "resnet18", "--weights", "random", "--resize", "64", "--imagesize", "64",
-        "--coreset-ratio", "0.2", "--quiet"]
+from helpers import FAST
 
 
 def _box_mask(size=40, box=(6, 16)):
@@ -69,6 +67,7 @@ def test_train_shots_are_drawn_by_seed(synthetic_root):
         EvaluationOptions(train_shots=0)
 
 
+@pytest.mark.slow
 def test_cli_mask_convention_and_shots_are_recorded_and_part_of_the_resume_key(synthetic_root, tmp_path):
     out = tmp_path / "out"
     base = ["evaluate", "--data-root", str(synthetic_root), "--category", "tiny", *FAST, "--out", str(out)]

@@ -44,11 +44,12 @@ def test_adaptive_pool_matrix_matches_torch_pooling():
 
 
 @pytest.mark.parametrize("backbone,layers,dims,patch", [
-    ("resnet18", ("layer2", "layer3"), (1024, 1024), 3),
+    pytest.param("resnet18", ("layer2", "layer3"), (1024, 1024), 3, marks=pytest.mark.slow),
     ("resnet18", ("layer2", "layer3"), (256, 100), 5),
-    ("efficientnet_lite0", ("blocks.2", "blocks.4"), (1024, 384), 3),
-    ("resnet18", ("layer1", "layer2", "layer3"), (512, 300), 3),  # output windows straddle layers
-    ("resnet18", ("layer3",), (1024, 256), 1),
+    pytest.param("efficientnet_lite0", ("blocks.2", "blocks.4"), (1024, 384), 3, marks=pytest.mark.slow),
+    pytest.param("resnet18", ("layer1", "layer2", "layer3"), (512, 300), 3,  # output windows straddle layers
+                 marks=pytest.mark.slow),
+    pytest.param("resnet18", ("layer3",), (1024, 256), 1, marks=pytest.mark.slow),
 ])
 @pytest.mark.parametrize("method", ["csr", "conv"])  # conv is what CUDA runs: tested here on CPU
 def test_fused_features_equal_official_chain(backbone, layers, dims, patch, method):
@@ -67,7 +68,7 @@ def test_fused_features_equal_official_chain(backbone, layers, dims, patch, meth
     torch.testing.assert_close(features.reshape(-1, dims[1]), expected, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("patch,stride", [(3, 2), (5, 3)])
+@pytest.mark.parametrize("patch,stride", [(3, 2), pytest.param(5, 3, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("method", ["csr", "conv"])
 def test_patch_stride_equals_the_official_unfold_with_stride(patch, stride, method):
     torch.manual_seed(0)
@@ -85,6 +86,7 @@ def test_patch_stride_equals_the_official_unfold_with_stride(patch, stride, meth
     torch.testing.assert_close(features.reshape(-1, 128), expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_stride_keeps_every_sth_position_of_a_single_layer_and_stride_1_is_unchanged():
     torch.manual_seed(0)
     full = PatchFeatureExtractor("resnet18", ("layer2",), 3, 256, 128, weights="random")

@@ -22,6 +22,7 @@ def fitted(synthetic_root):
     return model
 
 
+@pytest.mark.slow
 def test_pretrained_backbone_separates_synthetic_defects(default_synthetic):
     """Embedded default dataset, offline ImageNet backbone, official 224 px geometry."""
     root, category = default_synthetic
@@ -33,6 +34,7 @@ def test_pretrained_backbone_separates_synthetic_defects(default_synthetic):
     assert row["memory_bank_size"] == int(row["num_train"] * 28 * 28 * 0.1)
 
 
+@pytest.mark.slow
 def test_predict_shapes_and_defect_maps_peak_inside_masks(fitted, synthetic_root):
     test = MVTecDataset(synthetic_root, "tiny", "test", 128, 128)
     predictions = fitted.predict_dataset(test, show_progress=False)
@@ -44,6 +46,7 @@ def test_predict_shapes_and_defect_maps_peak_inside_masks(fitted, synthetic_root
     assert np.mean(np.array(inside) > np.array(outside)) >= 0.8
 
 
+@pytest.mark.slow
 def test_save_load_predicts_bit_identically(fitted, synthetic_root, tmp_path):
     images = torch.stack([MVTecDataset(synthetic_root, "tiny", "test", 128, 128)[i]["image"] for i in (0, 5)])
     scores, maps = fitted.predict(images)
@@ -54,6 +57,7 @@ def test_save_load_predicts_bit_identically(fitted, synthetic_root, tmp_path):
     assert loaded.config == fitted.config
 
 
+@pytest.mark.slow
 def test_load_refuses_truncated_foreign_and_mismatched_files(fitted, tmp_path):
     path = fitted.save(tmp_path / "model.pt")
     data = path.read_bytes()
@@ -72,6 +76,8 @@ def test_load_refuses_truncated_foreign_and_mismatched_files(fitted, tmp_path):
         PatchCore.load(tmp_path / "other_weights.pt")
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_seeded_fit_is_deterministic_across_processes(synthetic_root, tmp_path):
     code = (
         "import sys, torch; from patchcore_lib.detectors.patchcore import PatchCore; from patchcore_lib.data import MVTecDataset\n"
@@ -110,6 +116,7 @@ def test_num_nn_larger_than_bank_is_refused(synthetic_root):
         model.fit(MVTecDataset(synthetic_root, "tiny", "train", 64, 64), show_progress=False)
 
 
+@pytest.mark.slow
 def test_seeds_change_only_the_random_parts_and_metrics_barely(synthetic_root):
     from patchcore_lib.evaluation.runner import prediction_metrics
 

@@ -3,25 +3,23 @@ import json
 
 import pytest
 
-from patchcore_lib.study.outputs import repository_root
+from helpers import NOTEBOOKS
 
 pytest.importorskip("papermill")
 
 
-def test_notebook_06_runs_and_writes_outputs(tmp_path):
+@pytest.mark.slow
+@pytest.mark.notebook
+def test_notebook_06_runs_and_writes_outputs(notebook_root, tmp_path):
     import pandas as pd
     import papermill
 
-    from patchcore_lib.data.synthetic import make_synthetic_dataset
-
-    make_synthetic_dataset(tmp_path / "data", category="tiny", n_train=8, n_test_good=3, n_test_per_defect=2,
-                           image_size=96)
-    notebook = repository_root() / "notebooks" / "06_baselines.ipynb"
+    notebook = NOTEBOOKS / "06_baselines.ipynb"
     out = tmp_path / "reports"
     # orthoad_k 300 > D = 176 channels of efficientnet_lite0 blocks.1/2/4: the notebook must skip it clearly
     papermill.execute_notebook(
         str(notebook), str(tmp_path / "out.ipynb"), cwd=str(tmp_path), progress_bar=False, kernel_name="python3",
-        parameters=dict(data_root=str(tmp_path / "data"), category="tiny", resize=96, imagesize=64,
+        parameters=dict(data_root=str(notebook_root), category="tiny", resize=96, imagesize=64,
                         methods=["patchcore", "padim", "orthoad"], orthoad_k=[16, 300], padim_d=20,
                         reports_dir=str(out), run_id="test"))  # raises PapermillExecutionError on a cell error
     folder = out / "06_baselines" / "test"

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from helpers import NOTEBOOKS
+
 papermill = pytest.importorskip("papermill")
 nbformat = pytest.importorskip("nbformat")
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 NAMES = ("01_feature_extraction", "02_coreset_ablation", "03_knn_scoring")
 EXPECTED = {
     "01_feature_extraction": ["sample_inputs.png", "layer_shapes.csv", "receptive_field.png", "receptive_field.csv",
@@ -34,13 +35,9 @@ EXTRA = {
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from patchcore_lib.data.synthetic import make_synthetic_dataset
-
+def tiny(notebook_root, tmp_path_factory):
     base = tmp_path_factory.mktemp("notebooks")
-    make_synthetic_dataset(base / "data", category="tiny", n_train=8, n_test_good=3, n_test_per_defect=2,
-                           image_size=96)
-    params = {"data_root": str(base / "data"), "category": "tiny", "resize": 64, "imagesize": 64, "device": "cpu",
+    params = {"data_root": str(notebook_root), "category": "tiny", "resize": 64, "imagesize": 64, "device": "cpu",
               "reports_dir": str(base / "reports"), "cache_dir": str(base / "cache"), "run_id": "test"}
     return base, params
 
@@ -100,6 +97,8 @@ def test_stored_notebooks_are_clean(name):
     assert nb.cells[tagged[0] + 1].source.startswith("params = validate_parameters(declared_parameters(globals()))")
 
 
+@pytest.mark.slow
+@pytest.mark.notebook
 def test_01_feature_extraction(run_01):
     metrics = check_outputs(run_01, "01_feature_extraction")["metrics"]
     assert metrics["train_images"] == 8 and metrics["test_images"] == 3 + 2 * 4
@@ -107,6 +106,8 @@ def test_01_feature_extraction(run_01):
     assert metrics["grid"] == [8, 8] and metrics["feature_dim"] == 384
 
 
+@pytest.mark.slow
+@pytest.mark.notebook
 def test_02_coreset_ablation(run_02):
     import pandas as pd
 
@@ -123,6 +124,8 @@ def test_02_coreset_ablation(run_02):
         assert summary[metric]["range"] == pytest.approx(spread[metric].max() - spread[metric].min())
 
 
+@pytest.mark.slow
+@pytest.mark.notebook
 def test_03_knn_scoring(run_03):
     import pandas as pd
 
@@ -134,6 +137,8 @@ def test_03_knn_scoring(run_03):
     assert 0 <= metrics["default"]["image_auroc"] <= 1
 
 
+@pytest.mark.slow
+@pytest.mark.notebook
 @pytest.mark.parametrize("name, bad, message", [
     ("01_feature_extraction", {"imagesize": "64"}, "notebook parameter 'imagesize' must be an integer, got str"),
     ("02_coreset_ablation", {"samplers": ["fastest"]}, "unknown sampler 'fastest'"),

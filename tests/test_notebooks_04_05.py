@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
+
+from helpers import ROOT
 
 papermill = pytest.importorskip("papermill")
 nbformat = pytest.importorskip("nbformat")
 
-ROOT = Path(__file__).resolve().parents[1]
 NB04 = ROOT / "notebooks" / "04_evaluate.ipynb"
 NB05 = ROOT / "notebooks" / "05_report.ipynb"
 
@@ -17,21 +17,11 @@ TINY = dict(resize=64, imagesize=64, coreset_ratio=0.2, seed=0, device="cpu")
 
 
 @pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory) -> Path:
-    from patchcore_lib.data.synthetic import make_synthetic_dataset
-
-    root = tmp_path_factory.mktemp("nb_data")
-    make_synthetic_dataset(root, category="tiny", kind="texture", image_size=96, n_train=8, n_test_good=3,
-                           n_test_per_defect=2, seed=0)
-    return root
-
-
-@pytest.fixture(scope="module")
-def executed_04(tiny_root, tmp_path_factory):
+def executed_04(notebook_root, tmp_path_factory):
     reports = tmp_path_factory.mktemp("reports")
     out = reports / "04.ipynb"
     papermill.execute_notebook(str(NB04), str(out), cwd=str(ROOT / "notebooks"), progress_bar=False,
-                               parameters=dict(data_root=str(tiny_root), category="tiny", reports_dir=str(reports),
+                               parameters=dict(data_root=str(notebook_root), category="tiny", reports_dir=str(reports),
                                                run_id="tiny-test", **TINY))
     return reports, out
 
@@ -62,7 +52,9 @@ def test_04_declares_the_documented_parameters():
     assert declared["backbone"] == '"efficientnet_lite0"' and declared["imagesize"] == "224"
 
 
-def test_04_writes_every_output_and_matches_the_cli(executed_04, tiny_root, tmp_path):
+@pytest.mark.slow
+@pytest.mark.notebook
+def test_04_writes_every_output_and_matches_the_cli(executed_04, notebook_root, tmp_path):
     from patchcore_lib.cli import main
 
     reports, _ = executed_04
@@ -79,7 +71,7 @@ def test_04_writes_every_output_and_matches_the_cli(executed_04, tiny_root, tmp_
     assert metrics["category"] == "tiny" and metrics["config"]["imagesize"] == 64
     # the CLI with the same settings gives the same numbers
     out = tmp_path / "cli"
-    assert main(["evaluate", "--data-root", str(tiny_root), "--category", "tiny", "--resize", "64", "--imagesize",
+    assert main(["evaluate", "--data-root", str(notebook_root), "--category", "tiny", "--resize", "64", "--imagesize",
                  "64", "--coreset-ratio", "0.2", "--device", "cpu", "--quiet", "--out", str(out)]) == 0
     cli = json.loads((out / "tiny" / "metrics.json").read_text())["row"]
     for key in ("image_auroc", "pixel_auroc", "pro"):
@@ -87,6 +79,8 @@ def test_04_writes_every_output_and_matches_the_cli(executed_04, tiny_root, tmp_
     assert metrics["memory_bank_size"] == cli["memory_bank_size"]
 
 
+@pytest.mark.slow
+@pytest.mark.notebook
 def test_05_collects_the_runs_and_writes_the_summary(executed_04):
     reports, _ = executed_04
     papermill.execute_notebook(str(NB05), str(reports / "05.ipynb"), cwd=str(ROOT / "notebooks"),
@@ -101,11 +95,13 @@ def test_05_collects_the_runs_and_writes_the_summary(executed_04):
     assert set(table["category"]) == {"tiny"} and set(table["dataset"]) == {"tiny"}
 
 
-def test_wrong_parameter_type_fails_with_a_clear_message(tiny_root, tmp_path):
+@pytest.mark.slow
+@pytest.mark.notebook
+def test_wrong_parameter_type_fails_with_a_clear_message(notebook_root, tmp_path):
     with pytest.raises(papermill.PapermillExecutionError) as info:
         papermill.execute_notebook(str(NB04), str(tmp_path / "bad.ipynb"), cwd=str(ROOT / "notebooks"),
                                    progress_bar=False,
-                                   parameters=dict(data_root=str(tiny_root), category="tiny", imagesize="abc",
+                                   parameters=dict(data_root=str(notebook_root), category="tiny", imagesize="abc",
                                                    reports_dir=str(tmp_path)))
     assert "ConfigError" in str(info.value)
     assert "notebook parameter 'imagesize' must be an integer, got str 'abc'" in str(info.value)

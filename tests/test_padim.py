@@ -82,6 +82,7 @@ def test_semi_orthogonal_projection_and_channel_subset():
         semi_orthogonal_matrix(10, 11, seed=0)
 
 
+@pytest.mark.slow
 def test_shapes_and_defects_score_higher(fitted_padim, datasets):
     model = fitted_padim
     assert model.grid == (16, 16) and model.mean.shape == (256, 40) and model.precision.shape == (256, 40, 40)
@@ -94,6 +95,7 @@ def test_shapes_and_defects_score_higher(fitted_padim, datasets):
     assert predictions.maps.shape == (len(datasets[1]), 64, 64) and "predict_seconds" in model.timings
 
 
+@pytest.mark.slow
 def test_orthoad_with_identity_projection_equals_padim_on_all_channels(datasets):
     train, test = datasets
     assert GaussianADConfig(**TINY).total_channels == 176
@@ -114,6 +116,7 @@ def test_orthoad_with_identity_projection_equals_padim_on_all_channels(datasets)
     torch.testing.assert_close(s3, s1, rtol=2e-3, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_save_load_predicts_bit_identically(datasets, tmp_path):
     for model in (PaDiM(d=30, **TINY), OrthoAD(k=20, **TINY)):
         model.fit(datasets[0], show_progress=False)
@@ -127,6 +130,7 @@ def test_save_load_predicts_bit_identically(datasets, tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
 
 
+@pytest.mark.slow
 def test_load_refuses_missing_truncated_foreign_and_mismatched_files(fitted_padim, datasets, tmp_path):
     path = fitted_padim.save(tmp_path / "padim.pt")
     with pytest.raises(ModelFileError, match="nothing.pt does not exist"):
@@ -157,6 +161,7 @@ def test_load_refuses_missing_truncated_foreign_and_mismatched_files(fitted_padi
         PaDiM.load(tmp_path / "other_weights.pt")
 
 
+@pytest.mark.slow
 def test_seeded_fit_is_deterministic(datasets):
     images = _images(datasets[1])
     runs = []

@@ -15,21 +15,18 @@ from patchcore_lib.errors import ConfigError
 from patchcore_lib.paper import ablations as pa
 from patchcore_lib.study import paper_experiments as pe
 from patchcore_lib.study.params import config_from_params, validate_parameters
+from helpers import NOTEBOOKS
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "07_paper_experiments.ipynb"
+NOTEBOOK = NOTEBOOKS / "07_paper_experiments.ipynb"
 OUTPUTS = ["backbone_imagesize.csv", "backbone_imagesize_vs_paper.csv", "backbone_imagesize.png", "few_shot_runs.csv",
            "few_shot_summary.csv", "few_shot_vs_paper.csv", "few_shot.png", "search_time.csv",
            "search_time_vs_paper.csv", "search_time.png", "metrics.json"]
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from patchcore_lib.data.synthetic import make_synthetic_dataset
-
+def tiny(notebook_root, tmp_path_factory):
     base = tmp_path_factory.mktemp("nb07")
-    make_synthetic_dataset(base / "data", category="tiny", n_train=8, n_test_good=3, n_test_per_defect=2,
-                           image_size=96)
-    params = {"data_root": str(base / "data"), "category": "tiny", "backbone": "efficientnet_lite0",
+    params = {"data_root": str(notebook_root), "category": "tiny", "backbone": "efficientnet_lite0",
               "resize": 64, "imagesize": 64, "crop": "none", "coreset_ratio": 0.25, "device": "cpu",
               "reports_dir": str(base / "reports"), "cache_dir": str(base / "cache"), "run_id": "test"}
     return base, params
@@ -82,6 +79,7 @@ def test_few_shot_draw_is_seeded_and_distinct():
     assert pe.draw_shots(8, 9, 0) is None
 
 
+@pytest.mark.slow
 def test_few_shot_table_skips_large_shots_and_summarises(section_1):
     _, _, kept = section_1
     table = pe.few_shot_table(kept, [1, 3, 20], [0, 1], ratio=0.5, full_ratio=0.25)
@@ -104,6 +102,7 @@ def test_few_shot_table_skips_large_shots_and_summarises(section_1):
     assert (shown.source.str.startswith(pa.FEW_SHOT_S5.source)).sum() == 8
 
 
+@pytest.mark.slow
 def test_search_table_rows_and_small_bank_note(section_1):
     _, _, kept = section_1
     table = pe.search_table(kept, [0.6, 0.1], ["exact", "ivfpq"])
@@ -156,6 +155,8 @@ def test_bad_list_parameter_is_a_config_error():
         validate_parameters({"shots": []})
 
 
+@pytest.mark.slow
+@pytest.mark.notebook
 def test_notebook_runs_on_the_synthetic_set(tiny, section_1):
     papermill = pytest.importorskip("papermill")
     base, params = tiny

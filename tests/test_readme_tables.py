@@ -12,8 +12,8 @@ import pytest
 
 from patchcore_lib.study import readme, report
 from patchcore_lib.study.evaluate import setting_name
+from helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 README_MAX_LINES = 150
 
 

@@ -20,8 +20,7 @@ from patchcore_lib.detectors.patchcore import MODEL_FORMAT
 from patchcore_lib.errors import ModelFileError, OutputError
 from patchcore_lib.evaluation.runner import evaluate
 from patchcore_lib.utils.integrity import seal
-
-FAST = dict(backbone="resnet18", weights="random", resize=64, imagesize=64, coreset_ratio=0.2)
+from helpers import FAST_KWARGS as FAST
 
 
 @pytest.fixture(autouse=True)
@@ -227,6 +226,8 @@ def test_outputs_are_created_with_the_users_umask(synthetic_root, tmp_path):
 
 
 # --- case 5: the study's skip cache keys on the data --------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.notebook
 def test_study_reruns_a_notebook_when_its_data_changes(synthetic_root, tmp_path):
     pytest.importorskip("papermill")
     import nbformat

@@ -15,15 +15,13 @@ from patchcore_lib.cli import main
 from patchcore_lib.data.download import download_mvtec
 from patchcore_lib.errors import ConfigError, DatasetError
 from patchcore_lib.study import engine as runner
+from helpers import FAST
 from test_download import ARCHIVE_NAME, FILES, _make_archive, server  # noqa: F401  (fixture)
 
-FAST = ["--backbone", "resnet18", "--weights", "random", "--resize", "64", "--imagesize", "64",
-        "--coreset-ratio", "0.2", "--quiet"]
 
-
-def _start(args: list[str], cwd: Path | None = None) -> subprocess.Popen:
+def _start(args: list[str], cwd: Path | None = None, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=cwd, start_new_session=True)
+                            cwd=cwd, env=env, start_new_session=True)
 
 
 def _wait_for(path: Path, seconds: float = 240) -> None:
@@ -34,13 +32,10 @@ def _wait_for(path: Path, seconds: float = 240) -> None:
 
 
 # --- case 14: SIGTERM, stale temporaries, early Ctrl-C, the study's Ctrl-C --------------------------------------
-def test_sigterm_is_one_line_keeps_finished_work_and_leaves_no_temporaries(tmp_path):
-    from patchcore_lib.data.synthetic import make_synthetic_dataset
-
-    root = tmp_path / "data"
-    for index, name in enumerate(("cat_a", "cat_b", "cat_c")):
-        make_synthetic_dataset(root, category=name, n_train=6, n_test_good=2, n_test_per_defect=1, image_size=64,
-                               seed=index)
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_sigterm_is_one_line_keeps_finished_work_and_leaves_no_temporaries(three_categories_root, tmp_path):
+    root = three_categories_root
     out = tmp_path / "out"
     process = _start(["patchcore_lib", "evaluate", "--data-root", str(root), "--category", "cat_a", "--category",
                       "cat_b", "--category", "cat_c", *FAST, "--out", str(out)])
@@ -64,16 +59,21 @@ def test_stale_temporaries_of_a_killed_run_are_removed_by_the_next_run(synthetic
     assert not any(p.exists() for p in stale) and mine.exists()
 
 
+@pytest.mark.subprocess
 def test_early_ctrl_c_is_one_line(tmp_path):
+    ready = tmp_path / "ready"  # created by the child once its start-up handlers are in place, before torch loads
     process = _start(["patchcore_lib", "evaluate", "--data-root", str(tmp_path), "--category", "x",
-                      "--out", str(tmp_path / "out")])
-    time.sleep(0.3)  # while torch is being imported
+                      "--out", str(tmp_path / "out")], env={**os.environ, "PATCHCORE_READY_FILE": str(ready)})
+    _wait_for(ready, seconds=120)  # then torch is being imported
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
+@pytest.mark.notebook
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_interrupting_the_study_is_one_line_without_the_kernels_traceback(tmp_path, signum):
     pytest.importorskip("papermill")
@@ -84,7 +84,9 @@ def test_interrupting_the_study_is_one_line_without_the_kernels_traceback(tmp_pa
     notebooks.mkdir()
     params = new_code_cell('category = ""\nreports_dir = None')
     params.metadata["tags"] = ["parameters"]
-    nbformat.write(new_notebook(cells=[params, new_code_cell("import time\nfor _ in range(3000): time.sleep(0.1)")],
+    running = tmp_path / "cell_running"  # created by the cell when it starts
+    cell = f"import pathlib, time\npathlib.Path({str(running)!r}).touch()\nfor _ in range(3000): time.sleep(0.1)"
+    nbformat.write(new_notebook(cells=[params, new_code_cell(cell)],
                                 metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
                                                          "language": "python"}}), str(notebooks / "01_slow.ipynb"))
     reports = tmp_path / "reports"
@@ -94,7 +96,7 @@ def test_interrupting_the_study_is_one_line_without_the_kernels_traceback(tmp_pa
     process = _start(["patchcore_lib.study", "--data-root", str(data), "--categories", "c1", "--notebooks-dir",
                       str(notebooks), "--reports-dir", str(reports), "--cluster", "none"], cwd=tmp_path)
     _wait_for(reports / "executed" / "01_slow-c1.ipynb")
-    time.sleep(3)  # the cell is running
+    _wait_for(running)  # the cell is running
     os.killpg(process.pid, signum)  # Ctrl-C in a terminal reaches the whole foreground process group
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 128 + signum, stderr

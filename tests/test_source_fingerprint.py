@@ -7,8 +7,7 @@ import nbformat
 
 from patchcore_lib.study.engine import keys as run_keys
 from patchcore_lib.utils.source_fingerprint import code_fingerprint, import_closure, imported_names
-
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+from helpers import NOTEBOOKS
 
 
 def _package(root: Path) -> None:

@@ -20,8 +20,8 @@ from patchcore_lib.study.engine import cluster as cl  # noqa: E402
 from patchcore_lib.study import engine as runner
 from patchcore_lib.study.engine import sweep  # noqa: E402
 from patchcore_lib.study.engine.tasks import write_task_files  # noqa: E402
+from helpers import ROOT  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = {"resize": 64, "imagesize": 64, "coreset_ratio": 0.2, "device": "cpu"}
 
 
@@ -33,16 +33,6 @@ def scheduler():
         yield local.scheduler_address
     finally:
         local.close()
-
-
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory) -> Path:
-    from patchcore_lib.data.synthetic import make_synthetic_dataset
-
-    root = tmp_path_factory.mktemp("cluster_data")
-    make_synthetic_dataset(root, category="tiny", kind="texture", image_size=96, n_train=8, n_test_good=3,
-                           n_test_per_defect=2, seed=0)
-    return root
 
 
 def _leftovers(folder: Path) -> list[Path]:
@@ -71,10 +61,13 @@ def test_task_files_cannot_leave_the_reports_folder(tmp_path):
     assert not (tmp_path.parent / "escape.txt").exists()
 
 
-def test_quick_study_on_two_workers_matches_in_process_and_locks_its_folder(scheduler, tiny_root, tmp_path):
+@pytest.mark.slow
+@pytest.mark.subprocess
+@pytest.mark.notebook
+def test_quick_study_on_two_workers_matches_in_process_and_locks_its_folder(scheduler, notebook_root, tmp_path):
     preset = runner.load_preset(ROOT / "params" / "quick.yaml")
     preset["parameters"].update(TINY)
-    kwargs = dict(categories=["tiny"], data_root=str(tiny_root), only=["04", "05"], log=lambda line: None)
+    kwargs = dict(categories=["tiny"], data_root=str(notebook_root), only=["04", "05"], log=lambda line: None)
     runner.run_study(preset, reports_dir=tmp_path / "none", cluster="none", **kwargs)
 
     lines: list[str] = []
@@ -136,15 +129,22 @@ from pathlib import Path
 out = Path(reports_dir) / "slow" / category
 out.mkdir(parents=True, exist_ok=True)
 (out / "metrics.json").write_text(f"started {os.getpid()}")
+if started:  # the test's signal: the kernel is up and about to sleep
+    Path(started, category).touch()
 time.sleep(seconds)
 (out / "metrics.json").write_text(f"complete {category}")
 """
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
+@pytest.mark.notebook
 def test_killed_worker_loses_nothing(scheduler, tmp_path):
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()
-    _write_notebook(notebooks / "01_slow.ipynb", 'category = ""\nreports_dir = None\nseconds = 1.0', SLOW)
+    started = tmp_path / "started"  # the slow notebook creates started/<category> before it sleeps
+    started.mkdir()
+    _write_notebook(notebooks / "01_slow.ipynb", 'category = ""\nreports_dir = None\nseconds = 1.0\nstarted = ""', SLOW)
     _write_notebook(notebooks / "05_report.ipynb", "reports_dir = None\ncategories = []",
                     "from pathlib import Path\n"
                     "slow = Path(reports_dir) / 'slow'\n"
@@ -159,8 +159,8 @@ def test_killed_worker_loses_nothing(scheduler, tmp_path):
 
     def study() -> None:
         try:
-            runner.run_study({"name": "slow", "parameters": {"seconds": 8.0}}, categories=["a", "b"],
-                             data_root=str(data),
+            runner.run_study({"name": "slow", "parameters": {"seconds": 8.0, "started": str(started)}},
+                             categories=["a", "b"], data_root=str(data),
                              reports_dir=reports, notebooks_dir=notebooks, cluster=scheduler,
                              log=lambda line: lines.append(f"{time.time() - t0:6.1f} s {line}"))
         except BaseException as exc:  # reported below
@@ -177,7 +177,8 @@ def test_killed_worker_loses_nothing(scheduler, tmp_path):
             victim = busy[0] if busy else None
             time.sleep(0.1)
         assert victim is not None, "the slow task never started"
-        time.sleep(3.0)  # the kernel is up and sleeping in the middle of the notebook
+        while not (started / "a").exists() and time.time() < deadline:
+            time.sleep(0.05)  # until the kernel is up and sleeping in the middle of the notebook
         assert any("01_slow-a" in str(k) for k in client.processing()[victim]), "the task finished too early"
         os.kill(pids[victim], signal.SIGKILL)
         lines.append(f"{time.time() - t0:6.1f} s killed {victim}")
@@ -201,10 +202,12 @@ def _tiny_sweep(root: Path, results: Path) -> dict:
     return sweep.load_sweep(path)
 
 
-def test_sweep_on_two_workers_matches_in_process_and_resumes(scheduler, tiny_root, tmp_path):
-    local = sweep.run_sweep(_tiny_sweep(tiny_root, tmp_path / "none" / "results.csv"), cluster="none",
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_sweep_on_two_workers_matches_in_process_and_resumes(scheduler, notebook_root, tmp_path):
+    local = sweep.run_sweep(_tiny_sweep(notebook_root, tmp_path / "none" / "results.csv"), cluster="none",
                             log=lambda line: None)
-    spec = _tiny_sweep(tiny_root, tmp_path / "dask" / "results.csv")
+    spec = _tiny_sweep(notebook_root, tmp_path / "dask" / "results.csv")
     lines: list[str] = []
     table = sweep.run_sweep(spec, cluster=scheduler, log=lines.append)
     assert len(table) == len(local) == 2 and set(table["point"]) == set(local["point"])

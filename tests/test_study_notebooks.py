@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
 import pytest
 
+import helpers
+
 nbformat = pytest.importorskip("nbformat")
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+NOTEBOOKS = sorted(helpers.NOTEBOOKS.glob("*.ipynb"))
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -25,6 +26,6 @@ def test_notebook_is_thin_and_clean(path):
             assert not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)), \
                 f"{path.name} defines {type(node).__name__} in:\n{cell.source}"
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("patchcore_lib"):
-                assert node.module.split(".")[1] in ("study", "data", "detectors", "evaluation"), node.module
+                assert node.module.split(".")[1] in ("study", "data", "detectors", "evaluation", "paper"), node.module
     source = "\n".join(cell.source for cell in code)
     assert "validate_parameters(" in source

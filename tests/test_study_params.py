@@ -14,8 +14,9 @@ from patchcore_lib.study.params import (NON_EMPTY, StudyParameters, check_parame
                                         validate_parameters)
 from patchcore_lib.study.engine import notebook_parameters
 from patchcore_lib.utils.schema import choices_of, default_of, schema_fields
+import helpers
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+NOTEBOOKS = sorted(helpers.NOTEBOOKS.glob("*.ipynb"))
 
 
 def test_each_name_is_checked_by_its_one_declaration():

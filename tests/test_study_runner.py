@@ -16,8 +16,7 @@ from patchcore_lib.study import engine as runner
 from patchcore_lib.study.engine import keys as run_keys  # noqa: E402
 from patchcore_lib.study.params import check_parameters, config_from_params  # noqa: E402
 from patchcore_lib.errors import ConfigError, DatasetError  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT  # noqa: E402
 
 
 def _write_notebook(path: Path, parameters: str, body: str) -> Path:
@@ -75,6 +74,8 @@ def _fake_data(tmp_path: Path) -> str:
     return str(tmp_path / "data")
 
 
+@pytest.mark.slow
+@pytest.mark.notebook
 def test_runner_skips_complete_runs_and_renders_html(tiny_study, tmp_path):
     notebooks, reports = tiny_study
     data = _fake_data(tmp_path)
@@ -123,6 +124,7 @@ def test_runner_skips_complete_runs_and_renders_html(tiny_study, tmp_path):
     assert [r.status for r in runs] == ["done"]
 
 
+@pytest.mark.notebook
 def test_failed_notebook_is_reported_and_not_marked_done(tmp_path):
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()
@@ -249,6 +251,8 @@ def test_presets_load_and_validate(name):
         assert {(m.resize, m.imagesize, m.coreset_ratio) for m in ensemble.members} == {(366, 320, 0.01)}
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_module_entry_point_shows_help():
     result = subprocess.run([sys.executable, "-m", "patchcore_lib.study", "--help"], capture_output=True, text=True,
                             cwd=ROOT, timeout=120)

@@ -3,6 +3,7 @@ temporary files are removed by the ``finally`` blocks on the way out, finished w
 one line instead of a traceback."""
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -53,7 +54,10 @@ def _quiet_exit(signum: int, frame: Any) -> None:
 
 def quiet_interrupts_at_startup() -> None:
     """SIGINT/SIGTERM before a command's own handling starts (while torch is imported): one line, exit
-    128 + signum. Installed by the package only when run as ``python -m patchcore_lib...``."""
+    128 + signum. Installed by the package only when run as ``python -m patchcore_lib...``. With
+    ``PATCHCORE_READY_FILE`` set, that file is created once they are installed (a readiness signal for tests)."""
     if threading.current_thread() is threading.main_thread():
         for s in _SIGNALS:
             signal.signal(s, _quiet_exit)
+        if os.environ.get("PATCHCORE_READY_FILE"):
+            open(os.environ["PATCHCORE_READY_FILE"], "w").close()
