@@ -105,3 +105,30 @@ def test_json_values_round_trip(tmp_path, value):
     store.save("v", "k", value)
     record = store.record("v", "k")
     assert record is not None and record["value"] == value
+
+
+def test_file_parameter_is_content_for_files_and_the_value_otherwise(tmp_path):
+    from patchcore_lib.utils.store import file_parameter
+
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"1")
+    assert file_parameter(str(weights)) == path_fingerprint(weights) and str(tmp_path) not in file_parameter(str(weights))
+    assert file_parameter("random") == "random" and file_parameter(None) is None
+
+
+@pytest.mark.slow
+def test_evaluation_is_redone_when_the_weights_file_changes_at_the_same_path(synthetic_root, tmp_path, capsys):
+    import torchvision
+
+    from patchcore_lib.detectors import PatchCore
+    from patchcore_lib.evaluation import evaluate
+
+    weights = tmp_path / "resnet18.pth"
+    runs = []
+    for seed in (0, 0, 1):
+        torch.manual_seed(seed)
+        torch.save(torchvision.models.resnet18().state_dict(), weights)
+        model = PatchCore(backbone="resnet18", weights=str(weights), resize=64, imagesize=64, coreset_ratio=0.2)
+        evaluate(model, synthetic_root, ["tiny"], tmp_path / "out", show_progress=False)
+        runs.append("already done" in capsys.readouterr().err)
+    assert runs == [False, True, False]  # same weights reused; other weights at the same path recomputed

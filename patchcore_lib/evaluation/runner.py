@@ -11,8 +11,9 @@ Output directory layout::
 Every file is written atomically; a category is not computed again (resume after interruption) when the store
 of the folder (``out/.store``, :mod:`patchcore_lib.utils.store`) holds its record under the same key (this code,
 the configuration with a weights file by its content, the evaluation options, layout, the data's content) and
-its outputs (``scores.csv``, ``metrics.json``, ``model.pt`` when a model is asked for) are those it recorded. A recomputed category without ``save_model`` loses an older ``model.pt``: no model of another
-configuration stays beside new metrics. A lock file refuses a second study writing into the same directory at
+its outputs (``scores.csv``, ``metrics.json``, ``model.pt`` when a model is asked for) are those it recorded.
+A recomputed category without ``save_model`` loses an older ``model.pt``: no model of another configuration
+stays beside new metrics. A lock file refuses a second study writing into the same directory at
 the same time. Outputs never go inside the data root.
 """
 from __future__ import annotations
@@ -35,7 +36,7 @@ from patchcore_lib.evaluation.provenance import config_hash, faiss_info, git_com
 from patchcore_lib.version import __version__
 from patchcore_lib.errors import OutputError
 from patchcore_lib.utils.files import atomic_write_text, check_writable_dir, output_lock
-from patchcore_lib.utils.store import Store, content_key, path_fingerprint
+from patchcore_lib.utils.store import Store, content_key, file_parameter
 from patchcore_lib.utils.source_fingerprint import code_fingerprint
 from patchcore_lib.evaluation.metrics import (anomaly_pixel_auroc, anomaly_pro_score, image_auroc,
                                               per_defect_image_auroc, pixel_auroc, pro_score)
@@ -204,8 +205,8 @@ def evaluation_key(config: Any, options: EvaluationOptions, category: str, layou
     """The store key of one evaluated category: this code, the detector's configuration (a weights file by its
     content), the evaluation options, the category and its layout, and the content of its data."""
     settings = config.to_dict()
-    if settings.get("weights") not in (None, "", "random") and Path(str(settings["weights"])).exists():
-        settings["weights"] = path_fingerprint(settings["weights"])
+    if "weights" in settings:
+        settings["weights"] = file_parameter(settings["weights"])
     return content_key(EVALUATION, code=evaluation_code(), data=fingerprint,
                        params={"config": settings, "evaluation": options.to_dict(), "category": category,
                                "layout": layout})

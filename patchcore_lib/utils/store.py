@@ -63,6 +63,14 @@ def path_fingerprint(path: str | os.PathLike | None) -> str:
     return "missing"
 
 
+def file_parameter(value: Any) -> Any:
+    """A parameter that may name a file (e.g. ``weights``) as it enters a key: the content fingerprint of the
+    file or folder it names (:func:`path_fingerprint`), else the value itself (``None``, ``"random"``)."""
+    if isinstance(value, str) and value and Path(value).expanduser().exists():
+        return path_fingerprint(value)
+    return value
+
+
 def default_store_root() -> Path:
     """The store of results not tied to an output folder (features, ablation rows):
     ``$PATCHCORE_CACHE/store`` (default ``~/.cache/patchcore_lib/store``)."""

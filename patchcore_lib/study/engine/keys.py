@@ -21,7 +21,7 @@ import nbformat
 from patchcore_lib.data import dataset_fingerprint, resolve_data_root
 from patchcore_lib.study.engine.plan import Run
 from patchcore_lib.utils.source_fingerprint import code_fingerprint, imported_names, library_modules
-from patchcore_lib.utils.store import content_key, path_fingerprint
+from patchcore_lib.utils.store import content_key, file_parameter
 
 #: the modules that execute a notebook and write its outputs (part of every run's code)
 TASK_MODULES = ("patchcore_lib.study.engine.tasks",)
@@ -50,9 +50,8 @@ def key_parameters(params: dict[str, Any]) -> dict[str, Any]:
     :data:`FILE_PARAMETERS` value by its content."""
     out = {k: v for k, v in params.items() if k not in LOCATION_PARAMETERS}
     for name in FILE_PARAMETERS:
-        value = out.get(name)
-        if isinstance(value, str) and value not in ("", "random", "imagenet") and Path(value).expanduser().exists():
-            out[name] = path_fingerprint(value)
+        if name in out:
+            out[name] = file_parameter(out[name])
     return out
 
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import yaml
 
@@ -12,25 +12,36 @@ from patchcore_lib.errors import ConfigError, DatasetError
 from patchcore_lib.study.outputs import default_reports_dir, repository_root
 
 
+#: the keys a study preset may hold
+PRESET_KEYS = ("name", "description", "data_root", "categories", "parameters", "notebook_parameters",
+               "category_parameters", "notebooks", "reports_dir")
+
+
+def read_yaml_mapping(path: str | Path, what: str, known: Iterable[str]) -> dict[str, Any]:
+    """A YAML file holding a mapping with only the ``known`` keys; one ConfigError naming ``what``, the file and
+    the key at fault otherwise."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {path} must be a mapping, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(f"{what} {path}: unknown keys {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return data
+
+
 def load_preset(path: str | Path) -> dict[str, Any]:
     """Read a study preset (YAML): ``data_root``, ``categories``, ``parameters`` (for every notebook that
     declares them), ``notebook_parameters`` (``{notebook-prefix: {name: value}}``), ``category_parameters``
     (``{category: {parameters: {...}, notebook_parameters: {...}}}``, applied last), optional ``notebooks`` and
     ``reports_dir`` (relative to the checkout; default ``reports/<name>``, see :func:`preset_reports_dir`)."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except OSError as exc:
-        raise ConfigError(f"cannot read study preset {path}: {exc.strerror or exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"study preset {path} is not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"study preset {path} must be a mapping, got {type(data).__name__}")
-    known = {"name", "description", "data_root", "categories", "parameters", "notebook_parameters",
-             "category_parameters", "notebooks", "reports_dir"}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"study preset {path}: unknown keys {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    data = read_yaml_mapping(path, "study preset", PRESET_KEYS)
     data.setdefault("name", path.stem)
     data["data_root"] = data.get("data_root") or ""
     data["categories"] = list(data.get("categories") or [])

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import pandas as pd
-import yaml
 
 from patchcore_lib.data import dataset_fingerprint, ensure_default_dataset
 from patchcore_lib.detectors import PatchCoreConfig, make_detector
@@ -34,10 +33,11 @@ from patchcore_lib.evaluation import evaluate_category
 from patchcore_lib.evaluation.runner import evaluation_code
 from patchcore_lib.study.engine.cluster import (NONE, Unit, add_cluster_options, cluster_has_gpus, open_client,
                                                 resolve_cluster, run_units)
+from patchcore_lib.study.engine.presets import read_yaml_mapping
 from patchcore_lib.study.engine.tasks import apply_task_threads, worker_identity
 from patchcore_lib.study.outputs import default_reports_dir
 from patchcore_lib.utils.files import atomic_write_text, output_lock
-from patchcore_lib.utils.store import Store, content_key, path_fingerprint
+from patchcore_lib.utils.store import Store, content_key, file_parameter
 from patchcore_lib.utils.schema import schema_fields
 
 SWEEP_KEYS = ("name", "description", "data_root", "categories", "parameters", "grid", "results")
@@ -51,17 +51,7 @@ SWEEP_POINT = "sweep_point"
 def load_sweep(path: str | Path) -> dict[str, Any]:
     """Read and check a sweep file; ConfigError naming the file and the key or value at fault."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except OSError as exc:
-        raise ConfigError(f"cannot read sweep file {path}: {exc.strerror or exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"sweep file {path} is not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"sweep file {path} must be a mapping, got {type(data).__name__}")
-    unknown = sorted(set(data) - set(SWEEP_KEYS))
-    if unknown:
-        raise ConfigError(f"sweep file {path}: unknown keys {', '.join(unknown)}; known: {', '.join(SWEEP_KEYS)}")
+    data = read_yaml_mapping(path, "sweep file", SWEEP_KEYS)
     fields = schema_fields(PatchCoreConfig)
     sweep = {"name": data.get("name") or path.stem, "data_root": data.get("data_root") or "",
              "categories": list(data.get("categories") or []), "parameters": dict(data.get("parameters") or {}),
@@ -103,8 +93,8 @@ def point_key(category: str, data_root: str, config: dict[str, Any]) -> str:
     """The store key of a point's result: the evaluation code, the category, every setting but the device (a
     weights file by its content) and the content of the category's data (never the data root's path)."""
     settings = {k: v for k, v in config.items() if k != "device"}
-    if settings.get("weights") not in (None, "", "random") and Path(str(settings["weights"])).exists():
-        settings["weights"] = path_fingerprint(settings["weights"])
+    if "weights" in settings:
+        settings["weights"] = file_parameter(settings["weights"])
     root, name = dataset_of(data_root, category)
     return content_key(SWEEP_POINT, code=evaluation_code(), params={"category": category, "config": settings},
                        data=dataset_fingerprint(root, name))
