@@ -96,13 +96,13 @@ def _write_scores(path: Path, predictions: Predictions) -> None:
 
 def evaluate_category(detector: Detector, data_root: str | Path, category: str, out_dir: str | Path | None = None,
                       save_model: bool = False, show_progress: bool = True, run_id: str = "",
-                      layout: str = "auto", options: EvaluationOptions | None = None
-                      ) -> tuple[dict[str, Any], Predictions]:
+                      layout: str = "auto", options: EvaluationOptions | None = None,
+                      fingerprint: str | None = None) -> tuple[dict[str, Any], Predictions]:
     """Fit ``detector`` on the category's nominal training images (``options.train_shots`` of them when set),
     predict the test split (masks by ``options.mask_convention``), compute metrics; write ``scores.csv``,
-    ``metrics.json`` (and ``model.pt``) under ``out_dir/category`` when given. ``layout``: a registered
-    dataset layout, or "auto" (detected). Without masks (folder layout) the pixel metrics are NaN and the
-    row's ``note`` says why."""
+    ``metrics.json`` (and ``model.pt``) under ``out_dir/category`` when given, recorded under the data's content
+    ``fingerprint`` (taken here, before scoring, when not given). ``layout``: a registered dataset layout, or
+    "auto" (detected). Without masks (folder layout) the pixel metrics are NaN and the row's ``note`` says why."""
     config = detector.config
     options = options or EvaluationOptions()
     layout = resolve_layout(data_root, category, layout)
@@ -111,7 +111,8 @@ def evaluate_category(detector: Detector, data_root: str | Path, category: str, 
     test = open_split(data_root, category, "test", config.resize, config.imagesize, layout=layout,
                       mask_convention=options.mask_convention, crop=config.crop)
     method = method_name(detector)
-    fingerprint = dataset_fingerprint(data_root, category)  # before scoring: data edited meanwhile is not "done"
+    if out_dir is not None and fingerprint is None:  # before scoring: data edited meanwhile is not "done"
+        fingerprint = dataset_fingerprint(data_root, category)
     detector.fit(train, show_progress=show_progress)
     predictions = detector.predict_dataset(test, show_progress=show_progress)
     has_masks = bool(getattr(test, "has_masks", True))
@@ -264,7 +265,8 @@ def evaluate(detector: Detector, data_root: str | Path, categories: Sequence[str
                     rows.append(done)
                 else:
                     row, _ = evaluate_category(detector, data_root, category, out, save_model, show_progress, run_id,
-                                               layout=layouts[category], options=options)
+                                               layout=layouts[category], options=options,
+                                               fingerprint=fingerprints[category])
                     rows.append(row)
                 # run record and table only once a category is finished: a failed run leaves no result files
                 atomic_write_text(out / "run.json", json.dumps(run_info, indent=2))

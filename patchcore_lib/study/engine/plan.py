@@ -22,6 +22,7 @@ class Run:
     html: Path                     # its rendering
     data_root: str = ""
     uses_cache: bool = False       # declares ``cache_dir``: reads the feature store another run may fill
+    is_report: bool = False        # summarises every other run (:func:`is_report`): runs once, last
     key: str = ""                  # the store key (:func:`~patchcore_lib.study.engine.keys.assign_keys`)
     inputs: dict[str, Any] = field(default_factory=dict)  # what the key covers, recorded beside the result
     status: str = "planned"        # planned, done, skipped or failed
@@ -35,16 +36,11 @@ class Run:
         """``<notebook stem>[-<category>]``: the run's slot in the store and its output file names."""
         return self.ipynb.stem
 
-    @property
-    def is_report(self) -> bool:
-        """A report notebook summarises every other run: it runs once, last."""
-        return self.category is None and is_report(self.notebook)
-
-
-def is_report(notebook: Path) -> bool:
+def is_report(notebook: Path, declared: dict[str, str] | None = None) -> bool:
     """A report notebook (``05_report``) declares the ``categories`` it summarises and no ``category``: it
-    reads every other run's outputs, so it runs once, after them."""
-    declared = notebook_parameters(notebook)
+    reads every other run's outputs, so it runs once, after them. ``declared``: its parameters, when already
+    read (:func:`notebook_parameters`)."""
+    declared = notebook_parameters(notebook) if declared is None else declared
     return "categories" in declared and "category" not in declared
 
 
@@ -120,5 +116,6 @@ def plan_runs(preset: dict[str, Any], notebooks: Sequence[Path], categories: Seq
             params = {k: v for k, v in params.items() if k in declared}
             stem = f"{notebook.stem}-{category}" if category is not None else notebook.stem
             runs.append(Run(notebook, category, params, executed / f"{stem}.ipynb", executed / f"{stem}.html",
-                            data_root=params.get("data_root", data_root) or "", uses_cache="cache_dir" in declared))
+                            data_root=params.get("data_root", data_root) or "", uses_cache="cache_dir" in declared,
+                            is_report=is_report(notebook, declared)))
     return runs

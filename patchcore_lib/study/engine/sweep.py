@@ -89,15 +89,14 @@ class SweepPoint:
         return f"{self.category} " + " ".join(f"{k}={v}" for k, v in self.grid.items())
 
 
-def point_key(category: str, data_root: str, config: dict[str, Any]) -> str:
+def point_key(category: str, data_fingerprint: str, config: dict[str, Any]) -> str:
     """The store key of a point's result: the evaluation code, the category, every setting but the device (a
-    weights file by its content) and the content of the category's data (never the data root's path)."""
+    weights file by its content) and the content fingerprint of the category's data (never the data root's path)."""
     settings = {k: v for k, v in config.items() if k != "device"}
     if "weights" in settings:
         settings["weights"] = file_parameter(settings["weights"])
-    root, name = dataset_of(data_root, category)
     return content_key(SWEEP_POINT, code=evaluation_code(), params={"category": category, "config": settings},
-                       data=dataset_fingerprint(root, name))
+                       data=data_fingerprint)
 
 
 def plan_points(sweep: dict[str, Any]) -> list[SweepPoint]:
@@ -106,6 +105,7 @@ def plan_points(sweep: dict[str, Any]) -> list[SweepPoint]:
     names = list(sweep["grid"])
     points = []
     for category in sweep["categories"]:
+        fingerprint = dataset_fingerprint(*dataset_of(sweep["data_root"], category))  # once per category
         for values in itertools.product(*(sweep["grid"][n] for n in names)):
             grid = dict(zip(names, values))
             settings = {**sweep["parameters"], **grid}
@@ -115,7 +115,7 @@ def plan_points(sweep: dict[str, Any]) -> list[SweepPoint]:
             except (TypeError, PatchCoreError) as exc:
                 raise ConfigError(f"sweep point {category} {grid}: {exc}") from exc
             config["device"] = device
-            points.append(SweepPoint(point_key(category, sweep["data_root"], config), category,
+            points.append(SweepPoint(point_key(category, fingerprint, config), category,
                                      sweep["data_root"], grid, config))
     return points
 
