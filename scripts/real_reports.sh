@@ -35,9 +35,9 @@ variant bottle_D1024_masks-official "$MVTEC" bottle $D1024 --mask-convention off
 # one made by other code is measured again (the variants above resume on the evaluation's own code fingerprint).
 CODE=$($PY -m patchcore_lib.utils.source_fingerprint patchcore_lib.cli benchmarks.reweighted_distances)
 current() { [ -f "$1" ] && [ "$FORCE" != --force ] && $PY -c \
-    'import json, sys; sys.exit(json.load(open(sys.argv[1])).get("code") != sys.argv[2])' "$1" "$CODE"; }
+    'import json, sys; sys.exit(json.load(open(sys.argv[1])).get("code") != sys.argv[2])' "$1" "${2:-$CODE}"; }
 stamp() { $PY -c 'import json, sys; d = json.load(open(sys.argv[1])); d["code"] = sys.argv[2]
-open(sys.argv[1], "w").write(json.dumps(d, indent=2) + "\n")' "$1" "$CODE"; }
+open(sys.argv[1], "w").write(json.dumps(d, indent=2) + "\n")' "$1" "${2:-$CODE}"; }
 # Eq. 7 under both search distances on one memory bank of the magnetic tiles (defaults: 10% coreset)
 check=reports/variants/reweighted_distances-magnetic_tile.json
 if ! current "$check"; then
@@ -48,17 +48,24 @@ if ! current "$check"; then
   stamp "$check.tmp" && mv "$check.tmp" "$check"
   rm -rf "$work"
 fi
-# the inspection line (fit with a calibrated threshold, predict, ONNX export; Eq. 7 check) on both datasets
+# the inspection line (fit with a calibrated threshold, predict, ONNX export; Eq. 7 check) on both datasets, each
+# with the study's headline model settings of its category (declared once, in params/real_reports.yaml)
 mkdir -p reports/inspection_line
 for pair in "$MVTEC bottle" "$TILES magnetic_tile"; do
   set -- $pair
   record=reports/inspection_line/$2.json
-  if ! current "$record"; then
-    work=$(mktemp -d)
-    PATH="$(dirname "$PY"):$PATH" bash scripts/measure_inspection_line.sh "$1" "$2" "$work" > "$work.log" 2>&1
-    cp "$work/summary.json" "$record.tmp" && stamp "$record.tmp" && mv "$record.tmp" "$record"
-    rm -rf "$work" "$work.log"
+  work=$(mktemp -d)
+  $PY -m patchcore_lib.study model-settings -f params/real_reports.yaml "$2" > "$work/settings.yaml"
+  SETTINGS=$($PY -c 'import hashlib, sys; print(hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest()[:16])' \
+             "$work/settings.yaml")
+  if ! current "$record" "$CODE+$SETTINGS"; then
+    PATH="$(dirname "$PY"):$PATH" bash scripts/measure_inspection_line.sh "$1" "$2" "$work" \
+        --config "$work/settings.yaml" > "$work.log" 2>&1
+    $PY -c 'import json, sys, yaml; d = json.load(open(sys.argv[1])); d["settings"] = yaml.safe_load(open(sys.argv[2]))
+open(sys.argv[1], "w").write(json.dumps(d, indent=2) + "\n")' "$work/summary.json" "$work/settings.yaml"
+    cp "$work/summary.json" "$record.tmp" && stamp "$record.tmp" "$CODE+$SETTINGS" && mv "$record.tmp" "$record"
   fi
+  rm -rf "$work" "$work.log"
 done
 # STUDY_ARGS: more options of the study runner, e.g. STUDY_ARGS="--workers 1 --threads 2" when one long notebook
 # is all that is left to run

@@ -85,7 +85,7 @@ def run_03(tiny, run_01):
 @pytest.mark.parametrize("name", NAMES)
 def test_stored_notebooks_are_clean(name):
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
-    assert nb.metadata.kernelspec == {"name": "python3", "display_name": "Python 3", "language": "python"}
+    assert nb.metadata.get("kernelspec", {}).get("language", "python") == "python"  # any name: the runner picks
     code = [cell for cell in nb.cells if cell.cell_type == "code"]
     assert all(not cell.outputs and cell.execution_count is None for cell in code), "notebook saved with outputs"
     tagged = [i for i, cell in enumerate(nb.cells) if "parameters" in cell.metadata.get("tags", [])]

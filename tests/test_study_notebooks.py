@@ -16,7 +16,9 @@ NOTEBOOKS = sorted(helpers.NOTEBOOKS.glob("*.ipynb"))
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_is_thin_and_clean(path):
     nb = nbformat.read(str(path), as_version=4)
-    assert nb.metadata["kernelspec"] == {"name": "python3", "display_name": "Python 3", "language": "python"}
+    # the kernelspec a JupyterLab save writes ("Python 3 (ipykernel)", "Python (patchcore)") is allowed: the study
+    # runs every notebook in python3 whatever it names (test_study_check), and the run keys ignore metadata
+    assert nb.metadata.get("kernelspec", {}).get("language", "python") == "python"
     code = [cell for cell in nb.cells if cell.cell_type == "code"]
     assert all(not cell.outputs and cell.execution_count is None for cell in code), "notebook saved with outputs"
     tagged = [i for i, cell in enumerate(nb.cells) if "parameters" in cell.metadata.get("tags", [])]

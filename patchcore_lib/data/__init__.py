@@ -1,7 +1,7 @@
 """Datasets: layouts behind :func:`open_split`, preprocessing, the synthetic set and the MVTec download."""
 from patchcore_lib.data.layouts import AUTO, LAYOUTS, open_split, resolve_layout, select_shots
 from patchcore_lib.data.mvtec import (GOOD, MVTecDataset, Sample, check_category, check_category_name,
-                                      dataset_fingerprint, find_samples, list_categories)
+                                      dataset_fingerprint, dataset_manifest, find_samples, list_categories)
 from patchcore_lib.data.preprocessing import (CROP_MODES, DEFAULT_BATCH_SIZE, DEFAULT_CROP, DEFAULT_IMAGESIZE,
                                               DEFAULT_MASK_CONVENTION, DEFAULT_RESIZE, IMAGE_EXTENSIONS, IMAGENET_MEAN,
                                               IMAGENET_STD, MASK_CONVENTIONS, Preprocess, collate, load_mask, load_rgb,
@@ -16,7 +16,7 @@ from patchcore_lib.data.roots import (DATA_ROOT_ENV, category_roots, resolve_com
 __all__ = ["AUTO", "LAYOUTS", "open_split", "resolve_layout", "select_shots", "ImageList", "expand_inputs",
            "labelled_image_folder", "list_images_recursive", "normal_image_folder", "FolderDataset",
            "check_folder_category", "GOOD", "MVTecDataset", "Sample", "check_category", "check_category_name",
-           "dataset_fingerprint", "find_samples", "list_categories", "IMAGE_EXTENSIONS", "IMAGENET_MEAN",
+           "dataset_fingerprint", "dataset_manifest", "find_samples", "list_categories", "IMAGE_EXTENSIONS", "IMAGENET_MEAN",
            "IMAGENET_STD", "MASK_CONVENTIONS", "CROP_MODES", "DEFAULT_BATCH_SIZE", "DEFAULT_CROP", "DEFAULT_IMAGESIZE",
            "DEFAULT_MASK_CONVENTION", "DEFAULT_RESIZE", "Preprocess", "collate", "load_mask", "load_rgb",
            "make_loader",

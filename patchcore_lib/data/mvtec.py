@@ -8,6 +8,7 @@ Layout::
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from patchcore_lib.data.layouts import LAYOUTS
 from patchcore_lib.data.preprocessing import (DEFAULT_CROP, DEFAULT_IMAGESIZE, DEFAULT_MASK_CONVENTION, DEFAULT_RESIZE,
                                               IMAGE_EXTENSIONS, Preprocess, load_mask, load_rgb)
 from patchcore_lib.errors import ConfigError, DatasetError
-from patchcore_lib.utils.fingerprint import tree_fingerprint
+from patchcore_lib.utils.fingerprint import manifest_fingerprint, tree_manifest
 
 SYSTEM_FILES = {".ds_store", "thumbs.db", "desktop.ini"}
 GOOD = "good"
@@ -192,10 +193,18 @@ class MVTecDataset(torch.utils.data.Dataset):
         return [s.defect_type for s in self.samples]
 
 
-def dataset_fingerprint(root: str | Path, category: str) -> str:
-    """SHA-256 over the relative paths and content hashes of every file of a category. File hashes are
-    cached (see :mod:`patchcore_lib.utils.fingerprint`): a second call re-reads only changed files."""
+def dataset_manifest(root: str | Path, category: str) -> dict[str, list]:
+    """``{path relative to the category folder: [size, sha256]}`` of every file of a category (hidden and
+    system files left out; folders reached through symbolic links followed)."""
     folder = Path(root) / category
-    files = [p for p in folder.rglob("*") if p.is_file() and not any(_is_hidden_or_system(Path(part))
-                                                                      for part in p.relative_to(folder).parts)]
-    return tree_fingerprint(folder, files)
+    files = [Path(dirpath) / name for dirpath, _, names in os.walk(folder, followlinks=True) for name in names]
+    files = [p for p in files if p.is_file() and not any(_is_hidden_or_system(Path(part))
+                                                         for part in p.relative_to(folder).parts)]
+    return tree_manifest(folder, files)
+
+
+def dataset_fingerprint(root: str | Path, category: str) -> str:
+    """SHA-256 over the relative paths, sizes and content hashes of every file of a category
+    (:func:`dataset_manifest`). File hashes are cached (see :mod:`patchcore_lib.utils.fingerprint`): a second
+    call re-reads only changed files."""
+    return manifest_fingerprint(dataset_manifest(root, category))

@@ -37,13 +37,15 @@ def faiss_info() -> dict[str, Any]:
 
 
 def git_commit() -> str | None:
-    """The project's git commit (with ``-dirty`` when the tree has changes), or None outside a checkout."""
+    """The project's git commit (with ``-dirty`` when tracked files other than ``reports/`` have changes: the
+    reports a study writes never make the code that writes them "dirty"), or None outside a checkout."""
     here = Path(__file__).resolve().parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
         if commit.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)",
+                                ":(top,exclude)reports"], cwd=here,
                                capture_output=True, text=True, timeout=10)
         return commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):

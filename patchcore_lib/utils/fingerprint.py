@@ -55,13 +55,14 @@ def _read_cache(path: Path, folder: Path) -> dict[str, list]:
     return files if isinstance(files, dict) else {}
 
 
-def tree_fingerprint(folder: str | os.PathLike, files: Iterable[Path], use_cache: bool = True) -> str:
-    """SHA-256 over the relative path and content hash of each of ``files`` (all under ``folder``)."""
+def tree_manifest(folder: str | os.PathLike, files: Iterable[Path], use_cache: bool = True) -> dict[str, list]:
+    """``{relative path: [size, sha256]}`` of each of ``files`` (all under ``folder``), in path order; file hashes
+    come from the on-disk cache while a file's stat is unchanged."""
     folder = Path(folder)
     cache_file = _cache_path(folder.resolve())
     cached = _read_cache(cache_file, folder.resolve()) if use_cache else {}
     fresh: dict[str, list] = {}
-    digest = hashlib.sha256()
+    manifest: dict[str, list] = {}
     for relative in sorted(Path(f).relative_to(folder).as_posix() for f in files):
         path = folder / relative
         stat = path.stat()  # follows symbolic links: the content is what counts
@@ -72,11 +73,25 @@ def tree_fingerprint(folder: str | os.PathLike, files: Iterable[Path], use_cache
         else:
             content = file_sha256(path)
         fresh[relative] = [key, content]
-        digest.update(f"{relative}\t{stat.st_size}\t{content}\n".encode())
+        manifest[relative] = [stat.st_size, content]
     if use_cache and fresh != cached:
         try:
             atomic_write_text(cache_file, json.dumps({"version": CACHE_VERSION, "folder": str(folder.resolve()),
                                                       "files": fresh}))
         except OutputError:
             pass  # a read-only home: the fingerprint is still right, only slower next time
+    return manifest
+
+
+def manifest_fingerprint(manifest: dict[str, list]) -> str:
+    """SHA-256 over a :func:`tree_manifest`'s relative paths, sizes and content hashes."""
+    digest = hashlib.sha256()
+    for relative in sorted(manifest):
+        size, content = manifest[relative]
+        digest.update(f"{relative}\t{size}\t{content}\n".encode())
     return digest.hexdigest()
+
+
+def tree_fingerprint(folder: str | os.PathLike, files: Iterable[Path], use_cache: bool = True) -> str:
+    """SHA-256 over the relative path, size and content hash of each of ``files`` (all under ``folder``)."""
+    return manifest_fingerprint(tree_manifest(folder, files, use_cache))

@@ -81,15 +81,27 @@ def _data_files(folder: Path) -> list[Path]:
     return out
 
 
+def code_files(modules: Iterable[str] = ("patchcore_lib",), root: Path = ROOT) -> list[Path]:
+    """The source files of the import closure of ``modules`` and the data files of their packages, sorted."""
+    files = set(import_closure(modules, root).values())
+    files.update(p for folder in {f.parent for f in files} for p in _data_files(folder))
+    return sorted(files)
+
+
 def code_fingerprint(modules: Iterable[str] = ("patchcore_lib",), root: Path = ROOT) -> str:
     """``<version>+<sha256>`` of the sources in the import closure of ``modules`` and of the data files of
     their packages (names relative to ``root``, contents)."""
-    files = set(import_closure(modules, root).values())
-    files.update(p for folder in {f.parent for f in files} for p in _data_files(folder))
     digest = hashlib.sha256()
-    for path in sorted(files):
+    for path in code_files(modules, root):
         digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return f"{__version__}+{digest.hexdigest()[:16]}"
+
+
+def code_manifest(modules: Iterable[str] = ("patchcore_lib",), root: Path = ROOT) -> dict[str, str]:
+    """``{file relative to root: 16 hex digits of its SHA-256}`` of :func:`code_files`: what a changed
+    :func:`code_fingerprint` is explained by (which module changed)."""
+    return {path.relative_to(root).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+            for path in code_files(modules, root)}
 
 
 def library_modules() -> list[str]:

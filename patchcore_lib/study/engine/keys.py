@@ -14,13 +14,13 @@ import functools
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import nbformat
 
 from patchcore_lib.data import dataset_fingerprint, resolve_data_root
 from patchcore_lib.study.engine.plan import Run
-from patchcore_lib.utils.source_fingerprint import code_fingerprint, imported_names, library_modules
+from patchcore_lib.utils.source_fingerprint import code_fingerprint, code_manifest, imported_names, library_modules
 from patchcore_lib.utils.store import content_key, file_parameter
 
 #: the modules that execute a notebook and write its outputs (part of every run's code)
@@ -83,23 +83,39 @@ def _fingerprint_of(modules: tuple[str, ...]) -> str:
     return code_fingerprint(modules)
 
 
+def _closure_roots(path: str | Path) -> tuple[str, ...]:
+    return tuple(sorted({*notebook_modules(path), *TASK_MODULES}))
+
+
 def notebook_code_fingerprint(path: str | Path) -> str:
     """``<version>+<sha256>`` of the library sources a notebook can run: the import closure of its imports
     and of :data:`TASK_MODULES` (:func:`~patchcore_lib.utils.source_fingerprint.code_fingerprint`)."""
-    return _fingerprint_of(tuple(sorted({*notebook_modules(path), *TASK_MODULES})))
+    return _fingerprint_of(_closure_roots(path))
 
 
-def data_fingerprints(data_root: str, categories: Sequence[str], roots: dict[str, str] | None = None
+@functools.cache
+def _manifest_of(modules: tuple[str, ...]) -> dict[str, str]:
+    return code_manifest(modules)
+
+
+def notebook_code_manifest(path: str | Path) -> dict[str, str]:
+    """``{library file: hash}`` behind :func:`notebook_code_fingerprint`: which module changed, for
+    ``--check``."""
+    return dict(_manifest_of(_closure_roots(path)))
+
+
+def category_root(category: str, data_root: str, roots: Mapping[str, str] | None = None) -> str:
+    """The data root of ``category``: its own from ``roots``, else ``data_root``; the synthetic set (generated if
+    missing) for a synthetic category without a root."""
+    root = (roots or {}).get(category) or data_root
+    return root or str(resolve_data_root("", category, download=False)[0])
+
+
+def data_fingerprints(data_root: str, categories: Sequence[str], roots: Mapping[str, str] | None = None
                       ) -> dict[str, str]:
-    """Content fingerprint of each category's data (its own root from ``roots``, else ``data_root``; the
-    synthetic set, generated if missing, for a synthetic category without a root)."""
-    out = {}
-    for category in categories:
-        root = (roots or {}).get(category) or data_root
-        if not root:
-            root = str(resolve_data_root("", category, download=False)[0])
-        out[category] = dataset_fingerprint(root, category)
-    return out
+    """Content fingerprint of each category's data (:func:`category_root`)."""
+    return {category: dataset_fingerprint(category_root(category, data_root, roots), category)
+            for category in categories}
 
 
 def assign_keys(runs: list[Run], fingerprints: dict[str, str] | None = None) -> None:
@@ -113,5 +129,8 @@ def assign_keys(runs: list[Run], fingerprints: dict[str, str] | None = None) -> 
         if run.is_report:
             data = {"data": data, "runs": list(earlier)}
         run.key = run_key(run.notebook, run.parameters, data)
-        run.inputs = {"library": notebook_code_fingerprint(run.notebook), "data": data}  # shown in the record
+        # recorded beside the result: what ``--check`` compares to explain a changed key (engine.check)
+        run.inputs = {"library": notebook_code_fingerprint(run.notebook),
+                      "notebook": notebook_code_hash(run.notebook), "modules": notebook_code_manifest(run.notebook),
+                      "parameters": key_parameters(run.parameters), "data": data}
         earlier.append(run.key)

@@ -1,6 +1,7 @@
 """Study presets (YAML) and the categories and data roots a study runs on."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -8,6 +9,7 @@ import yaml
 
 from patchcore_lib.data import (category_roots, check_category, check_category_name, default_category,
                                 list_categories)
+from patchcore_lib.detectors.patchcore import PatchCoreConfig
 from patchcore_lib.errors import ConfigError, DatasetError
 from patchcore_lib.study.outputs import default_reports_dir, repository_root
 
@@ -120,3 +122,15 @@ def resolve_categories(data_root: str, categories: Sequence[str]) -> list[str]:
             raise ConfigError(f"no categories (folders with train/ and test/) found under {data_root}")
         return found
     return [default_category("texture")]
+
+
+def model_settings(preset: dict[str, Any], category: str) -> dict[str, Any]:
+    """The PatchCore options a preset gives ``category`` (its ``parameters``, then the category's own): what
+    ``patchcore fit --config`` needs to fit the study's headline model of that category outside the notebooks
+    (the inspection-line measurement), declared once in the preset:
+    ``python -m patchcore_lib.study model-settings -f PRESET CATEGORY`` prints them as ``--config`` YAML."""
+    fields = {f.name for f in dataclasses.fields(PatchCoreConfig)}
+    entry = (preset.get("category_parameters") or {}).get(category) or {}
+    values = {**preset.get("parameters", {}), **(entry.get("parameters") or {})}
+    return {k: v for k, v in values.items() if k in fields and v is not None}
+

@@ -8,8 +8,10 @@
 runs the notebooks in name order (report notebooks, e.g. ``05_report``, last and once), per category for
 notebooks that declare a ``category`` parameter, writes ``reports/executed/<notebook>-<category>.ipynb`` +
 ``.html`` and the run's record in the reports folder's store (``reports/.store/notebook/``, :mod:`.keys`,
-:mod:`patchcore_lib.utils.store`); a run whose key has a record there and whose outputs are unchanged is
-skipped. SIGTERM is handled as Ctrl-C: one line, finished notebooks kept.
+:mod:`patchcore_lib.utils.store`); a run whose key has a record there and whose HTML report is unchanged is
+skipped (the executed ``.ipynb`` is a local by-product: completeness never depends on a git-ignored file, so a
+clone of committed reports skips them). ``--check`` (:mod:`.check`) says which runs are current without
+executing anything. SIGTERM is handled as Ctrl-C: one line, finished notebooks kept.
 
 ``--cluster`` (:mod:`.cluster`): by default the runs are Dask tasks on a local cluster of worker processes
 (report notebooks after the runs they summarise; per category, notebooks reading the feature cache after
@@ -20,16 +22,18 @@ reports-folder lock throughout. ``python -m patchcore_lib.study sweep -f SWEEP.y
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from patchcore_lib.errors import ConfigError, PatchCoreError
 from patchcore_lib.study.engine.cluster import NONE, Unit, cluster_has_gpus, open_client, resolve_cluster, run_units
+from patchcore_lib.study.engine.check import RunCheck, check_runs, recorded_fingerprints, save_data_manifests
 from patchcore_lib.study.engine.keys import NOTEBOOK, assign_keys, data_fingerprints
 from patchcore_lib.study.engine.plan import Run, discover_notebooks, plan_runs
 from patchcore_lib.study.engine.presets import preset_reports_dir, resolve_categories, resolve_roots, roots_of
-from patchcore_lib.study.engine.tasks import (NotebookTask, execute_notebook, execute_notebook_task, render_html,
-                                              report_inputs, write_task_files)
+from patchcore_lib.study.engine.tasks import (NotebookTask, execute_notebook, execute_notebook_task, machine_summary,
+                                              render_html, report_inputs, write_task_files)
 from patchcore_lib.study.outputs import repository_root
 from patchcore_lib.utils.files import output_lock
 from patchcore_lib.utils.store import Store
@@ -51,19 +55,21 @@ def run_record(reports: str | Path, name: str) -> dict[str, Any] | None:
 
 def _is_skipped(run: Run, store: Store, force: bool) -> bool:
     """True (and status ``skipped``) when the store holds the run's key with its outputs unchanged."""
-    if not force and store.lookup(NOTEBOOK, run.key, require=[run.ipynb, run.html]) is not None:
+    if not force and store.lookup(NOTEBOOK, run.key, require=[run.html]) is not None:
         run.status, run.seconds = "skipped", 0.0
         return True
     return False
 
 
-def _finish_run(run: Run, store: Store, error: str | None, seconds: float, where: str = "") -> str:
+def _finish_run(run: Run, store: Store, error: str | None, seconds: float, where: str = "",
+                machine: str | None = None) -> str:
     """Record the outcome: on success the run's record in the store (written last); returns the log status."""
     run.seconds = seconds
     if error is None:
         store.save(NOTEBOOK, run.key, {"notebook": run.notebook.name, "category": run.category},
-                   outputs=[run.ipynb, run.html], slot=run.name, parameters=run.parameters, inputs=run.inputs,
-                   seconds=round(seconds, 2), finished=time.strftime("%Y-%m-%dT%H:%M:%S"), worker=where or None)
+                   outputs=[run.html], slot=run.name, parameters=run.parameters, inputs=run.inputs,
+                   seconds=round(seconds, 2), finished=time.strftime("%Y-%m-%dT%H:%M:%S"), worker=where or None,
+                   machine=machine or machine_summary())
         run.status = "done"
         return f"done in {seconds:.1f} s{' on ' + where if where else ''} -> {run.html}"
     run.status, run.error = "failed", error
@@ -152,7 +158,7 @@ def _execute_runs_on_cluster(runs: list[Run], store: Store, force: bool, kernel:
         write_task_files(reports, result["files"])
         where = f"{result['host']}/{result['worker'] or result['pid']}"
         run.worker = result["worker"] or str(result["pid"])
-        return _finish_run(run, store, result["error"], result["seconds"], where)
+        return _finish_run(run, store, result["error"], result["seconds"], where, result.get("machine"))
 
     def on_error(unit: Unit, exc: BaseException) -> str:
         return _finish_run(by_name[unit.key], store, f"{type(exc).__name__}: {exc}", 0.0)
@@ -160,6 +166,67 @@ def _execute_runs_on_cluster(runs: list[Run], store: Store, force: bool, kernel:
     log(f"{len(todo)} task(s) on the cluster; {len(runs) - len(todo)} skipped")
     run_units(client, units, on_result, on_error, log)
     return [r for r in todo if r.status == "failed"]
+
+
+#: the kernel every notebook runs in unless ``--kernel`` says otherwise: the generic ``python3`` of the Python
+#: running the study, whatever kernelspec a JupyterLab save wrote into the notebook's metadata
+DEFAULT_KERNEL = "python3"
+
+
+@dataclass
+class StudyPlan:
+    """A study resolved against its data: the runs (keys assigned), where they write, where the data is."""
+
+    runs: list[Run]
+    reports: Path
+    data_root: str
+    roots: dict[str, str]
+    categories: list[str]
+    fingerprints: dict[str, str]
+
+
+def plan_study(preset: dict[str, Any], *, categories: Sequence[str] | None = None,
+               data_root: str | Sequence[str] | None = None, reports_dir: str | Path | None = None,
+               notebooks_dir: str | Path | None = None, only: Sequence[str] | None = None, download: bool = True,
+               recorded_data: bool = False) -> StudyPlan:
+    """The runs of a study with their keys. ``recorded_data``: take each category's data fingerprint from the
+    reports folder's records instead of reading the data (no data needed: a check of code and parameters)."""
+    data_root = preset.get("data_root", "") if data_root is None else data_root
+    data_roots = [data_root] if isinstance(data_root, str) else list(data_root)
+    data_roots = [str(Path(r).expanduser().resolve()) for r in data_roots if r]
+    roots: dict[str, str] = {}
+    if recorded_data:
+        categories = list(categories or preset.get("categories") or [])
+        data_root = data_roots[0] if data_roots else ""
+    elif len(data_roots) > 1:  # each category from the first root that holds it
+        categories, roots = roots_of(data_roots, categories or preset.get("categories") or [])
+        data_root = data_roots[0]
+    else:
+        data_root = data_roots[0] if data_roots else ""
+        categories = resolve_categories(data_root, categories or preset.get("categories") or [])
+        roots = resolve_roots(data_root, categories, download)
+    reports = Path(reports_dir or preset_reports_dir(preset)).expanduser().resolve()
+    folder = Path(notebooks_dir or repository_root() / "notebooks")
+    notebooks = discover_notebooks(folder, only or preset.get("notebooks"))
+    if not notebooks:
+        raise ConfigError(f"no notebooks found in {folder}")
+    runs = plan_runs(preset, notebooks, list(categories), data_root, reports, roots)
+    if data_root and reports.is_relative_to(Path(data_root)):
+        raise ConfigError(f"reports folder {reports} is inside the data root {data_root}; choose a --reports-dir "
+                          "outside the dataset")
+    if recorded_data:
+        fingerprints = recorded_fingerprints(runs, run_store(reports))
+    else:
+        fingerprints = data_fingerprints(data_root, categories, roots)
+    assign_keys(runs, fingerprints)
+    return StudyPlan(runs, reports, data_root, roots, list(categories), fingerprints)
+
+
+def check_study(preset: dict[str, Any], *, recorded_data: bool = False, **where: Any) -> list[RunCheck]:
+    """``--check``: every run of the study as current or stale (with the inputs that changed); nothing is
+    executed. ``where``: the location options of :func:`plan_study`."""
+    plan = plan_study(preset, recorded_data=recorded_data, **where)
+    return check_runs(plan.runs, run_store(plan.reports), plan.data_root, plan.roots)
 
 
 def run_study(preset: dict[str, Any], *, categories: Sequence[str] | None = None, data_root: str | Sequence[str] | None = None,
@@ -172,36 +239,22 @@ def run_study(preset: dict[str, Any], *, categories: Sequence[str] | None = None
     with ``status`` (``done``, ``skipped`` or ``failed``) and ``seconds``. Raises :class:`StudyError` at the
     end when a notebook failed (the others still run).
 
-    ``cluster``: ``none`` (in this process, one after another), ``local`` (a local Dask cluster of
-    ``workers`` processes with ``threads`` threads each) or a Dask scheduler address
+    ``kernel``: the Jupyter kernel (default :data:`DEFAULT_KERNEL`, never the kernelspec a notebook was last
+    saved with). ``cluster``: ``none`` (in this process, one after another), ``local`` (a local Dask cluster
+    of ``workers`` processes with ``threads`` threads each) or a Dask scheduler address
     (:func:`patchcore_lib.study.engine.cluster.resolve_cluster`)."""
     start = time.perf_counter()
-    data_root = preset.get("data_root", "") if data_root is None else data_root
-    data_roots = [data_root] if isinstance(data_root, str) else list(data_root)
-    data_roots = [str(Path(r).expanduser().resolve()) for r in data_roots if r]
-    if len(data_roots) > 1:  # each category from the first root that holds it
-        categories, roots = roots_of(data_roots, categories or preset.get("categories") or [])
-        data_root = data_roots[0]
-    else:
-        data_root = data_roots[0] if data_roots else ""
-        categories = resolve_categories(data_root, categories or preset.get("categories") or [])
-        roots = resolve_roots(data_root, categories, download)
-    reports = Path(reports_dir or preset_reports_dir(preset)).expanduser().resolve()
-    folder = Path(notebooks_dir or repository_root() / "notebooks")
-    notebooks = discover_notebooks(folder, only or preset.get("notebooks"))
-    if not notebooks:
-        raise ConfigError(f"no notebooks found in {folder}")
-    runs = plan_runs(preset, notebooks, categories, data_root, reports, roots)
-    log(f"study '{preset.get('name', 'study')}': {len(notebooks)} notebooks x categories {', '.join(categories)} "
-        f"-> {len(runs)} runs; reports in {reports}")
-    if data_root and reports.is_relative_to(Path(data_root)):
-        raise ConfigError(f"reports folder {reports} is inside the data root {data_root}; choose a --reports-dir "
-                          "outside the dataset")
-    assign_keys(runs, data_fingerprints(data_root, categories, roots))
+    plan = plan_study(preset, categories=categories, data_root=data_root, reports_dir=reports_dir,
+                      notebooks_dir=notebooks_dir, only=only, download=download)
+    runs, reports = plan.runs, plan.reports
+    log(f"study '{preset.get('name', 'study')}': {len({r.notebook for r in runs})} notebooks x categories "
+        f"{', '.join(plan.categories)} -> {len(runs)} runs; reports in {reports}")
     reports.mkdir(parents=True, exist_ok=True)
     store = run_store(reports)
+    kernel = kernel or DEFAULT_KERNEL
     cluster = resolve_cluster(cluster)
     with output_lock(reports, "--reports-dir"):  # two studies into one reports folder: the second refuses
+        save_data_manifests(store, plan.fingerprints, plan.data_root, plan.roots)
         if cluster == NONE:
             failures = _execute_runs(runs, store, force, kernel, log)
         else:

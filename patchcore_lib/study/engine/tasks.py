@@ -45,7 +45,7 @@ def execute_notebook(notebook: Path, output: Path, params: dict[str, Any], kerne
 
         manager = type("LoggedKernelManager", (AsyncKernelManager,), {"_async_launch_kernel": launch})
         papermill.execute_notebook(str(notebook), str(output), parameters=params, kernel_name=kernel,
-                                   cwd=str(cwd or notebook.parent), progress_bar=False, log_output=log_output,
+                                   language="python", cwd=str(cwd or notebook.parent), progress_bar=False, log_output=log_output,
                                    kernel_manager_class=manager)
 
 
@@ -166,15 +166,23 @@ def execute_notebook_task(task: NotebookTask) -> dict[str, Any]:
     return {"files": files, "error": error, "seconds": time.perf_counter() - start, **worker_identity()}
 
 
+def machine_summary() -> str:
+    """The machine a run is timed on, in words: CPU cores (torch threads) and the GPU when one is visible."""
+    text = f"{os.cpu_count()} CPU cores ({torch.get_num_threads()} torch threads)"
+    if torch.cuda.is_available():
+        text += f", {torch.cuda.get_device_name(0)}"
+    return text
+
+
 def worker_identity() -> dict[str, Any]:
-    """Where a task ran: the Dask worker address (None outside a worker), host name and process id."""
+    """Where a task ran: the Dask worker address (None outside a worker), host name, process id, machine."""
     try:
         from distributed import get_worker
 
         address = get_worker().address
     except (ImportError, ValueError):
         address = None
-    return {"worker": address, "host": socket.gethostname(), "pid": os.getpid()}
+    return {"worker": address, "host": socket.gethostname(), "pid": os.getpid(), "machine": machine_summary()}
 
 
 def write_task_files(reports_dir: str | Path, files: dict[str, bytes]) -> list[Path]:
