@@ -59,14 +59,24 @@ def test_summary_table_and_markdown(tmp_path):
     assert pd.isna(bottle["official_pro"]) and pd.isna(bottle["diff_official_pro"])
     assert bottle["mask_convention"] == "official"
     assert pd.isna(table[table["category"] == "mine"].iloc[0]["official_image_auroc"])
-    # no per-class source for PatchCore-10%: the paper's class mean, marked
-    assert bottle["paper_image_auroc"] == pytest.approx(99.0) and "mean of 15" in bottle["paper_source"]
+    # no per-class value for PatchCore-10%: the per-class PatchCore-1% value (named, as published), never the
+    # 15-class mean where a per-class value exists; the mean only for PRO (no per-class PRO stored), labelled
+    assert bottle["paper_image_auroc"] == 100.0 and bottle["paper_pixel_auroc"] == 98.5
+    assert bottle["paper_pro"] == 93.5
+    assert bottle["paper_source"] == ("PatchCore-1%, bottle (per class; ours: PatchCore-10%) [image_auroc, "
+                                      "pixel_auroc]; PatchCore-10%, mean of 15 (no per-class value) [pro]")
     mine = table[table["category"] == "mine"].iloc[0]
     assert mine["dataset"] == "mine" and pd.isna(mine["official_image_auroc"]) and pd.isna(mine["paper_image_auroc"])
     assert not any(str(c).startswith("mean") for c in table["category"])  # one MVTec class: no mean, none across datasets
     report.style_summary(table).to_html()
     paths = report.write_summary(tmp_path, table)
     text = paths["md"].read_text()
+    raw = paths["csv"].read_text()
+    assert ",98.5," in raw and "98.50000" not in raw  # published values written as given
+    # no anchor for WideResNet-50: a footnote says why; the data note under the table
+    assert "Official code here: no official-code run with this setting" in text
+    assert "backbone wide_resnet50_2 (random weights)" in text  # the closest anchor, and what differs
+    assert "stored in `../shared/data/mvtec_ad/bottle` at 512x512 px" in text and "official MVTec AD split" in text
     assert "IM224_WR50_L2-3_P01_D1024-1024_PS-3_AN-1" in text and "| bottle |" in text
     assert "Ground-truth masks: `official` convention." in text and "Ground-truth masks: `nearest` convention." in text
     assert text.index("## MVTec AD") < text.index("## mine")
@@ -87,21 +97,25 @@ def test_summary_per_class_paper_anchor_and_other_datasets():
               "image_auroc": 0.9, "pixel_auroc": 0.9, "pro": 0.9, "config": lite, "mask_convention": "nearest"}]
     table = report.summary_table(pd.DataFrame(rows))
     b10 = table[(table["category"] == "bottle") & (table["setting"] == setting_name(lite))].iloc[0]
-    assert b10["anchor_image_auroc"] == pytest.approx(100.0) and b10["anchor_pro"] == pytest.approx(94.99)
+    assert b10["anchor_image_auroc"] == 100.0 and b10["anchor_pro"] == 94.99 and b10["anchor_pixel_auroc"] == 98.381
+    assert "D1024-1024" in b10["anchor_run"] and "shared/data" in b10["anchor_run"] and b10["anchor_note"] == ""
     assert b10["diff_anchor_pixel_auroc"] == pytest.approx(90.0 - 98.381)
     # the anchor ran with 1024 -> 1024 embeddings: no anchor for our 384-dim default
-    assert pd.isna(table[table["setting"] == setting_name(nearest)].iloc[0]["anchor_image_auroc"])
+    b384 = table[table["setting"] == setting_name(nearest)].iloc[0]
+    assert pd.isna(b384["anchor_image_auroc"]) and "embedding dims D1024-1024" in b384["anchor_note"]
     # nearest-neighbour masks: image AUROC compared with the official code, pixel metrics not (other masks)
     masks_nearest = table[table["setting"] == setting_name(lite) + "_masks-nearest"].iloc[0]
     assert masks_nearest["anchor_image_auroc"] == pytest.approx(100.0)
     assert pd.isna(masks_nearest["anchor_pixel_auroc"]) and pd.isna(masks_nearest["anchor_pro"])
     b1 = table[(table["category"] == "bottle") & (table["setting"] == setting_name(one))].iloc[0]
     # per class for image and pixel AUROC; the paper's per-class PRO is not stored: its mean, marked
-    assert b1["paper_source"] == "PatchCore-1% (per class); PatchCore-1% (mean of 15, no per-class source)"
-    assert pd.isna(b1["anchor_image_auroc"])
+    assert b1["paper_source"] == ("PatchCore-1%, bottle (per class) [image_auroc, pixel_auroc]; PatchCore-1%, "
+                                  "mean of 15 (no per-class value) [pro]")
+    assert pd.isna(b1["anchor_image_auroc"]) and "coreset 0.1" in b1["anchor_note"]
     mt10 = table[(table["category"] == "magnetic_tile") & (table["setting"] == setting_name(lite))].iloc[0]
     assert mt10["dataset"] == "magnetic_tile" and mt10["paper_image_auroc"] == pytest.approx(97.9)
     assert pd.isna(mt10["paper_pixel_auroc"]) and pd.isna(mt10["anchor_image_auroc"])  # anchor is at 1%
+    assert "coreset 0.01" in mt10["anchor_note"]
     mt1 = table[(table["category"] == "magnetic_tile") & (table["setting"] == setting_name(one))].iloc[0]
     # the paper's only MTD value is PatchCore-10%: shown beside our 1% run, its label names both settings
     assert mt1["anchor_image_auroc"] == pytest.approx(71.2) and mt1["paper_image_auroc"] == pytest.approx(97.9)
@@ -164,3 +178,75 @@ def test_collect_baselines_runs_list_format(tmp_path):
          "pro": 0.92}]})
     baselines = report.collect_baselines(tmp_path)
     assert list(baselines["method"]) == ["padim"] and baselines.iloc[0]["setting"] == "PaDiM d=100, resnet18"
+
+
+def test_setting_name_always_names_the_embedding_dimensions():
+    lite = {"backbone": "efficientnet_lite0", "layers": ["blocks.2", "blocks.4"], "imagesize": 224,
+            "coreset_ratio": 0.1}
+    assert setting_name(lite) == "IM224_efficientnet_lite0_L2-4_P0.1_D1024-384_PS-3_AN-1"  # the backbone's default
+    assert setting_name({**lite, "target_embed_dimension": 1024}) == \
+        "IM224_efficientnet_lite0_L2-4_P0.1_D1024-1024_PS-3_AN-1"
+    wide = {"backbone": "wide_resnet50_2", "layers": ["layer2", "layer3"], "imagesize": 224, "coreset_ratio": 0.1,
+            "crop": "none"}
+    assert setting_name(wide) == "IM224_wide_resnet50_2_L2-3_P0.1_D1024-1024_PS-3_AN-1_crop-none"
+
+
+def _write_run(folder, category, config, **metrics):
+    folder.mkdir(parents=True)
+    write_metrics(folder, {"category": category, "image_auroc": 1.0, "pixel_auroc": 0.98, "pro": 0.95,
+                           "config": config, **metrics})
+
+
+def test_seed_means_with_sd_old_records_and_the_figure(tmp_path):
+    config = {"backbone": "efficientnet_lite0", "layers": ["blocks.2", "blocks.4"], "imagesize": 224,
+              "resize": 256, "coreset_ratio": 0.01, "pretrain_embed_dimension": 1024,
+              "target_embed_dimension": 1024, "setting": "old name"}
+    # a record of the new format (mean over seeds, sample sd, per seed) and an old one without those keys
+    _write_run(tmp_path / "04_evaluate" / "bottle-a", "bottle", config, image_auroc=0.993, image_auroc_sd=0.002,
+               pixel_auroc_sd=0.0004, pro_sd=0.001, seeds=[0, 1, 2],
+               per_seed={"image_auroc": [0.991, 0.993, 0.995]}, setting="IM224_old_name")
+    _write_run(tmp_path / "04_evaluate" / "magnetic_tile-b", "magnetic_tile", {**config, "crop": "none"},
+               image_auroc=0.9)
+    runs = report.collect_runs(tmp_path)
+    bottle = runs[runs["category"] == "bottle"].iloc[0]
+    # the setting is named from the config (with its dims), not the name an older record stored
+    assert bottle["setting"] == "IM224_efficientnet_lite0_L2-4_P0.01_D1024-1024_PS-3_AN-1"
+    assert bottle["image_auroc_sd"] == 0.002 and bottle["seeds"] == "0,1,2" and bottle["folder"] == "04_evaluate/bottle-a"
+    tiles = runs[runs["category"] == "magnetic_tile"].iloc[0]
+    assert pd.isna(tiles["image_auroc_sd"]) and tiles["seeds"] == ""
+    shown = report.runs_for_display(runs)
+    assert list(shown["image_auroc (%)"]) == ["99.3 ± 0.2", "90.0"] and "/tmp" not in " ".join(shown["folder"])
+    table = report.summary_table(runs)
+    compact = report.compact_table(table[table["category"] == "bottle"], as_text=True)
+    assert compact["image ours"].iloc[0] == "99.3 ± 0.2" and compact["pixel ours"].iloc[0] == "98.0 ± 0.0"
+    assert compact["image paper"].iloc[0] == "100.0"  # PatchCore-1% per class, as published
+    fig = report.plot_summary(table)
+    paths = report.write_summary(tmp_path, table, fig)
+    text = paths["md"].read_text()
+    assert "| bottle | 99.3 ± 0.2 |" in text and "mean ± sample sd over seeds 0,1,2" in text
+    assert "A seed changes only the coreset" in text and "deterministic split of the good images" in text
+    # one panel per category, none empty; the paper's MTD value (97.9) drawn on the tiles' panel, every bar
+    # labelled with its value, the paper's bars hatched in PatchCore's colour and named with their source
+    assert len(fig.axes) == 2
+    for ax in fig.axes:
+        assert ax.patches and ax.get_ylim()[1] > 100.5
+    tile_ax = next(ax for ax in fig.axes if ax.get_title() == "magnetic_tile")
+    heights = [round(p.get_height(), 1) for p in tile_ax.patches]
+    assert 97.9 in heights and "97.9" in [t.get_text() for t in tile_ax.texts]
+    legend = [t.get_text() for t in tile_ax.get_legend().get_texts()]
+    assert any(t.startswith("paper: PatchCore-10% on Magnetic Tile Defects") for t in legend)
+    bottle_ax = next(ax for ax in fig.axes if ax is not tile_ax)
+    bottle_legend = [t.get_text() for t in bottle_ax.get_legend().get_texts()]
+    assert "paper: PatchCore-10%, mean of 15 (no per-class value)" in bottle_legend or any(
+        "mean of 15" in t for t in bottle_legend)
+    assert any(t.startswith("official code here:") for t in bottle_legend) is False  # coreset 0.01: no anchor
+    colours = {tuple(round(c, 3) for c in p.get_facecolor()[:3]) for p in tile_ax.patches}
+    assert len(colours) == 1  # PatchCore only: one colour for ours and the paper
+
+
+def test_data_descriptions():
+    assert "512x512" in report.data_description("bottle")["image_size"]
+    assert "every 5th" in report.data_description("magnetic_tile")["split"]
+    assert "official MVTec AD split" in report.data_description("cable")["split"]
+    note = report.data_note("magnetic_tile", {"crop": "none", "imagesize": 224})
+    assert "whole image resized to 224 px" in note

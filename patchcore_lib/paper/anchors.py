@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import re
 from functools import lru_cache
 from typing import Any
 
@@ -24,24 +25,59 @@ def anchors_table() -> pd.DataFrame:
     return table
 
 
+def _stated_resize(note: Any) -> int | None:
+    """The resize an anchor's note states (``resize 256 + centre crop 224``), else None."""
+    match = re.search(r"resize (\d+)", str(note))
+    return int(match.group(1)) if match else None
+
+
+def _differences(row: Any, category: str, config: dict[str, Any]) -> list[str]:
+    """What differs between an anchor row and a run (empty: the anchor matches): backbone, layers, image size,
+    coreset ratio, k, embedding dimensions, geometry (centre crop; the resize where the note states one)."""
+    dims = f"{config.get('pretrain_embed_dimension')}-{config.get('target_embed_dimension')}"
+    layers = "+".join(str(layer) for layer in config.get("layers") or [])
+    checks = [
+        (row["category"] == category, f"category {row['category']}"),
+        (row["backbone"] == config.get("backbone"), f"backbone {row['backbone']}"),
+        (not layers or str(row["layers"]) == layers, f"layers {row['layers']}"),
+        (int(row["imagesize"]) == int(config.get("imagesize") or 0), f"image size {int(row['imagesize'])} px"),
+        (math.isclose(float(row["coreset"]), float(config.get("coreset_ratio") or 0)),
+         f"coreset {float(row['coreset']):g}"),
+        (int(row["num_nn"]) == int(config.get("num_nn") or 1), f"k = {int(row['num_nn'])}"),
+        (str(row["embed_dims"]) == dims, f"embedding dims D{row['embed_dims']}"),
+        (str(config.get("crop", "center")) == "center", "centre crop (the only geometry of the official code)"),
+        (_stated_resize(row["note"]) in (None, int(config.get("resize") or 0)),
+         f"resize {_stated_resize(row['note'])}"),
+    ]
+    return [text for ok, text in checks if not ok]
+
+
+def anchor_match(category: str, config: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+    """(the anchor row run with the same category, backbone, layers, image size, coreset ratio, k, embedding
+    dimensions ``pretrain-target`` and geometry as ``config``, or None; why none matched).
+
+    ``config`` holds every PatchCore setting with the embedding dimensions resolved (the backbone's defaults
+    filled in by the caller). Rows on this project's data (``shared/data``) and with every metric (CPU runs)
+    are preferred. The reason names the closest anchor of the category and what differs from it, or that the
+    official code was not run on the category.
+    """
+    rows = [row for _, row in anchors_table().iterrows()]
+    hits = [row for row in rows if not _differences(row, category, config)]
+    if hits:
+        best = max(hits, key=lambda r: ("shared/data" in str(r["data"]),
+                                        sum(not pd.isna(r[m]) for m in ANCHOR_METRICS)))
+        return best.to_dict(), ""
+    same = [row for row in rows if row["category"] == category]
+    if not same:
+        return None, f"the official code was not run on {category} here"
+    closest = min(same, key=lambda r: len(_differences(r, category, config)))
+    return None, ("no official-code run with this setting: the one on " + category + " ran with "
+                  + ", ".join(_differences(closest, category, config)))
+
+
 def anchor_for(category: str, config: dict[str, Any]) -> dict[str, Any] | None:
-    """The anchor row run with the same category, backbone, image size, coreset ratio, k and target embedding
-    dimension as ``config`` (every PatchCore setting: a recorded config completed with the schema's defaults,
-    ``study.params.with_config_defaults``), preferring rows with every metric (CPU runs); None when there is
-    none."""
-    table = anchors_table()
-    def same(row: Any) -> bool:
-        return (row["category"] == category and row["backbone"] == config["backbone"]
-                and int(row["imagesize"]) == int(config["imagesize"])
-                and math.isclose(float(row["coreset"]), float(config["coreset_ratio"]))
-                and int(row["num_nn"]) == int(config["num_nn"])
-                and str(row["embed_dims"]).split("-")[-1] == str(config["target_embed_dimension"])
-                and str(config["crop"]) == "center")  # the official code only centre-crops
-    hits = [row for _, row in table.iterrows() if same(row)]
-    if not hits:
-        return None
-    best = max(hits, key=lambda r: sum(not pd.isna(r[m]) for m in ANCHOR_METRICS))
-    return best.to_dict()
+    """The matching anchor row of :func:`anchor_match`, or None."""
+    return anchor_match(category, config)[0]
 
 
 @lru_cache(maxsize=1)

@@ -13,6 +13,7 @@ import pandas as pd
 from patchcore_lib.detectors import GaussianADConfig, PatchCoreConfig, make_detector
 from patchcore_lib.evaluation import prediction_metrics
 from patchcore_lib.evaluation.metrics import legacy_pixel_auroc
+from patchcore_lib.study.display import method_colour
 from patchcore_lib.study.params import config_from_params
 
 #: the columns of the baselines table (ours and the published rows; metrics in percent)
@@ -25,7 +26,7 @@ HEADERS = {"k_or_d": "k / d", "image_auroc": "image AUROC (%)", "pixel_auroc": "
            "pixel_auroc_legacy": "pixel AUROC, legacy code (%)", "pro": "PRO (%)", "fit_seconds": "fit (s)",
            "predict_seconds_per_image": "predict (s / image)", "model_bytes": "model file (MB)",
            "stored_items": "stored items"}
-FORMATS = {**{c: "{:.2f}" for c in PERCENT_COLUMNS}, "fit_seconds": "{:.1f}", "predict_seconds_per_image": "{:.3f}",
+FORMATS = {**{c: "{:.1f}" for c in PERCENT_COLUMNS}, "fit_seconds": "{:.1f}", "predict_seconds_per_image": "{:.3f}",
            "model_bytes": lambda v: f"{v / 1e6:,.1f}", "stored_items": "{:,.0f}", "k_or_d": "{:.0f}"}
 _QUALITY = (("image_auroc", "image AUROC"), ("pixel_auroc", "pixel AUROC"), ("pro", "PRO"))
 
@@ -134,55 +135,88 @@ def baselines_record(params: dict[str, Any], total_channels: int, ours: pd.DataF
 
 
 # =========================================================================== the figure
-def _plot_quality(ax: Any, ours: pd.DataFrame, reference: pd.DataFrame, x: np.ndarray, category: str) -> None:
-    width = 0.27
-    for offset, (column, name) in zip((-width, 0, width), _QUALITY):
-        ax.bar(x + offset, 100 * ours[column], width, label=name)
-    for i, method in enumerate(ours["method"]):
-        for _, ref in reference[reference["method"] == method].iterrows():
-            for offset, (column, _) in zip((-width, 0, width), _QUALITY):
-                if np.isfinite(ref[column]):
-                    ax.plot(x[i] + offset, 100 * ref[column], marker="_", color="black", markersize=12)
-    if len(reference):
-        ax.plot([], [], marker="_", color="black", linestyle="none", markersize=12,
-                label="published MVTec AD means (all categories)")
-    low = 100 * np.nanmin(ours[[c for c, _ in _QUALITY]].to_numpy(dtype=float))
-    ax.set_ylim(max(0.0, min(low, 90.0) - 5.0), 101.0)
+_REFERENCE_MARKERS = ("_", "x", "+", "^", "v", "s", "D", "P", "<", ">")
+
+
+def _marker_style(marker: str) -> dict[str, str]:
+    """Black outline for the filled markers, black lines for the line markers."""
+    return {"facecolors": "none", "edgecolors": "black"} if marker in "^vsDP<>" else {"color": "black"}
+
+
+def _reference_label(ref: Any) -> str:
+    """``OrthoAD paper, wide_resnet50_2, k=100``: the source of one published row."""
+    size = "" if pd.isna(ref.get("k_or_d")) else f", {'d' if ref['method'] == 'padim' else 'k'}={int(ref['k_or_d'])}"
+    return f"{ref['source']}, {ref['backbone']}{size}"
+
+
+def _plot_quality(ax: Any, ours: pd.DataFrame, reference: pd.DataFrame, category: str) -> None:
+    """x: the three metrics; one bar per run in its method's colour (value on top); the published MVTec AD
+    means of the run's method as markers at its bar, one marker per source, named in the legend."""
+    x, width = np.arange(len(_QUALITY)), 0.8 / max(1, len(ours))
+    labels: dict[str, str] = {}
+    for k, (_, run) in enumerate(ours.iterrows()):
+        position = x + (k - (len(ours) - 1) / 2) * width
+        values = [100 * float(run[c]) for c, _ in _QUALITY]
+        ax.bar(position, values, width * 0.95, color=method_colour(run["run"]), label=f"ours: {run['run']}")
+        for p, v in zip(position, values):
+            ax.annotate(f"{v:.1f}", (p, v), textcoords="offset points", xytext=(0, 2), ha="center", fontsize=7)
+        refs = reference[reference["method"] == run["method"]]
+        for j, (_, ref) in enumerate(refs.iterrows()):  # spread over the bar's width: none hides another
+            label = _reference_label(ref)
+            marker = labels.setdefault(label, _REFERENCE_MARKERS[len(labels) % len(_REFERENCE_MARKERS)])
+            ref_values = [100 * float(ref[c]) for c, _ in _QUALITY]
+            shift = (j - (len(refs) - 1) / 2) * 0.8 * width / max(1, len(refs))
+            ax.scatter(position + shift, ref_values, marker=marker, s=40, zorder=5, linewidths=1.2,
+                       **_marker_style(marker))
+    for label, marker in labels.items():
+        ax.scatter([], [], marker=marker, label=f"published MVTec AD mean: {label}", **_marker_style(marker))
+    shown = [100 * float(v) for v in ours[[c for c, _ in _QUALITY]].to_numpy().ravel()] + [
+        100 * float(v) for v in reference[[c for c, _ in _QUALITY]].to_numpy().ravel()]
+    low = min(v for v in shown if np.isfinite(v))
+    ax.set_ylim(max(0.0, low - 0.25 * max(2.0, 100 - low)), 100 + 0.15 * max(2.0, 100 - low))
+    ax.set_yticks([t for t in ax.get_yticks() if ax.get_ylim()[0] <= t <= 100])
+    ax.set_xticks(x, [name for _, name in _QUALITY])
     ax.set_ylabel("%")
     ax.set_title(f"{category}: quality (ours, sklearn AUROC, %)")
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1, frameon=False)
 
 
-def _plot_times(ax: Any, ours: pd.DataFrame, x: np.ndarray) -> None:
-    ax.bar(x - 0.2, ours["fit_seconds"], 0.4, label="fit (s)")
-    ax.bar(x + 0.2, ours["predict_seconds_per_image"], 0.4, label="predict (s / image)")
+def _plot_times(ax: Any, ours: pd.DataFrame) -> None:
+    """x: fit and predict time; one bar per run in its method's colour, value on top (log scale)."""
+    x, width = np.arange(2), 0.8 / max(1, len(ours))
+    for k, (_, run) in enumerate(ours.iterrows()):
+        position = x + (k - (len(ours) - 1) / 2) * width
+        values = [float(run["fit_seconds"]), float(run["predict_seconds_per_image"])]
+        ax.bar(position, values, width * 0.95, color=method_colour(run["run"]), label=run["run"])
+        for p, v in zip(position, values):
+            ax.annotate(f"{v:.3g}", (p, v), textcoords="offset points", xytext=(0, 2), ha="center", fontsize=7)
     ax.set_yscale("log")
-    ax.set_title("time (log scale)")
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)
+    ax.set_xticks(x, ["fit (s)", "predict (s / image)"])
+    ax.set_ylabel("seconds (log scale)")
+    ax.set_title("time (this machine)")
 
 
-def _plot_sizes(ax: Any, ours: pd.DataFrame, x: np.ndarray) -> None:
+def _plot_sizes(ax: Any, ours: pd.DataFrame) -> None:
     sizes = ours["model_bytes"] / 1e6
-    ax.bar(x, sizes, color="tab:gray")
+    x = np.arange(len(ours))
+    ax.bar(x, sizes, color=[method_colour(r) for r in ours["run"]])
     for xi, size in zip(x, sizes):
         ax.annotate(f"{size:,.1f}", (xi, size), ha="center", va="bottom", fontsize=8)
     if sizes.max() > 20 * sizes.min():  # log scale only where sizes span orders of magnitude
         ax.set_yscale("log")
+    ax.set_xticks(x, ours["run"].tolist(), rotation=15)
     ax.set_ylabel("MB")
     ax.set_title("saved model file (MB)")
 
 
 def plot_baselines(ours: pd.DataFrame, reference: pd.DataFrame, params: dict[str, Any], num_train: int,
                    num_test: int) -> Any:
-    """Three panels per run: quality (with the published means as black ticks), fit/predict time, model size."""
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    labels = ours["run"].tolist()
-    x = np.arange(len(labels))
-    _plot_quality(axes[0], ours, reference, x, params["category"])
-    _plot_times(axes[1], ours, x)
-    _plot_sizes(axes[2], ours, x)
-    for ax in axes:
-        ax.set_xticks(x, labels, rotation=20)
+    """Three panels: quality per metric (the published MVTec AD means of each method as black markers, each
+    source named in the legend), fit/predict time, model size; one colour per method in all of them
+    (``study.display.METHOD_COLOURS``)."""
+    fig, axes = plt.subplots(1, 3, figsize=(16, 5.2), layout="constrained")
+    _plot_quality(axes[0], ours, reference, params["category"])
+    _plot_times(axes[1], ours)
+    _plot_sizes(axes[2], ours)
     fig.suptitle(f"{params['backbone']}, {params['imagesize']} px, {num_train} train / {num_test} test images")
-    fig.tight_layout()
     return fig

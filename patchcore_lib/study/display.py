@@ -34,3 +34,56 @@ def metric_range(values: pd.Series) -> tuple[float, float]:
     low, high = float(finite.min()), float(finite.max())
     pad = max(0.5, 0.15 * (high - low))
     return max(0.0, low - pad), min(100.5, high + pad)
+
+
+#: the one colour of each method in every figure of the study (report, baselines, paper experiments): ours and
+#: the published values of a method share its colour; what a value is (ours, paper, official) is its hatch/marker
+METHOD_COLOURS = {"PatchCore": "#1f77b4", "PaDiM": "#2ca02c", "OrthoAD": "#ff7f0e", "other": "#7f7f7f"}
+#: the bar hatch of each kind of value: ours plain, the paper, the official published runs, the official code here
+SOURCE_HATCHES = {"ours": "", "paper": "//", "official": "..", "anchor": "xx"}
+#: the marker of each kind of value in scatter and line plots
+SOURCE_MARKERS = {"ours": "o", "paper": "*", "official": "s", "anchor": "X"}
+
+
+def method_key(method: str) -> str:
+    """The :data:`METHOD_COLOURS` key of a method name as the study writes it (``patchcore``, ``PaDiM d=100``,
+    ``PatchCore-1%``, ``orthoad``...); ``other`` for an unknown one."""
+    text = str(method).lower()
+    return next((key for key in METHOD_COLOURS if key != "other" and text.startswith(key.lower())), "other")
+
+
+def method_colour(method: str) -> str:
+    """The colour of ``method`` in every figure (:data:`METHOD_COLOURS`)."""
+    return METHOD_COLOURS[method_key(method)]
+
+
+def mean_sd_text(mean: float, sd: float | None = None, decimals: int = 1) -> str:
+    """``"99.3 ± 0.2"`` (values already in percent); the mean alone when there is no sd, ``-`` for NaN."""
+    if mean is None or not np.isfinite(float(mean)):
+        return "-"
+    text = f"{float(mean):.{decimals}f}"
+    if sd is not None and np.isfinite(float(sd)):
+        text += f" ± {float(sd):.{decimals}f}"
+    return text
+
+
+def place_labels(ax: Any, points: list[tuple[float, float]], texts: list[str], colours: list[str] | None = None,
+                 fontsize: float = 8) -> list[Any]:
+    """Annotate ``points`` (data coordinates) with ``texts`` so that no two labels overlap: each label takes the
+    first of a ring of offsets around its point whose box clears the labels placed before it. Call after the
+    axis limits and scales are final."""
+    offsets = [(5, 4), (5, -11), (-5, 4), (-5, -11), (5, 14), (5, -21), (-5, 14), (-5, -21), (5, 24), (5, -31),
+               (-5, 24), (-5, -31), (5, 34), (5, -41)]
+    renderer = ax.figure.canvas.get_renderer()
+    placed, boxes = [], []
+    for i, ((x, y), text) in enumerate(zip(points, texts)):
+        for dx, dy in offsets:
+            label = ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=fontsize,
+                                ha="left" if dx >= 0 else "right", color=(colours or ["black"] * len(texts))[i])
+            box = label.get_window_extent(renderer).expanded(1.05, 1.1)
+            if not any(box.overlaps(other) for other in boxes) or (dx, dy) == offsets[-1]:
+                break
+            label.remove()
+        boxes.append(box)
+        placed.append(label)
+    return placed

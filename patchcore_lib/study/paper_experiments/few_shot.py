@@ -11,7 +11,7 @@ from patchcore_lib.data import select_shots
 from patchcore_lib.paper.ablations import FEW_SHOT_PADIM_S5, FEW_SHOT_S5, MVTEC_WR50
 from patchcore_lib.paper.reference import PAPER_METRICS
 from patchcore_lib.study.paper_experiments.features import FeatureSet, bank_for, evaluate_bank
-from patchcore_lib.study.display import METRIC_NAMES
+from patchcore_lib.study.display import METRIC_NAMES, method_colour
 
 
 def draw_shots(count: int, shots: int, seed: int) -> list[int] | None:
@@ -82,15 +82,18 @@ def plot_few_shot(summary: pd.DataFrame, table: pd.DataFrame, title: str = "", p
     for ax, metric in zip(axes, PAPER_METRICS):
         mean = 100 * summary[f"{metric}_mean"]
         err = [mean - 100 * summary[f"{metric}_min"], 100 * summary[f"{metric}_max"] - mean]
-        ax.errorbar(summary.shots, mean, yerr=err, marker="o", capsize=4, label="ours: mean, min-max over seeds")
+        colour = method_colour("PatchCore")  # ours and the paper's PatchCore: one colour, line styles differ
+        ax.errorbar(summary.shots, mean, yerr=err, marker="o", capsize=4, color=colour,
+                    label="ours: mean, min-max over seeds")
         if paper is not None:
             ax.errorbar(paper.shots, 100 * paper[metric], yerr=100 * paper[f"{metric}_spread"], marker="s",
-                        linestyle="--", capsize=4, color="black", label=f"paper Table S5 ({MVTEC_WR50})")
+                        linestyle="--", capsize=4, color=colour, markerfacecolor="none",
+                        label=f"paper Table S5 ({MVTEC_WR50})")
         if metric == "image_auroc" and paper_padim is not None:
-            ax.plot(paper_padim.shots, 100 * paper_padim[metric], marker="^", linestyle=":", color="grey",
-                    label="paper Table S5, PaDiM")
+            ax.plot(paper_padim.shots, 100 * paper_padim[metric], marker="^", linestyle=":",
+                    color=method_colour("PaDiM"), label="paper Table S5, PaDiM")
         for _, r in full.iterrows():
-            ax.axhline(100 * r[metric], color="tab:green", linestyle=":",
+            ax.axhline(100 * r[metric], color=colour, linestyle=":", alpha=0.6,
                        label=f"ours, all {int(r.shots)} images ({100 * r.ratio:g}%)")
         ax.set_xscale("log")
         ax.set_xticks(ticks)

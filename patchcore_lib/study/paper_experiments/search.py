@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from patchcore_lib.paper.ablations import MVTEC_WR50, SEARCH_TABLE5
 from patchcore_lib.paper.reference import PAPER_METRICS
 from patchcore_lib.study.paper_experiments.features import FeatureSet, bank_for, device_label, evaluate_bank
-from patchcore_lib.study.display import metric_range, percent_table
+from patchcore_lib.study.display import SOURCE_MARKERS, method_colour, metric_range, percent_table, place_labels
 
 
 def search_table(fs: FeatureSet, ratios: Sequence[float], searches: Sequence[str]) -> pd.DataFrame:
@@ -66,26 +66,32 @@ def _seconds_axis(ax: Any, values: Sequence[float]) -> None:
 def plot_search(table: pd.DataFrame, title: str = "", paper: pd.DataFrame | None = None) -> Any:
     """Inference seconds per image vs image AUROC: one marker per (ratio, search); the paper's Table 5
     (``paper``, see :func:`paper_values`) in another colour."""
-    fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
+    fig, ax = plt.subplots(figsize=(8, 5), layout="constrained")
+    colour = method_colour("PatchCore")  # ours and the paper's PatchCore: one colour; markers tell them apart
     ran = table[np.isfinite(table.image_auroc.astype(float))]
+    points, texts, colours = [], [], []
     for search, marker in (("exact", "o"), ("ivfpq", "D")):
         part = ran[ran.search == search]
         ax.scatter(part.inference_seconds_per_image, 100 * part.image_auroc, marker=marker, s=60,
-                   color="tab:blue", label=f"ours, {search} ({part.device.iloc[0] if len(part) else ''})")
+                   color=colour, label=f"ours, {search} ({part.device.iloc[0] if len(part) else ''})")
         for _, r in part.iterrows():
-            ax.annotate(f"{100 * r.ratio:g}%", (r.inference_seconds_per_image, 100 * r.image_auroc),
-                        textcoords="offset points", xytext=(5, 4), fontsize=8)
+            points.append((r.inference_seconds_per_image, 100 * r.image_auroc))
+            texts.append(f"{100 * r.ratio:g}%" + (" IVFPQ" if search == "ivfpq" else ""))
+            colours.append("black")
     auroc, seconds = [ran.image_auroc], [*ran.inference_seconds_per_image]
     if paper is not None:
-        ax.scatter(paper.seconds_per_image, 100 * paper.image_auroc, marker="*", s=120, color="tab:red",
+        ax.scatter(paper.seconds_per_image, 100 * paper.image_auroc, marker=SOURCE_MARKERS["paper"], s=140,
+                   facecolors="none", edgecolors=colour, linewidths=1.2,
                    label=f"paper Table 5 ({MVTEC_WR50}, GPU)")
         for _, r in paper.iterrows():
-            ax.annotate(r.method, (r.seconds_per_image, 100 * r.image_auroc), textcoords="offset points",
-                        xytext=(5, -10), fontsize=7, color="tab:red")
+            points.append((r.seconds_per_image, 100 * r.image_auroc))
+            texts.append(f"paper {r.method}")
+            colours.append("dimgrey")
         auroc.append(paper.image_auroc)
         seconds.extend(paper.seconds_per_image)
     ax.set_ylim(*metric_range(pd.concat(auroc)))
     _seconds_axis(ax, seconds)
+    place_labels(ax, points, texts, colours, fontsize=7)  # after the limits: labels never overlap
     ax.set_xlabel("inference seconds per image (feature extraction + search; log scale)")
     ax.set_ylabel("image AUROC (%)")
     ax.grid(True, alpha=0.3)

@@ -10,7 +10,9 @@ import numpy as np
 import pandas as pd
 
 from patchcore_lib.paper.reference import ALL_METRICS
+from patchcore_lib.study.display import mean_sd_text
 from patchcore_lib.study.outputs import save_figure
+from patchcore_lib.study.report.datasets import data_note
 from patchcore_lib.study.report.table import REFERENCES
 from patchcore_lib.utils.files import atomic_write_text
 
@@ -35,20 +37,24 @@ def markdown_table(table: pd.DataFrame, float_format: str = "{:.1f}", signed: bo
 
 
 SUMMARY_INTRO = (
-    "All values in percent. `ours_*`: this study (latest run per category of each setting, from "
-    "`reports/04_evaluate/*/metrics.json`; baselines from `reports/06_baselines`). `paper_*`: Roth et al., "
-    "CVPR 2022 for the WideResNet-50 setting of the same coreset ratio (per class only where a source is stored "
-    "in `patchcore_lib/paper/data`, else the 15-class mean, as `paper_source` says; on the magnetic "
-    "tiles the paper's MTD image AUROC). `official_*`: results published with the official implementation for "
-    "the run named in `official_run` (WideResNet-50), each compared only with our metric of the same "
-    "definition: `pixel` with its `full_pixel_auroc` (all test images), `pixel (anom.)` and `PRO (anom.)` "
-    "(anomalous test images only) with its columns of those names; our `PRO` (all test images) has no official "
-    "counterpart. `anchor_*` (official code here): the official implementation run on the same backbone, "
-    "embedding dimensions and data (`patchcore_lib/paper/data/anchors_measured.csv`). Masks: `nearest` "
-    "(nearest-neighbour resize, the MVTec convention) or `official` (bilinear then integer cast, as the "
-    "official code, which counts fewer boundary pixels as anomalous); pixel metrics are compared with the "
-    "official code and its published runs only under `official` masks (settings marked `_masks-official`). "
-    "`diff_*` = ours minus reference. "
+    "All values in percent, one decimal. `ours`: this study (latest run per category of each setting, from "
+    "`reports/04_evaluate/*/metrics.json`; baselines from `reports/06_baselines`); `mean ± sd` where the run is "
+    "the mean over several seeds (sample sd over the seeds listed). A seed changes only the coreset: the random "
+    "projection of the approximate greedy selection and its random start (and the few-shot draw of training "
+    "images where one is made); the patch features, the kNN search and the metrics are deterministic. "
+    "`paper`: Roth et al., CVPR 2022, per class where a per-class value is stored (for PatchCore the per-class "
+    "value of another coreset ratio when ours has none, named), else the 15-class mean labelled `mean of 15`; on "
+    "the magnetic tiles the paper's MTD image AUROC. Every paper value's source is named under its table. "
+    "`official`: results published with the official implementation for the run named under the table "
+    "(WideResNet-50), each compared only with our metric of the same definition: `pixel` with its "
+    "`full_pixel_auroc` (all test images), `pixel (anom.)` and `PRO (anom.)` (anomalous test images only) with "
+    "its columns of those names; our `PRO` (all test images) has no official counterpart. `official code here`: "
+    "the official implementation run on the same backbone, layers, image size, coreset ratio, embedding "
+    "dimensions and geometry on the same data (`patchcore_lib/paper/data/anchors_measured.csv`); where none "
+    "matches, a footnote says why. Masks: `nearest` (nearest-neighbour resize, the MVTec convention) or "
+    "`official` (bilinear then integer cast, as the official code, which counts fewer boundary pixels as "
+    "anomalous); pixel metrics are compared with the official code and its published runs only under `official` "
+    "masks (settings marked `_masks-official`). Ours minus reference in points. "
     "Means only over MVTec AD classes, never across datasets.")
 
 
@@ -57,16 +63,22 @@ SHORT = {"image_auroc": "image", "pixel_auroc": "pixel", "pro": "PRO", "anomaly_
 REFERENCE_LABELS = {"ours": "ours", "paper": "paper", "official": "official", "anchor": "official code here"}
 
 
-def compact_table(group: pd.DataFrame, kinds: Sequence[str] = ("ours",) + REFERENCES, prefix: str = ""
-                  ) -> pd.DataFrame:
+def compact_table(group: pd.DataFrame, kinds: Sequence[str] = ("ours",) + REFERENCES, prefix: str = "",
+                  as_text: bool = True) -> pd.DataFrame:
     """A narrow view of summary rows: ``category`` then ``<metric> <reference>`` columns (``prefix`` e.g.
-    ``diff_``), leaving out columns without any value."""
+    ``diff_``), leaving out columns without any value. ``as_text`` (default): cells as shown (one decimal, ours
+    as ``mean ± sd`` where ``ours_<metric>_sd`` has a value, ``-`` for none); else the numbers."""
     out = pd.DataFrame({"category": group["category"].to_numpy()})
     for m in ALL_METRICS:
         for kind in kinds:
             column = f"{prefix}{kind}_{m}"
             if column in group and not group[column].isna().all():
-                out[f"{SHORT[m]} {REFERENCE_LABELS[kind]}"] = group[column].to_numpy()
+                values = group[column].to_numpy(dtype=float)
+                if as_text:
+                    sds = (group[f"{column}_sd"].to_numpy(dtype=float) if kind == "ours" and not prefix
+                           and f"{column}_sd" in group else [None] * len(values))
+                    values = [mean_sd_text(v, sd) for v, sd in zip(values, sds)]
+                out[f"{SHORT[m]} {REFERENCE_LABELS[kind]}"] = values
     return out
 
 
@@ -74,6 +86,10 @@ def reference_notes(group: pd.DataFrame, key: str) -> list[str]:
     """The distinct non-empty values of column ``key`` (``paper_source``, ``official_run``, ``anchor_run``) of
     one summary section, in order: which setting each reference column of that section holds."""
     return list(dict.fromkeys(str(v) for v in group[key] if isinstance(v, str) and v))
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
 
 
 def _section(group: pd.DataFrame) -> list[str]:
@@ -85,8 +101,16 @@ def _section(group: pd.DataFrame) -> list[str]:
             lines += [f"{name}: " + "; ".join(f"`{v}`" for v in values) + ".", ""]
     conventions = sorted(set(group["mask_convention"]))
     lines += [f"Ground-truth masks: {', '.join(f'`{c}`' for c in conventions)} convention.", ""]
-    lines += [markdown_table(compact_table(group)), ""]
-    diffs = compact_table(group, REFERENCES, prefix="diff_")
+    seeds = [s for s in dict.fromkeys(_text(v) for v in group.get("seeds", [])) if s]
+    lines += [markdown_table(compact_table(group, as_text=True)), ""]
+    notes = [f"Official code here: {n}." for n in dict.fromkeys(_text(v) for v in group.get("anchor_note", []))
+             if n and group["method"].iloc[0] == "PatchCore"]
+    notes += [f"Ours: mean ± sample sd over seeds {', '.join(seeds)}."] if seeds else []
+    geometry = _text(group["geometry"].iloc[0]) if "geometry" in group else ""
+    notes += [data_note(c, None) + (f" Input: {geometry}." if geometry else "")
+              for c in group["category"] if not str(c).startswith("mean")]
+    lines += [f"<sub>{note}</sub>" + "  " for note in notes] + ([""] if notes else [])
+    diffs = compact_table(group, REFERENCES, prefix="diff_", as_text=False)
     if diffs.shape[1] > 1:
         lines += ["Ours minus reference (points):", "", markdown_table(diffs, signed=True), ""]
     return lines
@@ -97,7 +121,7 @@ def write_summary(reports_dir: str | Path, table: pd.DataFrame, figure: Any = No
     method/setting) and ``reports/summary.png``; returns the paths."""
     reports = Path(reports_dir)
     reports.mkdir(parents=True, exist_ok=True)
-    paths = {"csv": atomic_write_text(reports / "summary.csv", table.to_csv(index=False))}
+    paths = {"csv": atomic_write_text(reports / "summary.csv", table.to_csv(index=False, float_format="%.12g"))}
     lines = ["# PatchCore study: summary", "", SUMMARY_INTRO, ""]
     if not len(table):
         lines.append("No evaluation runs found.")
@@ -107,7 +131,7 @@ def write_summary(reports_dir: str | Path, table: pd.DataFrame, figure: Any = No
             lines += [f"### {method}: {setting}", ""] + _section(group)
     if figure is not None:
         paths["png"] = save_figure(figure, reports, "summary")
-        lines += ["![ours vs paper vs official](summary.png)", ""]
+        lines += ["![ours beside every reference value, per category](summary.png)", ""]
     paths["md"] = atomic_write_text(reports / "summary.md", "\n".join(lines))
     return paths
 

@@ -11,11 +11,14 @@ from patchcore_lib.study.evaluate import setting_name
 from patchcore_lib.study.outputs import shown_path
 from patchcore_lib.utils.files import read_json_or_none
 
+#: the metrics that may come as a mean over seeds with a sample sd (``<metric>_sd``) in a metrics.json
+SEED_METRICS = ("image_auroc", "pixel_auroc", "pro", "anomaly_pixel_auroc", "anomaly_pro")
 RUN_COLUMNS = ["method", "setting", "category", "image_auroc", "pixel_auroc", "pro", "anomaly_pixel_auroc",
-               "anomaly_pro", "fit_seconds", "predict_seconds_per_image", "memory_bank_size", "mask_convention",
-               "run_id", "folder", "written", "config"]
-_NUMBERS = ("image_auroc", "pixel_auroc", "pro", "anomaly_pixel_auroc", "anomaly_pro", "fit_seconds",
-            "predict_seconds_per_image", "memory_bank_size")
+               "anomaly_pro", *[f"{m}_sd" for m in SEED_METRICS], "seeds", "fit_seconds",
+               "predict_seconds_per_image", "memory_bank_size", "mask_convention", "run_id", "folder", "written",
+               "config"]
+_NUMBERS = ("image_auroc", "pixel_auroc", "pro", "anomaly_pixel_auroc", "anomaly_pro",
+            *[f"{m}_sd" for m in SEED_METRICS], "fit_seconds", "predict_seconds_per_image", "memory_bank_size")
 
 
 def recorded_convention(value: Any) -> str:
@@ -24,9 +27,24 @@ def recorded_convention(value: Any) -> str:
 
 
 def _setting_label(config: dict[str, Any], mask_convention: str, setting: str | None = None) -> str:
-    """The setting name, marked ``_masks-official`` when the official mask convention was used."""
-    name = setting or setting_name(config)
+    """The setting name (from the config when there is one, so that older records get today's name with its
+    embedding dimensions), marked ``_masks-official`` when the official mask convention was used."""
+    name = setting_name(config) if config.get("backbone") else (setting or setting_name(config))
     return name + ("_masks-official" if mask_convention == "official" else "")
+
+
+def seeds_of(values: dict[str, Any]) -> str:
+    """The seeds a record's metrics are the mean over (``"0,1,2"``), empty for a single-run record."""
+    seeds = values.get("seeds")
+    return ",".join(str(s) for s in seeds) if isinstance(seeds, (list, tuple)) and seeds else ""
+
+
+def _folder(path: Path, reports_dir: str | Path) -> str:
+    """A run folder relative to the reports folder (``04_evaluate/bottle-1a2b``), never a machine path."""
+    try:
+        return path.resolve().relative_to(Path(reports_dir).resolve()).as_posix()
+    except ValueError:
+        return shown_path(path)
 
 
 def as_float(value: Any) -> float:
@@ -49,9 +67,10 @@ def _latest(rows: list[dict[str, Any]]) -> pd.DataFrame:
 def collect_runs(reports_dir: str | Path, notebook: str = "04_evaluate") -> pd.DataFrame:
     """Every ``reports/<notebook>/<run-id>/metrics.json`` as one row (latest per category and setting).
 
-    Columns: method, setting, category, image_auroc, pixel_auroc, pro, anomaly_pixel_auroc, anomaly_pro,
-    fit_seconds, predict_seconds_per_image, memory_bank_size, mask_convention (``nearest`` for records older
-    than the option), run_id, folder, written (mtime), config (dict). Runs with official masks are a setting
+    Columns: method, setting, category, image_auroc, pixel_auroc, pro, anomaly_pixel_auroc, anomaly_pro (the
+    mean over seeds where the record has ``seeds``), ``<metric>_sd`` (sample sd over seeds; NaN for a single-run
+    record), seeds (``"0,1,2"`` or empty), fit_seconds, predict_seconds_per_image, memory_bank_size, mask_convention (``nearest`` for records older
+    than the option), run_id, folder (relative to the reports folder), written (mtime), config (dict). Runs with official masks are a setting
     of their own (suffix ``_masks-official``).
     """
     rows = []
@@ -66,7 +85,8 @@ def collect_runs(reports_dir: str | Path, notebook: str = "04_evaluate") -> pd.D
         convention = recorded_convention(metrics.get("mask_convention"))
         rows.append({"method": "PatchCore", "setting": _setting_label(config, convention, metrics.get("setting")),
                      "category": metrics["category"], **{k: as_float(metrics.get(k)) for k in _NUMBERS},
-                     "mask_convention": convention, "run_id": path.parent.name, "folder": shown_path(path.parent),
+                     "seeds": seeds_of(metrics), "mask_convention": convention, "run_id": path.parent.name,
+                     "folder": _folder(path.parent, reports_dir),
                      "written": path.stat().st_mtime, "config": config})
     return _latest(rows)
 
@@ -113,8 +133,9 @@ def collect_baselines(reports_dir: str | Path, notebook: str = "06_baselines") -
             rows.append({"method": method, "setting": _setting_label(config, convention, label or (
                              setting_name(config) if config else "default")),
                          "category": values.get("category", category),
-                         **{k: as_float(values.get(k)) for k in _NUMBERS}, "mask_convention": convention,
-                         "run_id": path.parent.name, "folder": shown_path(path.parent), "written": path.stat().st_mtime,
+                         **{k: as_float(values.get(k)) for k in _NUMBERS}, "seeds": seeds_of(values),
+                         "mask_convention": convention, "run_id": path.parent.name,
+                         "folder": _folder(path.parent, reports_dir), "written": path.stat().st_mtime,
                          "config": config})
     return _latest(rows)
 
@@ -129,3 +150,25 @@ def collect_all(reports_dir: str | Path, categories: Sequence[str] = ()) -> tupl
     if categories:
         both = both[both["category"].isin(list(categories))]
     return runs, baselines, both
+
+
+def runs_for_display(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs table as notebook 05 shows it: every metric in percent with one decimal (``mean ± sd`` where the
+    run is a mean over seeds), seconds rounded, folders relative to the reports folder; no config/mtime."""
+    shown = pd.DataFrame({c: runs[c] for c in ("method", "setting", "category")})
+    for m in SEED_METRICS:
+        shown[f"{m} (%)"] = [_percent_text(v, s) for v, s in zip(runs[m], runs[f"{m}_sd"])]
+    shown["seeds"] = runs["seeds"].replace("", "-")
+    shown["fit (s)"] = runs["fit_seconds"].astype(float).round(1)
+    shown["predict (s / image)"] = runs["predict_seconds_per_image"].astype(float).round(3)
+    shown["memory bank"] = runs["memory_bank_size"].map(lambda v: "-" if pd.isna(v) else f"{int(v):,}")
+    for column in ("mask_convention", "folder"):
+        shown[column] = runs[column]
+    return shown.reset_index(drop=True)
+
+
+def _percent_text(value: Any, sd: Any) -> str:
+    value, sd = as_float(value), as_float(sd)
+    if value != value:
+        return "-"
+    return f"{100 * value:.1f}" + (f" ± {100 * sd:.1f}" if sd == sd else "")

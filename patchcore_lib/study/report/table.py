@@ -3,15 +3,18 @@ official code on the same data (percent, differences), one section per dataset."
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from patchcore_lib.paper.anchors import anchor_for, paper_other_datasets
+from patchcore_lib.components.backbones import BACKBONES, get_spec
+from patchcore_lib.paper.anchors import anchor_match, paper_other_datasets
 from patchcore_lib.paper.reference import (ALL_METRICS, MVTEC_CATEGORIES, is_mvtec_category, official_results,
-                                           official_run_for, paper_method_for, paper_table)
+                                           official_run_for, paper_method_for, paper_table_percent)
 from patchcore_lib.study.params import with_config_defaults
+from patchcore_lib.study.report.datasets import geometry_text
 from patchcore_lib.study.report.runs import as_float, recorded_convention
 
 #: metrics that depend on the ground-truth masks: compared with the official code only under official masks
@@ -23,27 +26,49 @@ MVTEC = "MVTec AD"
 
 def _summary_columns() -> list[str]:
     return (["dataset", "method", "setting", "category"]
-            + [f"{w}_{m}" for m in ALL_METRICS for w in ("ours",) + REFERENCES]
+            + [c for m in ALL_METRICS for c in (f"ours_{m}", f"ours_{m}_sd", *(f"{w}_{m}" for w in REFERENCES))]
             + [f"diff_{w}_{m}" for m in ALL_METRICS for w in REFERENCES]
-            + ["mask_convention", "paper_source", "official_run", "anchor_run"])
+            + ["seeds", "mask_convention", "geometry", "paper_source", "official_run", "anchor_run", "anchor_note"])
+
+
+def _published(value: Any, scale: float = 1.0) -> float:
+    """A rounded published/measured number in percent without float noise (``100 * 0.98381`` -> ``98.381``)."""
+    value = as_float(value)
+    return float(f"{scale * value:.10g}") if value == value else float("nan")
+
+
+def resolved_config(recorded: dict[str, Any]) -> dict[str, Any]:
+    """A recorded config with every PatchCore default and the backbone's embedding dimensions filled in."""
+    config = with_config_defaults(recorded)
+    if config.get("backbone") in BACKBONES:
+        pre, tgt = get_spec(config["backbone"]).embed_dims
+        config["pretrain_embed_dimension"] = int(config.get("pretrain_embed_dimension") or pre)
+        config["target_embed_dimension"] = int(config.get("target_embed_dimension") or tgt)
+    return config
 
 
 def _paper_value(paper: pd.DataFrame, other: pd.DataFrame, method: str | None, category: str, metric: str
                  ) -> tuple[float, str]:
-    """(percent, source label) of the paper's value for one category: per class where stored, else the
-    MVTec class mean (marked ``mean of 15``); for other datasets the paper's PatchCore value there (MTD), at the
-    paper's coreset ratio when it differs from ours (the label names both)."""
+    """(percent as published, source label) of the paper's value for one category and metric.
+
+    MVTec AD: the per-class value of ``method``; else, for PatchCore, the per-class value of another PatchCore
+    variant (the label names it and ours); only where no per-class value exists, the class mean of ``method``
+    labelled ``mean of 15``. Other datasets: the paper's PatchCore value there (MTD), at the paper's coreset
+    ratio when it differs from ours (the label names both)."""
     if method is None:
         return float("nan"), ""
     if is_mvtec_category(category):
         if metric not in paper.columns:
             return float("nan"), ""
-        hit = paper[(paper["method"] == method) & (paper["category"] == category)]
-        if len(hit) and not pd.isna(hit.iloc[0][metric]):
-            return 100 * float(hit.iloc[0][metric]), f"{method} (per class)"
+        rows = paper[(paper["category"] == category) & paper[metric].notna()]
+        same = rows[rows["method"] == method]
+        variants = rows[rows["method"].str.startswith("PatchCore")] if method.startswith("PatchCore") else rows[:0]
+        for hit, suffix in ((same, ""), (variants, f"; ours: {method}")):
+            if len(hit):
+                return _published(hit.iloc[0][metric]), f"{hit.iloc[0]['method']}, {category} (per class{suffix})"
         mean = paper[(paper["method"] == method) & (paper["category"] == "mean")]
         if len(mean) and not pd.isna(mean.iloc[0][metric]):
-            return 100 * float(mean.iloc[0][metric]), f"{method} (mean of 15, no per-class source)"
+            return _published(mean.iloc[0][metric]), f"{method}, mean of 15 (no per-class value)"
         return float("nan"), ""
     hit = other[other["category"] == category]
     if not method.startswith("PatchCore") or metric not in hit.columns:
@@ -55,8 +80,25 @@ def _paper_value(paper: pd.DataFrame, other: pd.DataFrame, method: str | None, c
         # the paper reports one setting per other dataset: shown beside ours even at another coreset ratio, and
         # the label says so
         other_setting = "" if len(same) else f" (the paper's only setting there; ours: {method})"
-        return float(found[metric]), f"{found['method']} on {found['dataset']}{other_setting}"
+        return _published(found[metric]), f"{found['method']} on {found['dataset']}{other_setting}"
     return float("nan"), ""
+
+
+def paper_sources(label: str) -> dict[str, str]:
+    """{metric: source} of a ``paper_source`` label of :func:`_sources_label` (every metric: the one source of a
+    single-source label)."""
+    parts = re.findall(r"(.+?) \[([a-z_, ]+)\](?:; |$)", label)
+    if not parts:
+        return {m: label for m in ALL_METRICS}
+    found = {m.strip(): source for source, metrics in parts for m in metrics.split(",")}
+    return {m: found.get(m, "") for m in ALL_METRICS}
+
+
+def _sources_label(sources: dict[str, list[str]]) -> str:
+    """``"A [image_auroc, pixel_auroc]; B [pro]"``: each source with the metrics it gives (one source: its name)."""
+    if len(sources) == 1:
+        return next(iter(sources))
+    return "; ".join(f"{source} [{', '.join(metrics)}]" for source, metrics in sources.items())
 
 
 def _category_row(method: str, setting: str, run: Any, config: dict[str, Any], paper: pd.DataFrame,
@@ -67,26 +109,32 @@ def _category_row(method: str, setting: str, run: Any, config: dict[str, Any], p
     paper_method = paper_method_for(config["coreset_ratio"]) if is_patchcore else (
         "PaDiM" if "padim" in str(method).lower() and mvtec else None)
     off = official[official["category"] == category] if (official is not None and mvtec) else None
-    anchor = anchor_for(category, config) if is_patchcore else None
+    anchor, anchor_note = anchor_match(category, config) if is_patchcore else (None, "")
     convention = recorded_convention(run.get("mask_convention"))
     row: dict[str, Any] = {"dataset": MVTEC if mvtec else category, "method": method, "setting": setting,
-                           "category": category, "mask_convention": convention}
-    sources = []
+                           "category": category, "mask_convention": convention, "seeds": run.get("seeds") or "",
+                           "geometry": geometry_text(config)}
+    sources: dict[str, list[str]] = {}
     for m in ALL_METRICS:
         row[f"ours_{m}"] = 100 * as_float(run.get(m))
+        row[f"ours_{m}_sd"] = 100 * as_float(run.get(f"{m}_sd"))
         row[f"paper_{m}"], source = _paper_value(paper, other, paper_method, category, m)
-        sources += [source] if source else []
+        if source:
+            sources.setdefault(source, []).append(m)
         # the official code's masks are resized bilinearly and cast to int: its pixel metrics are only
         # comparable with ours under the same (``official``) mask convention
         like_for_like = m not in PIXEL_METRICS or convention == "official"
         row[f"official_{m}"] = 100 * float(off.iloc[0][m]) if (off is not None and len(off) and like_for_like
                                                                 and m in off.columns) else float("nan")
         value = anchor.get(m) if (anchor and like_for_like) else None
-        row[f"anchor_{m}"] = 100 * float(value) if value is not None and not pd.isna(value) else float("nan")
-    row["paper_source"] = "; ".join(dict.fromkeys(sources))
+        row[f"anchor_{m}"] = _published(value, 100) if value is not None else float("nan")
+    row["paper_source"] = _sources_label(sources)
     row["official_run"] = official_run if off is not None and len(off) else ""
-    row["anchor_run"] = (f"{anchor['implementation']}, {anchor['machine']}, coreset {anchor['coreset']:g}"
-                         if anchor else "")
+    row["anchor_run"] = (f"{anchor['implementation']}, {anchor['machine']}, {anchor['data']}, "
+                         f"D{anchor['embed_dims']}, coreset {anchor['coreset']:g}" if anchor else "")
+    if anchor and convention != "official":
+        anchor_note = "pixel metrics not compared: the official code uses `official` masks, this run `nearest`"
+    row["anchor_note"] = anchor_note
     return row
 
 
@@ -94,32 +142,37 @@ def _setting_rows(method: str, setting: str, group: pd.DataFrame, paper: pd.Data
     """The category rows of one method/setting, and a mean row over its MVTec AD categories (never over
     datasets)."""
     recorded = group.iloc[0]["config"] if isinstance(group.iloc[0]["config"], dict) else {}
-    config = with_config_defaults(recorded)  # a PatchCore setting missing from an older record: its default
+    config = resolved_config(recorded)  # a setting missing from an older record: its default
     official_run = official_run_for(config) if method == "PatchCore" else None
     official = official_results(official_run) if official_run else None
     other = paper_other_datasets()
     rows = [_category_row(method, setting, run, config, paper, other, official, official_run)
             for _, run in group.sort_values("category").iterrows()]
+    for r in rows if not recorded.get("imagesize") else []:  # no recorded geometry (baselines): none claimed
+        r["geometry"] = ""
     mvtec_rows = [r for r in rows if r["dataset"] == MVTEC]
     if len(mvtec_rows) < 2:
         return rows
     n = len(mvtec_rows)
     all_mvtec = sorted(r["category"] for r in mvtec_rows) == sorted(MVTEC_CATEGORIES)
     mean: dict[str, Any] = {"dataset": MVTEC, "method": method, "setting": setting,
-                            "category": f"mean ({n} classes)", "mask_convention": mvtec_rows[0]["mask_convention"]}
+                            "category": f"mean ({n} classes)", "mask_convention": mvtec_rows[0]["mask_convention"],
+                            "seeds": mvtec_rows[0]["seeds"], "geometry": mvtec_rows[0]["geometry"]}
     pmethod = paper_method_for(config["coreset_ratio"]) if method == "PatchCore" else None
     pmean = paper[(paper["method"] == pmethod) & (paper["category"] == "mean")] if pmethod else paper[:0]
     for m in ALL_METRICS:
         mean[f"ours_{m}"] = float(np.mean([r[f"ours_{m}"] for r in mvtec_rows]))
+        mean[f"ours_{m}_sd"] = float("nan")  # an sd over seeds of a class mean is not recorded
         for ref in ("official", "anchor"):
             values = [r[f"{ref}_{m}"] for r in mvtec_rows if not math.isnan(r[f"{ref}_{m}"])]
             mean[f"{ref}_{m}"] = float(np.mean(values)) if len(values) == n else float("nan")
         # the paper's class mean is only comparable when all 15 classes were run
-        mean[f"paper_{m}"] = 100 * float(pmean.iloc[0][m]) if (len(pmean) and all_mvtec and m in pmean.columns) \
+        mean[f"paper_{m}"] = _published(pmean.iloc[0][m]) if (len(pmean) and all_mvtec and m in pmean.columns) \
             else float("nan")
-    mean["paper_source"] = f"{pmethod} (mean of 15)" if (len(pmean) and all_mvtec) else ""
+    mean["paper_source"] = f"{pmethod}, mean of 15" if (len(pmean) and all_mvtec) else ""
     mean["official_run"] = official_run if not math.isnan(mean["official_image_auroc"]) else ""
     mean["anchor_run"] = ""
+    mean["anchor_note"] = "" if method != "PatchCore" else "no class mean of the official code here"
     return rows + [mean]
 
 
@@ -129,7 +182,9 @@ def summary_table(runs: pd.DataFrame | None) -> pd.DataFrame:
     * ``paper_*``: the paper (per class where a source is stored, else the 15-class mean, named in
       ``paper_source``; for the magnetic tiles the paper's MTD image AUROC);
     * ``official_*``: the official published run matching the setting (``official_run``; MVTec AD only);
-    * ``anchor_*``: the official code run on the same backbone and data (``anchor_run``);
+    * ``anchor_*``: the official code run on the same backbone, layers, image size, coreset ratio, embedding
+      dimensions and geometry on our data (``anchor_run``; ``anchor_note`` says why there is none);
+    * ``ours_<metric>_sd``: the sample sd over ``seeds`` where the run is a mean over seeds (else NaN);
     * ``diff_<reference>_*`` = ours minus reference.
 
     ``dataset`` is ``MVTec AD`` for the MVTec categories (plus a mean row over them when there are two or
@@ -137,7 +192,7 @@ def summary_table(runs: pd.DataFrame | None) -> pd.DataFrame:
     """
     if runs is None or not len(runs):
         return pd.DataFrame(columns=_summary_columns())
-    paper = paper_table()
+    paper = paper_table_percent()
     out_rows = []
     for (method, setting), group in runs.groupby(["method", "setting"], sort=False):
         out_rows += _setting_rows(method, setting, group, paper)
@@ -155,7 +210,7 @@ def style_summary(table: pd.DataFrame, threshold: float = 1.0) -> Any:
     """A pandas Styler of :func:`summary_table`: differences beyond ``threshold`` points in red/green."""
     diff_columns = [c for c in table.columns if c.startswith("diff_")]
     number_columns = [c for c in table.columns if c.startswith(("ours_", "paper_", "official_", "anchor_")) and
-                      c not in ("paper_source", "official_run", "anchor_run")]
+                      c not in ("paper_source", "official_run", "anchor_run", "anchor_note")]
 
     def colour(value: Any) -> str:
         if value is None or (isinstance(value, float) and math.isnan(value)):
