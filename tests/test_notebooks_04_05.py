@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from helpers import ROOT
@@ -47,9 +48,10 @@ def test_04_declares_the_documented_parameters():
     assert list(declared) == ["data_root", "layout", "category", "backbone", "layers", "weights", "resize",
                               "imagesize", "crop", "pretrain_embed_dimension", "target_embed_dimension",
                               "coreset_ratio", "sampler", "num_nn", "score", "distance", "sigma", "seed",
-                              "device", "reports_dir", "run_id", "ensemble_backbones", "false_alarm_rate",
+                              "seeds", "device", "reports_dir", "run_id", "ensemble_backbones", "false_alarm_rate",
                               "calibration_folds", "ensemble_fusion", "mask_convention", "train_shots", "shots_seed"]
     assert declared["backbone"] == '"efficientnet_lite0"' and declared["imagesize"] == "224"
+    assert declared["seeds"] == "[0, 1, 2]"
 
 
 @pytest.mark.slow
@@ -59,7 +61,8 @@ def test_04_writes_every_output_and_matches_the_cli(executed_04, notebook_root, 
 
     reports, _ = executed_04
     folder = reports / "04_evaluate" / "tiny-test"
-    for name in ("metrics.json", "metrics_row.csv", "scores.csv", "roc_curves.png", "pro_curve.png",
+    for name in ("metrics.json", "metrics_row.csv", "metrics_per_seed.csv", "scores.csv", "roc_curves.png",
+                 "pro_curve.png",
                  "per_defect_auroc.csv", "per_defect_auroc.png", "segmentation_ranking.csv",
                  "segmentations_best.png", "segmentations_worst.png", "reference_comparison.csv"):
         assert (folder / name).is_file() and (folder / name).stat().st_size > 0, name
@@ -69,14 +72,22 @@ def test_04_writes_every_output_and_matches_the_cli(executed_04, notebook_root, 
                 "memory_bank_size", "category", "config"):
         assert key in metrics, key
     assert metrics["category"] == "tiny" and metrics["config"]["imagesize"] == 64
-    # the CLI with the same settings gives the same numbers
-    out = tmp_path / "cli"
-    assert main(["evaluate", "--data-root", str(notebook_root), "--category", "tiny", "--resize", "64", "--imagesize",
-                 "64", "--coreset-ratio", "0.2", "--device", "cpu", "--quiet", "--out", str(out)]) == 0
-    cli = json.loads((out / "tiny" / "metrics.json").read_text())["row"]
-    for key in ("image_auroc", "pixel_auroc", "pro"):
-        assert metrics[key] == pytest.approx(cli[key], abs=1e-6), key
-    assert metrics["memory_bank_size"] == cli["memory_bank_size"]
+    # every number is the mean over the seeds, with its sample sd and the per-seed values in seed order
+    assert metrics["seeds"] == [0, 1, 2]
+    for key in ("image_auroc", "pixel_auroc", "pro", "fit_seconds", "predict_seconds_per_image"):
+        values = metrics["per_seed"][key]
+        assert len(values) == 3 and metrics[key] == pytest.approx(sum(values) / 3), key
+        assert metrics[f"{key}_sd"] == pytest.approx(float(np.std(values, ddof=1))), key
+    # the CLI with the same settings and one of the seeds gives that seed's numbers (seed 1: features reused)
+    for index, seed in ((0, 0), (1, 1)):
+        out = tmp_path / f"cli{seed}"
+        assert main(["evaluate", "--data-root", str(notebook_root), "--category", "tiny", "--resize", "64",
+                     "--imagesize", "64", "--coreset-ratio", "0.2", "--device", "cpu", "--seed", str(seed), "--quiet",
+                     "--out", str(out)]) == 0
+        cli = json.loads((out / "tiny" / "metrics.json").read_text())["row"]
+        for key in ("image_auroc", "pixel_auroc", "pro"):
+            assert metrics["per_seed"][key][index] == pytest.approx(cli[key], abs=1e-6), (seed, key)
+        assert metrics["memory_bank_size"] == cli["memory_bank_size"]
 
 
 @pytest.mark.slow

@@ -12,6 +12,8 @@ import pytest
 
 from patchcore_lib.study import readme, report
 from patchcore_lib.study.evaluate import setting_name
+from patchcore_lib.utils.store import Store
+from patchcore_lib.study.evaluate import setting_name
 from helpers import ROOT
 
 README_MAX_LINES = 150
@@ -53,7 +55,8 @@ def _reports(tmp_path: Path) -> Path:
     (reports / readme.INSPECTION / "bottle.json").write_text(json.dumps(
         {"category": "bottle", "fit_seconds": 30.2, "threshold": 5686.0, "false_alarms": 1, "normal_images": 20,
          "false_alarm_rate": 0.05, "misses": 0, "defect_images": 63, "miss_rate": 0.0,
-         "images_per_second_with_overlays": 3.5, "export_max_relative_difference": 2.4e-6, "export_images": 83}))
+         "images_per_second_with_overlays": 3.5, "export_max_relative_difference": 2.4e-6, "export_images": 83,
+         "settings": SETTINGS}))
     return reports
 
 
@@ -62,7 +65,9 @@ TILES = "| magnetic_tile | 75.0 | 97.9 | 90.0 | 80.0 |"  # image ours/paper, pix
 VARIANT = ("| B_none224 | magnetic_tile | whole image to 224² | 1024-384 | official | - | 0.01 | max | 90.0 | 80.0 | "
            "70.0 | 60.0 | 50.0 | 100 s | 0.100 s |")
 EQ7 = "image AUROC 80.00 with `distance=sqeuclidean`, 80.00 with `euclidean`"
-INSPECTION = "| bottle | 30 s | 5686.0 | 1/20 = 5.0% | 0/63 = 0.0% | 3.50 | 2.4e-06 (83 images) |"
+SETTINGS = {"backbone": "efficientnet_lite0", "resize": 256, "imagesize": 224, "coreset_ratio": 0.1,
+            "pretrain_embed_dimension": 1024, "target_embed_dimension": 1024}
+INSPECTION = f"| bottle | `{setting_name(SETTINGS)}` | 30 s | 5686.0 | 1/20 = 5.0% | 0/63 = 0.0% | 3.50 | 2.4e-06 (83 images) |"
 
 
 def test_blocks_from_reports(tmp_path):
@@ -84,6 +89,22 @@ def test_blocks_from_reports(tmp_path):
     assert INSPECTION in inspection and BOTTLE not in inspection
     assert "No reports/inspection_line" in readme.inspection_block(tmp_path / "empty")
     assert "No reports/summary.csv" in readme.headline_block(tmp_path / "empty")
+
+
+def test_times_and_status_come_from_the_study_records(tmp_path):
+    reports = _reports(tmp_path)
+    assert "Reports made by" not in readme.headline_block(reports)  # no study records: no status line
+    store = Store.beside(reports)
+    store.save("notebook", "k1", {"notebook": "04_evaluate.ipynb", "category": "bottle"}, slot="04_evaluate-bottle",
+               seconds=128.8, machine="2 CPU cores")
+    store.save("notebook", "k2", {"notebook": "04_evaluate.ipynb", "category": "magnetic_tile"},
+               slot="04_evaluate-magnetic_tile", seconds=61.0, machine="2 CPU cores")
+    times = readme.times_block(reports)
+    assert "| notebook | bottle | magnetic_tile |" in times and "| 04_evaluate | 2.1 min | 61 s |" in times
+    assert "2 CPU cores" in times and "total 3.2 min" in times
+    # the records' keys are not those of this code and preset: every run of the preset is listed as stale
+    headline = readme.headline_block(reports)
+    assert "Reports made by library code" in headline and "stale runs: 01_feature_extraction-bottle" in headline
 
 
 def test_replace_block():

@@ -44,6 +44,9 @@ def test_unknown_parameter_is_refused_by_name():
     ("ratios", [1.5], "1.5"),
     ("k_values", [1, 0], ">= 1"),
     ("k_values", [], "must be a non-empty list"),
+    ("seeds", [], "must be a non-empty list"),
+    ("seeds", [0, -1], ">= 0"),
+    ("seeds", 3, "must be a list"),
     ("b_values", [1.5], "must be an integer"),
     ("sigmas", [-1], ">= 0"),
     ("distances", ["manhattan"], "'manhattan'"),
@@ -86,6 +89,9 @@ def test_cross_checks(synthetic_root):
         ["blocks.2", "blocks.4"]
     with pytest.raises(ConfigError, match="at least two backbones"):
         validate_parameters({"ensemble_backbones": ["resnet18"]})
+    with pytest.raises(ConfigError, match="'seeds' repeats a seed: \\[0, 1, 0\\]"):
+        validate_parameters({"seeds": [0, 1, 0]})
+    assert validate_parameters({"seeds": [2, 0]})["seeds"] == [2, 0]  # order kept: per-seed values follow it
     params = {"data_root": str(synthetic_root), "category": "tiny", "imagesize": 64, "sigma": 4}
     resolved = validate_parameters(params)
     assert resolved == params and resolved is not params  # values as given (run ids and metrics.json keep them)

@@ -1,5 +1,8 @@
-"""Notebook 02 (coreset ablation): every sampler x coreset ratio on cached features, the seed spread,
-and the paper's values for the same dataset beside ours."""
+"""Notebook 02 (coreset ablation): every sampler x coreset ratio x seed on cached features (reported as the mean
+over the seeds with its sample sd), the seed spread, and the paper's values for the same dataset beside ours.
+
+A seed changes the selection only: the projection of the greedy samplers, the approximate greedy's start
+points, the random sampler's subset. A 100 % bank is the same for every seed (sd 0)."""
 from __future__ import annotations
 
 import hashlib
@@ -19,7 +22,8 @@ from patchcore_lib.paper.ablations import CORESET_VS_RANDOM
 from patchcore_lib.paper.anchors import paper_other_datasets
 from patchcore_lib.paper.reference import is_mvtec_category
 from patchcore_lib.study.cached_features import content_digest, feature_store
-from patchcore_lib.study.cached_scoring import SplitTargets, coverage_radius, evaluate_scores, score_split
+from patchcore_lib.study.cached_scoring import (SplitTargets, coverage_radius, evaluate_scores, mean_sd, score_split,
+                                                summarise_seeds)
 from patchcore_lib.study.display import METRIC_NAMES
 from patchcore_lib.utils.source_fingerprint import code_fingerprint
 from patchcore_lib.utils.store import content_key
@@ -77,8 +81,10 @@ def _bank_key(indices: torch.Tensor) -> str:
 def coreset_ablation(model: PatchCore, train_features: torch.Tensor, test_features: torch.Tensor,
                      grid: tuple[int, int], targets: SplitTargets, samplers: Sequence[str], ratios: Sequence[float],
                      max_exact_greedy: int = 20000, show_progress: bool = False,
-                     log: Callable[[str], None] | None = print, rows: str | Path | None = None) -> pd.DataFrame:
-    """Every sampler x ratio: bank size, selection seconds, coverage radius, image/pixel AUROC, PRO.
+                     log: Callable[[str], None] | None = print, rows: str | Path | None = None,
+                     seeds: Sequence[int] | None = None) -> pd.DataFrame:
+    """Every sampler x ratio x seed (``seeds``; None: the model's seed): one row each with the seed, bank size,
+    selection seconds, coverage radius, image/pixel AUROC, PRO (:func:`seed_summary`: mean and sd over seeds).
 
     ``train_features``/``test_features`` are cached [N, h*w, D]. Exact greedy is skipped (status
     ``n/a``) when N > ``max_exact_greedy`` or when the sampler refuses (matrix too big). Selections that
@@ -95,47 +101,47 @@ def coreset_ablation(model: PatchCore, train_features: torch.Tensor, test_featur
     code = code_fingerprint((__name__,))
     seen: dict[str, dict[str, Any]] = {}
     table = []
-    for sampler_name in samplers:
-        for ratio in ratios:
-            row: dict[str, Any] = {"sampler": sampler_name, "ratio": float(ratio), "train_features": n}
-            if sampler_name == "greedy" and ratio < 1 and n > max_exact_greedy:
-                row.update(status=f"n/a (N={n} > max_exact_greedy={max_exact_greedy})")
+    for sampler_name, ratio, seed in ((s, r, int(e)) for s in samplers for r in ratios
+                                      for e in (seeds if seeds is not None else [model.config.seed])):
+        row: dict[str, Any] = {"sampler": sampler_name, "ratio": float(ratio), "seed": seed, "train_features": n}
+        if sampler_name == "greedy" and ratio < 1 and n > max_exact_greedy:
+            row.update(status=f"n/a (N={n} > max_exact_greedy={max_exact_greedy})")
+            table.append(row)
+            continue
+        key = content_key(ROWS, code=code, data=inputs, params={"sampler": sampler_name, "ratio": float(ratio),
+                                                                "seed": seed, "config": model.config.to_dict()})
+        stored = store.lookup(ROWS, key) if store is not None else None
+        row["reused"] = stored is not None
+        if stored is None:
+            try:
+                stored = _select_and_score(model, flat, grid, targets, test_features, sampler_name, ratio, seed,
+                                           seen, show_progress)
+            except ConfigError as exc:
+                row.update(status=f"n/a ({exc})")
                 table.append(row)
                 continue
-            key = content_key(ROWS, code=code, data=inputs, params={"sampler": sampler_name, "ratio": float(ratio),
-                                                                    "config": model.config.to_dict()})
-            stored = store.lookup(ROWS, key) if store is not None else None
-            row["reused"] = stored is not None
-            if stored is None:
-                try:
-                    stored = _select_and_score(model, flat, grid, targets, test_features, sampler_name, ratio, seen,
-                                               show_progress)
-                except ConfigError as exc:
-                    row.update(status=f"n/a ({exc})")
-                    table.append(row)
-                    continue
-                if store is not None:
-                    store.save(ROWS, key, stored)
-            same = stored["bank_key"] in seen
-            result = seen.setdefault(stored["bank_key"], stored["result"])
-            row.update(selection_seconds=stored["selection_seconds"], bank_features=stored["bank_features"],
-                       **result, status="ok (same bank as above)" if same else "ok")
-            table.append(row)
-            if log is not None:
-                log(f"{sampler_name:>13} {100 * ratio:6.2f}%: bank {row['bank_features']:7d}, select "
-                    f"{row['selection_seconds']:.2f}s, image AUROC {result['image_auroc']:.2%}, "
-                    f"pixel AUROC {result['pixel_auroc']:.2%}, PRO {result['pro']:.2%}"
-                    + (" (stored row)" if row["reused"] else ""))
-    columns = ["sampler", "ratio", "train_features", "bank_features", "selection_seconds", "coverage_radius",
+            if store is not None:
+                store.save(ROWS, key, stored)
+        same = stored["bank_key"] in seen
+        result = seen.setdefault(stored["bank_key"], stored["result"])
+        row.update(selection_seconds=stored["selection_seconds"], bank_features=stored["bank_features"],
+                   **result, status="ok (same bank as above)" if same else "ok")
+        table.append(row)
+        if log is not None:
+            log(f"{sampler_name:>13} {100 * ratio:6.2f}% seed {seed}: bank {row['bank_features']:7d}, select "
+                f"{row['selection_seconds']:.2f}s, image AUROC {result['image_auroc']:.2%}, "
+                f"pixel AUROC {result['pixel_auroc']:.2%}, PRO {result['pro']:.2%}"
+                + (" (stored row)" if row["reused"] else ""))
+    columns = ["sampler", "ratio", "seed", "train_features", "bank_features", "selection_seconds", "coverage_radius",
                "image_auroc", "pixel_auroc", "pro", "scoring_seconds", "status", "reused"]
     return pd.DataFrame(table).reindex(columns=columns)
 
 
 def _select_and_score(model: PatchCore, flat: torch.Tensor, grid: tuple[int, int], targets: SplitTargets,
-                      test_features: torch.Tensor, sampler_name: str, ratio: float,
+                      test_features: torch.Tensor, sampler_name: str, ratio: float, seed: int,
                       seen: dict[str, dict[str, Any]], show_progress: bool) -> dict[str, Any]:
     """One row's selection (timed) and, for a bank not in ``seen``, its coverage radius and test metrics."""
-    sampler = make_sampler(sampler_name, ratio, seed=model.config.seed, device=model.device,
+    sampler = make_sampler(sampler_name, ratio, seed=seed, device=model.device,
                            show_progress=show_progress)
     start = time.perf_counter()
     indices = sampler.select(flat)  # ConfigError: the sampler refuses (e.g. a matrix too big)
@@ -156,6 +162,16 @@ def _select_and_score(model: PatchCore, flat: torch.Tensor, grid: tuple[int, int
             "result": {k: float(v) for k, v in result.items()}}
 
 
+#: the columns of a row that vary with the seed: averaged by :func:`seed_summary` (``<column>_sd``: sample sd)
+SEED_COLUMNS = ("selection_seconds", "coverage_radius", "image_auroc", "pixel_auroc", "pro", "scoring_seconds")
+
+
+def seed_summary(per_seed: pd.DataFrame) -> pd.DataFrame:
+    """One row per sampler x ratio of :func:`coreset_ablation`'s per-seed rows: every :data:`SEED_COLUMNS` value
+    as the mean over the seeds followed by ``<column>_sd`` (sample sd, ddof=1; NaN for one seed), ``seeds``."""
+    return summarise_seeds(per_seed, ["sampler", "ratio"], SEED_COLUMNS)
+
+
 #: headers of the display table (metrics in percent; the number of training patches, the same in every row,
 #: is left out)
 DISPLAY_HEADERS = {"sampler": "sampler", "ratio": "ratio", "bank_features": "bank", "selection_seconds": "select (s)",
@@ -165,14 +181,15 @@ DISPLAY_HEADERS = {"sampler": "sampler", "ratio": "ratio", "bank_features": "ban
 
 
 def ablation_display_table(table: pd.DataFrame) -> pd.DataFrame:
-    """The table to read (and its CSV next to the raw one): ratios and metrics in percent, 'n/a' for skipped
-    cells, short headers (:data:`DISPLAY_HEADERS`)."""
+    """The table to read (and its CSV next to the raw one): ratios in percent, metrics as "mean ± sd" over the
+    seeds in percent (1 decimal; a table without ``_sd`` columns: the value), 'n/a' for skipped cells, short
+    headers (:data:`DISPLAY_HEADERS`)."""
     shown = table.copy()
     shown["ratio"] = (100 * shown["ratio"]).map(lambda r: f"{r:g}%")
-    for name in METRIC_NAMES:
-        shown[name] = shown[name].map(lambda v: "n/a" if pd.isna(v) else f"{100 * v:.2f}")
-    for name in ("selection_seconds", "coverage_radius", "scoring_seconds"):
-        shown[name] = shown[name].map(lambda v: "n/a" if pd.isna(v) else f"{v:.3f}")
+    for name in SEED_COLUMNS:
+        sds = shown[f"{name}_sd"] if f"{name}_sd" in shown else [None] * len(shown)
+        shown[name] = [mean_sd(v, sd, percent=name in METRIC_NAMES, decimals=1 if name in METRIC_NAMES else 3)
+                       for v, sd in zip(shown[name], sds)]
     shown["bank_features"] = shown["bank_features"].map(lambda v: "n/a" if pd.isna(v) else str(int(v)))
     return shown[list(DISPLAY_HEADERS)].rename(columns=DISPLAY_HEADERS)
 
@@ -184,14 +201,16 @@ def best_run(table: pd.DataFrame) -> dict[str, Any] | None:
 
 
 def paper_comparison(table: pd.DataFrame, paper: pd.DataFrame | None = PAPER_CORESET) -> pd.DataFrame:
-    """The paper's values per sampler and coreset ratio beside ours (percent, 2 decimals; ``approximate``:
+    """The paper's values per sampler and coreset ratio beside ours (percent, 2 decimals, ``ours_<metric>_sd``: sd
+    over seeds where the table has it; ``approximate``:
     read off a plot; ours empty where that sampler/ratio was not run; no rows when ``paper`` is None)."""
     if paper is None:
         paper = PAPER_CORESET.iloc[:0]
     reference = paper.rename(columns={m: f"paper_{m}" for m in METRIC_NAMES})
-    ours = table[["sampler", "ratio", *METRIC_NAMES]].copy()
-    ours[list(METRIC_NAMES)] = (100 * ours[list(METRIC_NAMES)]).round(2)
-    merged = reference.merge(ours.rename(columns={m: f"ours_{m}" for m in METRIC_NAMES}), on=["sampler", "ratio"],
+    values = [c for m in METRIC_NAMES for c in (m, f"{m}_sd") if c in table]  # _sd: over seeds
+    ours = table[["sampler", "ratio", *values]].copy()
+    ours[values] = (100 * ours[values]).round(2)
+    merged = reference.merge(ours.rename(columns={m: f"ours_{m}" for m in values}), on=["sampler", "ratio"],
                              how="left")
     merged.insert(1, "ratio (%)", (100 * merged.pop("ratio")).map(lambda r: f"{r:g}%"))
     return merged
@@ -225,7 +244,9 @@ def plot_coreset_metrics(table: pd.DataFrame, paper: pd.DataFrame | None = PAPER
             if frame.empty:
                 ax.plot([], [], color=color, label=f"{sampler_name} (n/a)")
                 continue
-            ax.plot(100 * frame.ratio, 100 * frame[metric], marker=marker, color=color, label=sampler_name)
+            sd = 100 * frame[f"{metric}_sd"].fillna(0) if f"{metric}_sd" in frame else None  # ± sd over seeds
+            ax.errorbar(100 * frame.ratio, 100 * frame[metric], yerr=sd, marker=marker, color=color, capsize=3,
+                        label=sampler_name + (" (mean ± sd over seeds)" if sd is not None else ""))
         if paper is not None and metric in paper:
             for (sampler_name, approximate), points in paper.dropna(subset=[metric]).groupby(
                     ["sampler", "approximate"], sort=False):
@@ -262,8 +283,9 @@ def plot_coverage(table: pd.DataFrame, title: str = "") -> Any:
             color, marker = sampler_style(sampler_name)
             if metric == "selection_seconds":
                 frame = frame[frame[metric] > 0]
-            ax.plot(100 * frame.ratio, frame[metric], marker=marker, color=color,
-                    label=sampler_name if not frame.empty else f"{sampler_name} (n/a)")
+            ax.errorbar(100 * frame.ratio, frame[metric], marker=marker, color=color, capsize=3,
+                        yerr=frame[f"{metric}_sd"].fillna(0) if f"{metric}_sd" in frame else None,
+                        label=sampler_name if not frame.empty else f"{sampler_name} (n/a)")
         _percent_axis(ax, table.ratio)
         ax.set_xlabel("coreset ratio (% of training patches, log scale)")
         ax.set_ylabel(label)
@@ -280,12 +302,20 @@ def plot_coverage(table: pd.DataFrame, title: str = "") -> Any:
 # ============================================================================ seed spread
 def seed_spread(model: PatchCore, train_features: torch.Tensor, test_features: torch.Tensor,
                 grid: tuple[int, int], targets: SplitTargets, seeds: Sequence[int], sampler: str = "approx_greedy",
-                ratio: float = 0.1) -> tuple[pd.DataFrame, dict[str, dict[str, float]]]:
+                ratio: float = 0.1, known: pd.DataFrame | None = None
+                ) -> tuple[pd.DataFrame, dict[str, dict[str, float]]]:
     """The same run with different seeds (only the random parts change: projection, start points,
-    random subsets). Returns (one row per seed, ``{metric: {mean, std, min, max, range}}``)."""
+    random subsets). Returns (one row per seed, ``{metric: {mean, std, min, max, range}}``). ``known``: the
+    per-seed rows of :func:`coreset_ablation`; a seed it already ran at this sampler and ratio is taken from it."""
     flat = train_features.reshape(-1, train_features.shape[-1])
     rows = []
     for seed in seeds:
+        done = known[(known.sampler == sampler) & np.isclose(known.ratio, ratio) & (known.seed == int(seed))
+                     & known.status.str.startswith("ok")] if known is not None else []
+        if len(done):
+            rows.append({"seed": int(seed), "sampler": sampler, "ratio": float(ratio),
+                         **done.iloc[0][["bank_features", "selection_seconds", *METRIC_NAMES]].to_dict()})
+            continue
         sampler_obj = make_sampler(sampler, ratio, seed=int(seed), device=model.device, show_progress=False)
         start = time.perf_counter()
         indices = sampler_obj.select(flat)

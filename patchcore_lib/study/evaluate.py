@@ -1,5 +1,6 @@
-"""Notebook 04 (evaluate one category): the detector's config from the parameters, the metrics record,
-ROC and PRO curves, per-defect AUROC, best/worst segmentations and the published numbers beside ours."""
+"""Notebook 04 (evaluate one category): the detector's config from the parameters, the metrics record over
+seeds (mean, sample sd, per-seed values), ROC and PRO curves with their spread over seeds, per-defect AUROC,
+best/worst segmentations and the published numbers beside ours."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,6 +21,7 @@ from patchcore_lib.evaluation.metrics import (image_auroc, per_defect_image_auro
 from patchcore_lib.evaluation.options import EvaluationOptions
 from patchcore_lib.paper.reference import (ALL_METRICS, is_mvtec_category, official_results, official_run_for,
                                            official_runs, paper_method_for, paper_table)
+from patchcore_lib.study.cached_scoring import SeedRun, draw_seed_band, mean_sd, seed_record, seed_statistics
 from patchcore_lib.study.params import config_from_params, parameter_default, with_config_defaults
 from patchcore_lib.study.outputs import relative_paths
 from patchcore_lib.utils.schema import schema_fields
@@ -30,6 +32,9 @@ REQUIRED_METRICS = ("image_auroc", "pixel_auroc", "pro", "fit_seconds", "predict
 #: the columns of the one-row metrics table
 ROW_COLUMNS = ("category", "image_auroc", "pixel_auroc", "pro", "anomaly_pixel_auroc", "anomaly_pro", "fit_seconds",
                "predict_seconds_per_image", "memory_bank_size", "mask_convention")
+#: the numbers of a run that are averaged over seeds (``<key>`` the mean, ``<key>_sd`` the sample sd)
+SEED_METRICS = ("image_auroc", "pixel_auroc", "pro", "anomaly_pixel_auroc", "anomaly_pro", "fit_seconds",
+                "predict_seconds", "predict_seconds_per_image")
 
 
 # =========================================================================== configuration and records
@@ -59,10 +64,11 @@ def evaluation_options(params: dict[str, Any]) -> EvaluationOptions:
 def setting_name(config: dict[str, Any]) -> str:
     """A short, stable name of a configuration, in the style of the official run names.
 
-    e.g. ``IM224_wide_resnet50_2_L2-3_P0.1_PS-3_AN-1`` (image size, backbone, layers, coreset ratio,
-    patch size, nearest neighbours; ``_S<seed>`` when the seed is not 0, ``_<score>`` when not ``max``,
-    ``_crop-none`` for the whole-image geometry, ``_D<pretrain>-<target>`` for embedding dimensions other than
-    the backbone's defaults).
+    e.g. ``IM224_efficientnet_lite0_L2-4_P0.1_D1024-384_PS-3_AN-1`` (image size, backbone, layers, coreset
+    ratio, embedding dimensions ``_D<pretrain>-<target>``, patch size, nearest neighbours; ``_S<seed>`` when the
+    seed is not 0, ``_<score>`` when not ``max``, ``_crop-none`` for the whole-image geometry). The embedding
+    dimensions are ALWAYS named, from the backbone's defaults when the config leaves them empty (efficientnet_lite0:
+    1024 -> 384), so a 1024-1024 run reads like-for-like with the official ``..._D1024-1024_...`` run names.
     """
     if not config:
         return "unknown"
@@ -71,7 +77,10 @@ def setting_name(config: dict[str, Any]) -> str:
     layer_part = "L" + "-".join(digits) if digits else "Ldefault"
     default, settings = with_config_defaults({}), with_config_defaults(config)  # missing: the schema's default
     ratio = float(settings["coreset_ratio"])
-    name = (f"IM{config.get('imagesize', '?')}_{config.get('backbone', '?')}_{layer_part}_P{ratio:g}"
+    known = get_spec(config["backbone"]).embed_dims if config.get("backbone") in BACKBONES else (None, None)
+    dims = [config.get(f"{k}_embed_dimension") or fallback for k, fallback in zip(("pretrain", "target"), known)]
+    dim_part = "D" + "-".join(str(int(d)) if d else "?" for d in dims)
+    name = (f"IM{config.get('imagesize', '?')}_{config.get('backbone', '?')}_{layer_part}_P{ratio:g}_{dim_part}"
             f"_PS-{settings['patch_size']}_AN-{settings['num_nn']}")
     for option in ("sampler", "score"):
         if settings[option] != default[option]:
@@ -84,10 +93,6 @@ def setting_name(config: dict[str, Any]) -> str:
         name += f"_S{settings['seed']}"
     if settings["crop"] != default["crop"]:
         name += f"_crop-{settings['crop']}"
-    dims = (config.get("pretrain_embed_dimension"), config.get("target_embed_dimension"))
-    if None not in dims and config.get("backbone") in BACKBONES and tuple(map(int, dims)) != tuple(
-            get_spec(config["backbone"]).embed_dims):
-        name += f"_D{int(dims[0])}-{int(dims[1])}"
     return name
 
 
@@ -106,24 +111,35 @@ def metrics_record(row: dict[str, Any], predictions: Any, config: Any) -> dict[s
     return record
 
 
+def metrics_over_seeds(runs: Sequence[SeedRun], config: Any) -> dict[str, Any]:
+    """The metrics.json content of one evaluation repeated over seeds: :func:`metrics_record` of the first seed
+    with every :data:`SEED_METRICS` key (and the per-defect AUROC) replaced by its mean over the seeds, plus
+    ``<key>_sd`` (sample sd, ddof=1; NaN for one seed), ``seeds`` and ``per_seed`` ({key: values in seed order})."""
+    return seed_record([metrics_record(run.row, run.predictions, config) for run in runs], [run.seed for run in runs],
+                       SEED_METRICS, nested=("per_defect_image_auroc",))
+
+
 def metrics_row_table(metrics: dict[str, Any]) -> pd.DataFrame:
-    """The one-row table of the headline numbers of a :func:`metrics_record`."""
-    return pd.DataFrame([{k: metrics.get(k) for k in ROW_COLUMNS}])
+    """The one-row table of the headline numbers of a :func:`metrics_record` (``<key>_sd`` after each key of
+    :data:`SEED_METRICS` and ``seeds`` when the record is one of :func:`metrics_over_seeds`)."""
+    columns = [c for k in ROW_COLUMNS for c in ((k, f"{k}_sd") if f"{k}_sd" in metrics else (k,))]
+    return pd.DataFrame([{**{k: metrics.get(k) for k in columns},
+                          **({"seeds": " ".join(map(str, metrics["seeds"]))} if "seeds" in metrics else {})}])
 
 
-#: display formats of the metrics row (metrics in percent)
-ROW_FORMATS = {"image_auroc": "{:.2%}", "pixel_auroc": "{:.2%}", "pro": "{:.2%}", "anomaly_pixel_auroc": "{:.2%}",
-               "anomaly_pro": "{:.2%}", "fit_seconds": "{:.1f}", "predict_seconds_per_image": "{:.3f}",
-               "memory_bank_size": "{:,}"}
+#: display formats of the metrics row that are not a percentage (mean ± sd over seeds, 1 decimal)
+ROW_FORMATS = {"fit_seconds": "{:.1f}", "predict_seconds_per_image": "{:.3f}", "memory_bank_size": "{:,}"}
 
 
 def metrics_column(table: pd.DataFrame) -> pd.DataFrame:
-    """The one-row table of :func:`metrics_row_table` as a ``metric`` / ``value`` column (strings, formatted),
-    readable in narrow HTML where a row of many columns runs past the page edge."""
+    """The one-row table of :func:`metrics_row_table` as a ``metric`` / ``value`` column (strings: metrics as
+    "mean ± sd" in percent, seconds as "mean ± sd"), readable in narrow HTML where a wide row runs off the page."""
     row = table.iloc[0]
-    values = [ROW_FORMATS.get(k, "{}").format(v) if v is not None and not (isinstance(v, float) and np.isnan(v))
-              else "-" for k, v in row.items()]
-    return pd.DataFrame({"metric": list(row.index), "value": values})
+    shown = {key: mean_sd(value, row.get(f"{key}_sd")) if key in SEED_METRICS and key not in ROW_FORMATS else
+             "-" if value is None or (isinstance(value, float) and np.isnan(value)) else
+             " ± ".join(ROW_FORMATS.get(key, "{}").format(v) for v in (value, row.get(f"{key}_sd")) if not pd.isna(v))
+             for key, value in row.items() if not key.endswith("_sd")}
+    return pd.DataFrame({"metric": list(shown), "value": list(shown.values())})
 
 
 def scores_table(predictions: Any) -> pd.DataFrame:
@@ -145,35 +161,41 @@ def _pixel_roc(masks: np.ndarray, maps: np.ndarray, max_points: int = 2000) -> t
     return fpr, tpr
 
 
+def _seeds(predictions: Any) -> list[Any]:  # one Predictions per seed, or one
+    return list(predictions) if isinstance(predictions, (list, tuple)) else [predictions]
+
+
 def plot_roc_curves(predictions: Any, title: str = "") -> Any:
-    """Two panels: image-level ROC (image score) and pixel-level ROC (anomaly maps vs masks)."""
+    """Two panels: image-level ROC (image score) and pixel-level ROC (anomaly maps vs masks). ``predictions``:
+    one per seed (or one): the mean curve, ± sd over the seeds as a band, AUROC as mean ± sd in the legend."""
+    runs, grid = _seeds(predictions), np.linspace(0, 1, 201)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
-    fpr, tpr = roc_points(predictions.labels, predictions.scores)
-    axes[0].plot(fpr, tpr, color="C0", lw=2,
-                 label=f"PatchCore (AUROC {100 * image_auroc(predictions.labels, predictions.scores):.1f}%)")
-    pfpr, ptpr = _pixel_roc(predictions.masks, predictions.maps)
-    if pfpr.size:
-        axes[1].plot(pfpr, ptpr, color="C1", lw=2,
-                     label=f"PatchCore (AUROC {100 * pixel_auroc(predictions.masks, predictions.maps):.1f}%)")
+    image = [image_auroc(p.labels, p.scores) for p in runs]
+    draw_seed_band(axes[0], [roc_points(p.labels, p.scores) for p in runs], grid, "C0",
+                   f"PatchCore (AUROC {mean_sd(*seed_statistics(image))}%)")
+    pixel = [_pixel_roc(p.masks, p.maps) for p in runs]
+    if pixel[0][0].size:
+        value = mean_sd(*seed_statistics([pixel_auroc(p.masks, p.maps) for p in runs]))
+        draw_seed_band(axes[1], pixel, grid, "C1", f"PatchCore (AUROC {value}%)")
     for ax, what in zip(axes, ("image level (detection)", "pixel level (segmentation)")):
         ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="chance")
         ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate",
                title=f"ROC, {what}")
         ax.legend(loc="lower right")
-    if title:
-        fig.suptitle(title)
+    fig.suptitle(title + (f" (mean of {len(runs)} seeds)" if len(runs) > 1 else ""))
     fig.tight_layout()
     return fig
 
 
 def plot_pro_curve(predictions: Any, title: str = "", max_fpr: float = 0.3) -> Any:
-    """The PRO curve (per-region overlap vs pixel FPR up to ``max_fpr``) with its normalised area."""
+    """The PRO curve (per-region overlap vs pixel FPR up to ``max_fpr``) with its normalised area; one
+    ``predictions`` per seed: the mean curve with ± sd over the seeds as a band."""
+    runs = _seeds(predictions)
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    fpr, pro = pro_curve(predictions.masks, predictions.maps, max_fpr=max_fpr, num_thresholds=300)
-    if fpr.size:
-        score = pro_score(predictions.masks, predictions.maps, max_fpr=max_fpr)
-        ax.plot(fpr, pro, color="C2", lw=2, label=f"PatchCore (AU-PRO {100 * score:.1f}%)")
-        ax.fill_between(fpr, 0, pro, color="C2", alpha=0.15)
+    curves = [pro_curve(p.masks, p.maps, max_fpr=max_fpr, num_thresholds=300) for p in runs]
+    if curves[0][0].size:
+        score = mean_sd(*seed_statistics([pro_score(p.masks, p.maps, max_fpr=max_fpr) for p in runs]))
+        draw_seed_band(ax, curves, np.linspace(0, max_fpr, 151), "C2", f"PatchCore (AU-PRO {score}%)")
     else:
         ax.text(0.5, 0.5, "PRO undefined (no defect pixels)", ha="center", transform=ax.transAxes)
     ax.set(xlim=(0, max_fpr), ylim=(0, 1.01), xlabel="pixel false positive rate",
@@ -185,25 +207,28 @@ def plot_pro_curve(predictions: Any, title: str = "", max_fpr: float = 0.3) -> A
 
 # =========================================================================== per defect type
 def per_defect_table(predictions: Any) -> pd.DataFrame:
-    """Image AUROC per defect type (all good test images + that type), with the image counts."""
-    aurocs = per_defect_image_auroc(predictions.defect_types, predictions.labels, predictions.scores)
-    counts = pd.Series(predictions.defect_types).value_counts()
-    rows = [{"defect_type": d, "image_auroc": a, "num_images": int(counts.get(d, 0)),
-             "num_good": int(counts.get("good", 0))} for d, a in aurocs.items()]
-    return pd.DataFrame(rows, columns=["defect_type", "image_auroc", "num_images", "num_good"])
+    """Image AUROC per defect type (all good test images + that type): mean over the seeds (one ``predictions``
+    per seed, or one) and its sample sd, with the image counts."""
+    runs = _seeds(predictions)
+    aurocs = [per_defect_image_auroc(p.defect_types, p.labels, p.scores) for p in runs]
+    counts = pd.Series(runs[0].defect_types).value_counts()
+    rows = [{"defect_type": d, **dict(zip(("image_auroc", "image_auroc_sd"), seed_statistics([a[d] for a in aurocs]))),
+             "num_images": int(counts.get(d, 0)), "num_good": int(counts.get("good", 0))} for d in aurocs[0]]
+    return pd.DataFrame(rows, columns=["defect_type", "image_auroc", "image_auroc_sd", "num_images", "num_good"])
 
 
 def plot_per_defect(table: pd.DataFrame, title: str = "") -> Any:
     """Bar chart of the per-defect-type image AUROC (percent)."""
     fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(table) + 2), 4))
     values = 100 * table["image_auroc"].astype(float).to_numpy()
-    bars = ax.bar(table["defect_type"], values, color="C0")
-    for bar, value in zip(bars, values):
-        ax.annotate(f"{value:.1f}", (bar.get_x() + bar.get_width() / 2, value), ha="center", va="bottom",
-                    fontsize=8)
+    sds = 100 * table["image_auroc_sd"].astype(float).fillna(0).to_numpy() if "image_auroc_sd" in table else None
+    bars = ax.bar(table["defect_type"], values, color="C0", yerr=sds, capsize=4, ecolor="black")
+    for bar, value, sd in zip(bars, values, sds if sds is not None else np.zeros(len(values))):
+        ax.annotate(mean_sd(value / 100, sd / 100 if sds is not None else None),
+                    (bar.get_x() + bar.get_width() / 2, min(value + sd, 100.5)), ha="center", va="bottom", fontsize=8)
     low = np.nanmin(values) if len(values) and np.isfinite(values).any() else 50.0
-    ax.set(ylim=(max(0.0, min(low - 5, 90.0)), 101), xlabel="defect type",
-           ylabel="image AUROC (%), good vs this type", title=title or "Image AUROC per defect type")
+    ax.set(ylim=(max(0.0, min(low - 5, 90.0)), 101.5), xlabel="defect type",
+           ylabel="image AUROC (%), good vs this type", title=title or "Image AUROC per defect type (± sd)")
     plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
     fig.tight_layout()
     return fig
@@ -211,20 +236,16 @@ def plot_per_defect(table: pd.DataFrame, title: str = "") -> Any:
 
 # =========================================================================== segmentations
 def segmentation_ranking(predictions: Any) -> pd.DataFrame:
-    """Anomalous test images ranked by segmentation quality (per-image pixel AUROC, best first).
-
-    Columns: index (into the predictions), path (relative to the category folder), defect_type, score,
-    pixel_auroc, defect_pixels.
-    Images without defect pixels in their mask are left out.
-    """
+    """Anomalous test images ranked by segmentation quality (per-image pixel AUROC, best first). Columns: index
+    (into the predictions), path (relative to the category folder), defect_type, score, pixel_auroc,
+    defect_pixels. Images without defect pixels in their mask are left out."""
     rows = []
     for i in np.flatnonzero(np.asarray(predictions.labels) == 1):
         mask = np.asarray(predictions.masks[i]).ravel() > 0
         if not mask.any() or mask.all():
             continue
         rows.append({"index": int(i), "path": relative_paths([predictions.paths[i]])[0],
-                     "defect_type": predictions.defect_types[i],
-                     "score": float(predictions.scores[i]),
+                     "defect_type": predictions.defect_types[i], "score": float(predictions.scores[i]),
                      "pixel_auroc": float(roc_auc_score(mask, np.asarray(predictions.maps[i]).ravel())),
                      "defect_pixels": int(mask.sum())})
     table = pd.DataFrame(rows, columns=["index", "path", "defect_type", "score", "pixel_auroc", "defect_pixels"])
@@ -245,14 +266,11 @@ def _load_display_image(path: str, resize: int, imagesize: int, crop: str = "cen
 def plot_segmentations(predictions: Any, indices: Sequence[int], resize: int, imagesize: int, title: str = "",
                        crop: str = "center") -> Any:
     """One row per image: the test image with the ground-truth contour, the anomaly map overlaid, the map alone.
-
-    The colour scale is shared by all rows (min..max of the maps over the whole test set), so rows compare.
-    """
+    The colour scale is shared by all rows (min..max of the maps over the whole test set), so rows compare."""
     indices = [int(i) for i in indices]
     n = max(1, len(indices))
     fig, axes = plt.subplots(n, 3, figsize=(10, 3.2 * n), squeeze=False)
     vmin, vmax = float(np.min(predictions.maps)), float(np.max(predictions.maps))
-
     mappable = None
     for row, index in enumerate(indices):
         image = _load_display_image(predictions.paths[index], resize, imagesize, crop)
@@ -271,8 +289,7 @@ def plot_segmentations(predictions: Any, indices: Sequence[int], resize: int, im
         axes[row, 2].imshow(amap, cmap="jet", vmin=vmin, vmax=vmax)
         axes[row, 2].set_title("anomaly map", fontsize=9)
         for ax in axes[row]:
-            ax.set_xticks([])
-            ax.set_yticks([])
+            ax.set(xticks=[], yticks=[])
     if not indices:
         for ax in axes[0]:
             ax.axis("off")
@@ -295,7 +312,8 @@ def reference_comparison(category: str, metrics: dict[str, Any]) -> pd.DataFrame
     """
     config = metrics.get("config", {})
     convention = metrics.get("mask_convention", "nearest")
-    rows = [{"source": f"ours ({setting_name(config)}, {convention} masks)", "scope": "category",
+    seeds = f", mean of {len(metrics['seeds'])} seeds" if len(metrics.get("seeds", ())) > 1 else ""
+    rows = [{"source": f"ours ({setting_name(config)}, {convention} masks{seeds})", "scope": "category",
              **{m: 100 * float(metrics.get(m, float("nan"))) for m in ALL_METRICS}}]
     if is_mvtec_category(category):
         method = paper_method_for(with_config_defaults(config)["coreset_ratio"])
@@ -322,20 +340,24 @@ def reference_comparison(category: str, metrics: dict[str, Any]) -> pd.DataFrame
 
 
 # =========================================================================== threshold from normal images
-def threshold_check(detector: Detector, params: dict[str, Any], predictions: Any) -> dict[str, Any]:
+def threshold_check(detector: Detector, params: dict[str, Any], predictions: Any,
+                    train_features: Any = None) -> dict[str, Any]:
     """Calibrate ``detector``'s threshold out of fold on the train split (normal images only, see
     ``detectors/threshold.py``) and measure what it gets on the test split: false-alarm rate (normal test images
     above it) and miss rate (defect images not above it), beside the target and the F1-optimal threshold of
-    the test split (an upper bound: it looks at the labels). Ensembles and other detectors: ``{}``."""
+    the test split (an upper bound: it looks at the labels). Ensembles and other detectors: ``{}``.
+    ``train_features`` [N*h*w, D] (:func:`~patchcore_lib.study.cached_scoring.evaluate_over_seeds`): the train
+    split's patch features, used instead of extracting them again."""
     if not isinstance(detector, PatchCore):
         return {}
     options = ThresholdOptions(**{k: params[k] for k in ("false_alarm_rate", "calibration_folds") if k in params})
     if not options.calibration_folds:
         return {}
     config = detector.config
-    train = open_split(params["data_root"], params["category"], "train", config.resize, config.imagesize,
-                       layout=params.get("layout", parameter_default("layout")), crop=config.crop)
-    record = detector.calibrate(train, options, show_progress=False)
+    train = train_features if train_features is not None else open_split(
+        params["data_root"], params["category"], "train", config.resize, config.imagesize,
+        layout=params.get("layout", parameter_default("layout")), crop=config.crop)
+    record = detector.calibrate(train, options, show_progress=True)
     measured = threshold_rates(predictions.scores, predictions.labels, record["threshold"])
     best = f1_optimal_threshold(predictions.scores, predictions.labels) \
         if 0 < int(np.sum(predictions.labels)) < len(predictions.labels) else {}

@@ -1,5 +1,8 @@
 """Notebook 03 (kNN and scoring): one memory bank scored in several ways, one factor at a time around the
-default (k, image score, distance, blur), score histograms and an anomaly-map gallery."""
+default (k, image score, distance, blur), score histograms and an anomaly-map gallery.
+
+Repeated over seeds (:func:`knn_scoring_over_seeds`): per seed a memory bank selected with that seed (the only
+random part), every variant scored on it; the table reports the mean over the seeds and its sample sd."""
 from __future__ import annotations
 
 import math
@@ -12,7 +15,7 @@ import pandas as pd
 import torch
 
 from patchcore_lib.detectors import PatchCore, PatchCoreConfig
-from patchcore_lib.study.cached_scoring import SplitTargets, evaluate_scores, score_split
+from patchcore_lib.study.cached_scoring import SplitTargets, evaluate_scores, mean_sd, score_split, summarise_seeds
 from patchcore_lib.study.display import METRIC_NAMES, draw_contour, metric_range
 
 DEFAULT_SCORING = {"num_nn": 1, "score": "max", "reweight_neighbourhood": 3, "distance": "sqeuclidean", "sigma": 4.0}
@@ -100,10 +103,49 @@ def knn_scoring_ablation(model: PatchCore, bank: torch.Tensor, test_features: to
     return table, scores_by, maps_by
 
 
+#: the columns of a variant's row averaged over seeds (``<column>_sd``: sample sd)
+SEED_COLUMNS = (*METRIC_NAMES, "scoring_seconds")
+
+
+def knn_scoring_over_seeds(model: PatchCore, train_features: torch.Tensor, test_features: torch.Tensor,
+                           grid: tuple[int, int], targets: SplitTargets, variants: list[dict[str, Any]],
+                           seeds: Sequence[int], keep_maps: Sequence[str] = (),
+                           log: Callable[[str], None] | None = print) -> tuple[Any, ...]:
+    """:func:`knn_scoring_ablation` once per seed, each on the memory bank ``model``'s sampler selects from
+    ``train_features`` [N, h*w, D] with that seed. Returns (one row per variant: :data:`SEED_COLUMNS` as the mean
+    over the seeds and ``<column>_sd``; one row per variant and seed; the first seed's scores and maps; the model
+    fitted with the first seed)."""
+    flat = train_features.reshape(-1, train_features.shape[-1])
+    tables, first = [], None
+    for seed in seeds:
+        fitted = model.with_bank(seed=int(seed)).fit(flat, show_progress=False)
+        if log is not None:
+            log(f"seed {seed}: memory bank {tuple(fitted.memory_bank.shape)}, selected in "
+                f"{fitted.timings['coreset_seconds']:.1f}s")
+        table, scores, maps = knn_scoring_ablation(fitted, fitted.memory_bank, test_features, grid, targets, variants,
+                                                   keep_maps=keep_maps if first is None else (), log=log)
+        tables.append(table.assign(seed=int(seed)))
+        first = first or (scores, maps, fitted)
+    per_seed = pd.concat(tables, ignore_index=True)
+    summary = summarise_seeds(per_seed, ["factor", "value"], SEED_COLUMNS)
+    summary["b"] = summary["b"].astype("Int64")
+    return summary, per_seed, *first
+
+
+def variant_display_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The variants to read: metrics as "mean ± sd" over the seeds in percent (1 decimal), seconds as mean."""
+    shown = table[["factor", "value", "default"]].copy()
+    for metric, label in METRIC_NAMES.items():
+        shown[f"{label} (%)"] = [mean_sd(v, table[f"{metric}_sd"].iloc[i] if f"{metric}_sd" in table else None)
+                                 for i, v in enumerate(table[metric])]
+    shown["score (s)"] = table["scoring_seconds"].map(lambda v: f"{v:.2f}")
+    return shown
+
+
 def default_metrics(table: pd.DataFrame) -> dict[str, float]:
-    """The metrics of the default variant."""
+    """The metrics of the default variant (and their sd over seeds, ``<metric>_sd``, where the table has it)."""
     row = table[table.default].iloc[0]
-    return {m: float(row[m]) for m in METRIC_NAMES}
+    return {m: float(row[m]) for m in (*METRIC_NAMES, *(f"{m}_sd" for m in METRIC_NAMES)) if m in row}
 
 
 def histogram_variants(scores: dict[str, np.ndarray], variants: Sequence[dict[str, Any]], config: PatchCoreConfig,
@@ -218,7 +260,9 @@ def plot_variant_metrics(table: pd.DataFrame, title: str = "") -> Any:
         for row, (metric, label) in enumerate(metrics):
             ax = axes[row, col]
             y = 100 * frame[metric].astype(float).to_numpy()
-            ax.plot(x, y, marker="o", color=colors[row], label=label)
+            sd = 100 * frame[f"{metric}_sd"].astype(float).fillna(0).to_numpy() if f"{metric}_sd" in frame else None
+            ax.errorbar(x, y, yerr=sd, marker="o", color=colors[row], capsize=3,
+                        label=label + (" (± sd over seeds)" if sd is not None else ""))
             is_default = frame.default.to_numpy(bool)
             ax.scatter(x[is_default], y[is_default], s=90, facecolors="none", edgecolors="black", linewidths=1.5,
                        zorder=5, label="default" if row == 0 and col == 0 else None)

@@ -29,7 +29,16 @@ def repository_root() -> Path:
 
 
 def default_reports_dir() -> Path:
+    """The folder presets write their reports under (``reports/<preset name>``): ``$PATCHCORE_REPORTS`` or
+    ``reports/`` of the checkout."""
     return Path(os.environ.get("PATCHCORE_REPORTS") or repository_root() / "reports")
+
+
+def notebook_reports_dir() -> Path:
+    """Where a notebook run by hand (JupyterLab, papermill without ``reports_dir``) writes: ``$PATCHCORE_REPORTS``
+    or ``reports/interactive/`` of the checkout (git-ignored), never the committed reports a study regenerates
+    (which its report notebook would then summarise)."""
+    return Path(os.environ.get("PATCHCORE_REPORTS") or repository_root() / "reports" / "interactive")
 
 
 def run_folder(notebook: str, params: dict[str, Any], reports_dir: str | Path | None = None,
@@ -38,7 +47,7 @@ def run_folder(notebook: str, params: dict[str, Any], reports_dir: str | Path | 
     if not run_id:
         digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:10]
         run_id = f"{params.get('category', 'run')}-{digest}"
-    folder = Path(reports_dir or default_reports_dir()) / notebook / run_id
+    folder = Path(reports_dir or notebook_reports_dir()) / notebook / run_id
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

@@ -52,6 +52,9 @@ class StudyParameters:
     reports_dir: str | None = option(None, "output folder; None: reports/ of the checkout")
     run_id: str | None = option(None, "run folder name; None: <category>-<hash of the parameters>")
     cache_dir: str | None = option(None, "store of features and ablation rows; None: $PATCHCORE_CACHE/store")
+    seeds: tuple[int, ...] = option((0, 1, 2), "seeds of the repeated runs (02-04): every number is the mean over "
+                                    "them with its sample standard deviation; only the coreset selection depends "
+                                    "on the seed (features are extracted once)", minimum=0)
     # 01 feature extraction
     ratios: tuple[float, ...] = option((0.01, 0.1, 0.25, 1.0), "coreset ratios", exclusive_minimum=0, maximum=1)
     bank_imagesizes: tuple[int, ...] = option((224, 256, 320), "image sizes of the memory-bank table", minimum=1)
@@ -61,7 +64,6 @@ class StudyParameters:
     samplers: tuple[str, ...] = option(("random", "approx_greedy", "greedy"), "samplers compared",
                                        choices=SAMPLERS.names)
     max_exact_greedy: int = option(20000, "skip exact greedy above this many training patch features", minimum=0)
-    seeds: tuple[int, ...] = option((0,), "seeds", minimum=0)
     spread_seeds: tuple[int, ...] = option((0, 1, 2), "seeds of the seed-spread check ([] skips it)", minimum=0)
     spread_ratio: float = option(0.1, "coreset ratio of the seed-spread check", exclusive_minimum=0, maximum=1)
     # 03 kNN scoring
@@ -95,8 +97,8 @@ class StudyParameters:
 
 
 #: list parameters that must hold at least one value
-NON_EMPTY = ("ratios", "bank_imagesizes", "samplers", "k_values", "b_values", "distances", "sigmas", "methods",
-             "backbones", "imagesizes", "shots", "shot_seeds", "search_ratios", "searches")
+NON_EMPTY = ("seeds", "ratios", "bank_imagesizes", "samplers", "k_values", "b_values", "distances", "sigmas",
+             "methods", "backbones", "imagesizes", "shots", "shot_seeds", "search_ratios", "searches")
 
 #: where each parameter name is declared, in order of precedence
 SCHEMAS: tuple[type, ...] = (PatchCoreConfig, GaussianADConfig, ThresholdOptions, EvaluationOptions, StudyParameters)
@@ -169,6 +171,8 @@ def check_combination(params: dict[str, Any], synthetic_kind: str = "texture") -
             check_geometry(geometry)  # the detectors' own rule (crop within the resized image, minimum size)
         except ConfigError as exc:
             raise ConfigError(f"notebook parameters: {exc}") from None
+    if len(set(out.get("seeds") or ())) != len(out.get("seeds") or ()):
+        raise ConfigError(f"notebook parameter 'seeds' repeats a seed: {list(out['seeds'])}")
     if len(out.get("ensemble_backbones") or ()) == 1:
         raise ConfigError("notebook parameter 'ensemble_backbones' needs at least two backbones (or [] for none)")
     if "data_root" in out:

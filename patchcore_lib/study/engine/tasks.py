@@ -25,6 +25,8 @@ from patchcore_lib.errors import OutputError
 from patchcore_lib.study.outputs import repository_root
 from patchcore_lib.utils.files import atomic_write_bytes, atomic_write_text
 
+#: seconds between two progress-bar updates in a notebook the study executes (tqdm's TQDM_MININTERVAL)
+BATCH_PROGRESS_SECONDS = 30
 #: file types whose text may name the staging folder (replaced by the reports folder)
 TEXT_SUFFIXES = (".ipynb", ".json", ".csv", ".md", ".txt", ".html", ".yaml")
 
@@ -39,6 +41,9 @@ def execute_notebook(notebook: Path, output: Path, params: dict[str, Any], kerne
     from jupyter_client import AsyncKernelManager  # papermill's dependency
 
     output.parent.mkdir(parents=True, exist_ok=True)
+    # progress bars in a batch run: one update per BATCH_PROGRESS_SECONDS, not ten per second (each update is an
+    # output of the executed notebook and its HTML report); the kernel inherits this process's environment
+    os.environ.setdefault("TQDM_MININTERVAL", str(BATCH_PROGRESS_SECONDS))
     with open(output.with_suffix(".kernel.log"), "wb") as log:
         async def launch(self: Any, kernel_cmd: list[str], **kw: Any) -> None:
             await AsyncKernelManager._async_launch_kernel(self, kernel_cmd, **{**kw, "stderr": log})
