@@ -141,6 +141,9 @@ def test_paper_tables_carry_sources_and_fractions():
         assert table.source.startswith("Roth et al. 2022") and (frame.source == table.source).all()
         values = frame[[c for c in ("image_auroc", "pixel_auroc", "pro") if c in frame]].to_numpy(dtype=float)
         values = values[~np.isnan(values)]  # a metric the paper gives only as a plot is missing
+        if "printed_values" in frame and not frame.printed_values.any():
+            assert not len(values)  # a table of what the paper shows as plots only: no numbers of ours in it
+            continue
         assert len(values) and ((values >= 0.5) & (values <= 1)).all()
     assert pa.FEW_SHOT_S5.frame().set_index("shots").image_auroc[16] == pytest.approx(0.955)
     coreset = pa.CORESET_VS_RANDOM.frame()

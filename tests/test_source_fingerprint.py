@@ -44,7 +44,8 @@ def test_fingerprint_changes_with_the_code_it_can_run_and_nothing_else(tmp_path)
 def test_each_notebook_key_covers_its_own_study_module(tmp_path):
     closures = {nb.stem[:2]: import_closure([*run_keys.notebook_modules(nb), *run_keys.TASK_MODULES])
                 for nb in sorted(NOTEBOOKS.glob("*.ipynb"))}
-    own = {"02": "coreset_ablation", "03": "knn_scoring", "06": "baselines", "07": "paper_experiments"}
+    own = {"02": "coreset_ablation", "03": "knn_scoring", "06": "baselines", "07": "paper_experiments",
+           "08": "ablations"}
     for number, module in own.items():
         holders = [n for n, closure in closures.items() if f"patchcore_lib.study.{module}" in closure]
         assert holders == [number], (module, holders)

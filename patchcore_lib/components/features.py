@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -188,13 +188,22 @@ class PatchFeatureExtractor(nn.Module):
             maps = self.backbone(images)
         if self.precision in ("bfloat16", "float16"):
             maps = {name: value.float() for name, value in maps.items()}
-        first = self.aggregations[0](maps[self.layers[0]])  # [B, rows of the first layer, h, w]
-        batch, grid = first.shape[0], (first.shape[-2], first.shape[-1])
-        total = first.new_zeros(batch, self.target_embed_dimension, *grid)
-        for index, (layer, aggregation) in enumerate(zip(self.layers, self.aggregations)):
-            y = first if index == 0 else aggregation(maps[layer])  # [B, rows of this layer, h_l, w_l]
-            if (y.shape[-2], y.shape[-1]) != grid:
-                y = F.interpolate(y, size=grid, mode="bilinear", align_corners=False)
-            total[:, aggregation.row_start:aggregation.row_stop] += y
-        features = total.permute(0, 2, 3, 1).reshape(batch, grid[0] * grid[1], -1)
-        return features, grid
+        return aggregate_stage_maps(maps, self.layers, self.aggregations, self.target_embed_dimension)
+
+
+def aggregate_stage_maps(maps: dict[str, torch.Tensor], layers: Sequence[str],
+                         aggregations: Sequence[SparseAggregation], target_dim: int
+                         ) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Backbone outputs ``{layer: [B, C, h_l, w_l]}`` -> (patch features [B, h*w, T], (h, w)): each layer's
+    neighbourhood aggregation and pooling (``aggregations``, one per layer of ``layers``), upsampled to the first
+    layer's grid and summed into its rows of the ``target_dim`` feature. What :class:`PatchFeatureExtractor` does
+    after its backbone pass (also used on stored stage outputs: notebook 08's patch-size and layer ablations)."""
+    first = aggregations[0](maps[layers[0]])  # [B, rows of the first layer, h, w]
+    batch, grid = first.shape[0], (first.shape[-2], first.shape[-1])
+    total = first.new_zeros(batch, target_dim, *grid)
+    for index, (layer, aggregation) in enumerate(zip(layers, aggregations)):
+        y = first if index == 0 else aggregation(maps[layer])  # [B, rows of this layer, h_l, w_l]
+        if (y.shape[-2], y.shape[-1]) != grid:
+            y = F.interpolate(y, size=grid, mode="bilinear", align_corners=False)
+        total[:, aggregation.row_start:aggregation.row_stop] += y
+    return total.permute(0, 2, 3, 1).reshape(batch, grid[0] * grid[1], -1), grid

@@ -129,3 +129,21 @@ CORESET_VS_RANDOM = PaperTable(
 
 #: every table of this module by name
 PAPER_ABLATIONS = {t.name: t for t in (BACKBONES_S6, FEW_SHOT_S5, FEW_SHOT_PADIM_S5, SEARCH_TABLE5, CORESET_VS_RANDOM)}
+
+# ---------------------------------------------------------------------------- Sec. 4.4.1 / Fig. 4: local awareness
+#: where the paper reports the ablations of notebook 08 that it prints no numbers for: the patch size p and the
+#: hierarchy levels are shown only as plots (Fig. 4, Sec. 4.4.1), so no values are stored (none read off the plot);
+#: ``paper_setting`` is the setting the paper uses everywhere else (p = 3, levels 2 + 3, stride 1), whose numbers
+#: are those of Tables 1-2 / 5 (:data:`CORESET_VS_RANDOM`). Memory-bank utilisation, patch stride and the size of
+#: the Eq. 7 weights are not reported in the paper as far as we could check (no values, no rows).
+LOCAL_AWARENESS_FIG4 = PaperTable(
+    name="local_awareness",
+    source="Roth et al. 2022, Sec. 4.4.1, Fig. 4 (plots only, no printed values)",
+    scope=MVTEC_WR50,
+    rows=(
+        {"ablation": "patch_size", "values": "1, 3, 5, 7, 9", "paper_setting": "3", "printed_values": False},
+        {"ablation": "hierarchy_levels", "values": "1, 2, 3, 1+2, 2+3, 1+2+3", "paper_setting": "2+3",
+         "printed_values": False},
+    ),
+)
+PAPER_ABLATIONS[LOCAL_AWARENESS_FIG4.name] = LOCAL_AWARENESS_FIG4

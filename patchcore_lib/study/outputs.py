@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import pandas as pd
 
 from patchcore_lib.data import dataset_fingerprint
 from patchcore_lib.evaluation import git_commit, package_versions
@@ -113,3 +114,8 @@ def require_outputs(folder: Path, names: Sequence[str]) -> None:
     missing = [n for n in names if not (Path(folder) / n).is_file()]
     if missing:
         raise FileNotFoundError(f"{folder}: expected outputs missing: {', '.join(missing)}")
+
+
+def records(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """The rows of a DataFrame as JSON-friendly dicts (NaN/NA -> None), for metrics.json."""
+    return [{k: (None if pd.isna(v) else v) for k, v in row.items()} for row in table.to_dict(orient="records")]

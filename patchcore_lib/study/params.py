@@ -94,6 +94,11 @@ class StudyParameters:
     search_ratios: tuple[float, ...] = option((1.0, 0.1, 0.01), "coreset ratios of the search table (1.0: the "
                                               "whole bank, no selection)", exclusive_minimum=0, maximum=1)
     searches: tuple[str, ...] = option(KNN_SEARCHES, "nearest-neighbour searches compared", choices=KNN_SEARCHES)
+    max_patch_factor: float | None = option(2.0, "notebook 08: skip an ablation variant with more than this many "
+                                            "times the default variant's training patches (None: run every "
+                                            "variant)", exclusive_minimum=0)
+    max_search_bank: int | None = option(20_000, "notebook 08: skip searching a memory bank larger than this "
+                                         "(None: search every bank, the 100% one included)", minimum=1)
 
 
 #: list parameters that must hold at least one value

@@ -7,10 +7,10 @@ search sections, and so are the memory banks already selected (keyed by coreset 
 
 * :mod:`.features`: what the sections share (features, banks, one evaluation);
 * :mod:`.backbones` (section 1), :mod:`.few_shot` (section 2), :mod:`.search` (section 3).
+
+Notebook 08 (the rest of the paper's ablations) has its own package, :mod:`patchcore_lib.study.ablations`.
 """
 from __future__ import annotations
-
-from typing import Any
 
 import pandas as pd
 
@@ -23,6 +23,7 @@ from patchcore_lib.study.paper_experiments.features import (PROBE_IMAGES, Featur
                                                             pair_config, resize_for)
 from patchcore_lib.study.paper_experiments.few_shot import (draw_shots, few_shot_comparison, few_shot_summary,
                                                             few_shot_table, plot_few_shot)
+from patchcore_lib.study.outputs import records
 from patchcore_lib.study.paper_experiments.search import plot_search, search_comparison, search_table
 
 __all__ = ["backbone_comparison", "backbone_size_table", "plot_backbone_sizes", "PROBE_IMAGES", "FeatureSet",
@@ -40,8 +41,3 @@ def paper_values(category: str) -> dict[str, pd.DataFrame | None]:
     tables = {"backbones": BACKBONES_S6, "few_shot": FEW_SHOT_S5, "few_shot_padim": FEW_SHOT_PADIM_S5,
               "search": SEARCH_TABLE5}
     return {name: table.frame() if mvtec else None for name, table in tables.items()}
-
-
-def records(table: pd.DataFrame) -> list[dict[str, Any]]:
-    """Rows as JSON-friendly dicts (NaN/NA -> None) for metrics.json."""
-    return [{k: (None if pd.isna(v) else v) for k, v in row.items()} for row in table.to_dict(orient="records")]
