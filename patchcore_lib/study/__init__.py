@@ -6,5 +6,6 @@
   kept in the store;
 * one module per notebook: :mod:`.feature_extraction` (01), :mod:`.coreset_ablation` (02),
   :mod:`.knn_scoring` (03), :mod:`.evaluate` (04), :mod:`.report` (05), :mod:`.baselines` (06),
-  :mod:`.paper_experiments` (07); :mod:`.shared`: what 01-03 share (test targets, scoring on cached features).
+  :mod:`.paper_experiments` (07), :mod:`.ablations` (08); :mod:`.cached_scoring`: what they share (test targets,
+  scoring on cached features), :mod:`.display`: labels, colours, percent tables.
 """

@@ -150,16 +150,16 @@ def _reference_label(ref: Any) -> str:
 
 
 def _plot_quality(ax: Any, ours: pd.DataFrame, reference: pd.DataFrame, category: str) -> None:
-    """x: the three metrics; one bar per run in its method's colour (value on top); the published MVTec AD
+    """x: the three metrics; one bar per run in its method's colour (value inside, at its foot); the published MVTec AD
     means of the run's method as markers at its bar, one marker per source, named in the legend."""
     x, width = np.arange(len(_QUALITY)), 0.8 / max(1, len(ours))
     labels: dict[str, str] = {}
+    bars: list[tuple[np.ndarray, list[float]]] = []
     for k, (_, run) in enumerate(ours.iterrows()):
         position = x + (k - (len(ours) - 1) / 2) * width
         values = [100 * float(run[c]) for c, _ in _QUALITY]
         ax.bar(position, values, width * 0.95, color=method_colour(run["run"]), label=f"ours: {run['run']}")
-        for p, v in zip(position, values):
-            ax.annotate(f"{v:.1f}", (p, v), textcoords="offset points", xytext=(0, 2), ha="center", fontsize=7)
+        bars.append((position, values))
         refs = reference[reference["method"] == run["method"]]
         for j, (_, ref) in enumerate(refs.iterrows()):  # spread over the bar's width: none hides another
             label = _reference_label(ref)
@@ -175,6 +175,12 @@ def _plot_quality(ax: Any, ours: pd.DataFrame, reference: pd.DataFrame, category
     low = min(v for v in shown if np.isfinite(v))
     ax.set_ylim(max(0.0, low - 0.25 * max(2.0, 100 - low)), 100 + 0.15 * max(2.0, 100 - low))
     ax.set_yticks([t for t in ax.get_yticks() if ax.get_ylim()[0] <= t <= 100])
+    bottom = ax.get_ylim()[0]
+    for position, values in bars:  # values inside the bars at their foot: the reference markers never hide them
+        for p, v in zip(position, values):
+            if np.isfinite(v):
+                ax.annotate(f"{v:.1f}", (p, bottom), textcoords="offset points", xytext=(0, 3), ha="center",
+                            va="bottom", rotation=90, fontsize=7, color="white", fontweight="bold")
     ax.set_xticks(x, [name for _, name in _QUALITY])
     ax.set_ylabel("%")
     ax.set_title(f"{category}: quality (ours, sklearn AUROC, %)")

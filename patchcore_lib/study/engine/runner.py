@@ -207,9 +207,11 @@ def plan_study(preset: dict[str, Any], *, categories: Sequence[str] | None = Non
         roots = resolve_roots(data_root, categories, download)
     reports = Path(reports_dir or preset_reports_dir(preset)).expanduser().resolve()
     folder = Path(notebooks_dir or repository_root() / "notebooks")
-    notebooks = discover_notebooks(folder, only or preset.get("notebooks"))
-    if not notebooks:
-        raise ConfigError(f"no notebooks found in {folder}")
+    notebooks = discover_notebooks(folder, preset.get("notebooks"))
+    selected = set(discover_notebooks(folder, only)) if only else set(notebooks)
+    if not notebooks or not selected & set(notebooks):
+        raise ConfigError(f"no notebooks found in {folder}" + (f" starting with {', '.join(map(str, only))}"
+                                                               if only else ""))
     runs = plan_runs(preset, notebooks, list(categories), data_root, reports, roots)
     if data_root and reports.is_relative_to(Path(data_root)):
         raise ConfigError(f"reports folder {reports} is inside the data root {data_root}; choose a --reports-dir "
@@ -218,7 +220,8 @@ def plan_study(preset: dict[str, Any], *, categories: Sequence[str] | None = Non
         fingerprints = recorded_fingerprints(runs, run_store(reports))
     else:
         fingerprints = data_fingerprints(data_root, categories, roots)
-    assign_keys(runs, fingerprints)
+    assign_keys(runs, fingerprints)  # every run of the preset: a report's key covers them all, whatever --only says
+    runs = [run for run in runs if run.notebook in selected]
     return StudyPlan(runs, reports, data_root, roots, list(categories), fingerprints)
 
 
