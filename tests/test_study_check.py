@@ -53,6 +53,8 @@ def test_a_copy_in_another_folder_is_current_and_skipped(tmp_path):
     runs = run_study(dict(PRESET), **where, log=lambda s: None)
     assert [r.status for r in runs] == ["done"] * 3
     assert all(_states(check_study(dict(PRESET), **where)).values())
+    # the report alone (--only 05): its key still covers every run of the preset
+    assert _states(check_study(dict(PRESET), **where, only=["05"])) == {"05_report": True}
 
     # another folder (data, notebooks and reports copied; the git-ignored executed .ipynb files not)
     shutil.copytree(tmp_path / "here", tmp_path / "there", ignore=shutil.ignore_patterns("*.ipynb", ".lock"))
@@ -113,3 +115,13 @@ def test_model_settings_of_a_category_feed_patchcore_fit(tmp_path, capsys):
     # the preset's values, the category's own applied last; notebook-only parameters (seeds) left out
     assert (args.crop, args.resize, args.coreset_ratio, args.target_embed_dimension) == ("none", 224, 0.01, 1024)
     assert "seeds" not in settings.read_text()
+
+
+def test_a_run_key_covers_the_module_that_executes_it_not_the_planner():
+    from patchcore_lib.study.engine.keys import TASK_MODULES
+    from patchcore_lib.utils.source_fingerprint import import_closure
+
+    closure = import_closure(TASK_MODULES)
+    assert "patchcore_lib.study.engine.tasks" in closure
+    planner = {f"patchcore_lib.study.engine.{m}" for m in ("runner", "check", "cli", "plan", "presets", "cluster")}
+    assert not planner & set(closure)  # an edit to them leaves every committed report current
