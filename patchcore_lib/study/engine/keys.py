@@ -59,8 +59,13 @@ def run_key(notebook: str | Path, params: dict[str, Any], data: Any = None) -> s
     """The store key of one execution: the notebook's code and the library code it can run
     (:func:`notebook_code_fingerprint`), its parameters (:func:`key_parameters`) and the fingerprints of the
     data it reads (``data``)."""
-    code = {"notebook": notebook_code_hash(notebook), "library": notebook_code_fingerprint(notebook)}
-    return content_key(NOTEBOOK, code=code, params=key_parameters(params), data=data)
+    return content_key(NOTEBOOK, **_key_inputs(notebook, params), data=data)
+
+
+def _key_inputs(notebook: str | Path, params: dict[str, Any]) -> dict[str, Any]:
+    """The ``code`` and ``params`` a run's key is made of (each computed once: a weights file is hashed once)."""
+    return {"code": {"notebook": notebook_code_hash(notebook), "library": notebook_code_fingerprint(notebook)},
+            "params": key_parameters(params)}
 
 
 def notebook_modules(path: str | Path) -> list[str]:
@@ -128,9 +133,9 @@ def assign_keys(runs: list[Run], fingerprints: dict[str, str] | None = None) -> 
         data: Any = fingerprints.get(run.category) if run.category is not None else dict(fingerprints)
         if run.is_report:
             data = {"data": data, "runs": list(earlier)}
-        run.key = run_key(run.notebook, run.parameters, data)
+        inputs = _key_inputs(run.notebook, run.parameters)
+        run.key = content_key(NOTEBOOK, **inputs, data=data)  # = run_key(run.notebook, run.parameters, data)
         # recorded beside the result: what ``--check`` compares to explain a changed key (engine.check)
-        run.inputs = {"library": notebook_code_fingerprint(run.notebook),
-                      "notebook": notebook_code_hash(run.notebook), "modules": notebook_code_manifest(run.notebook),
-                      "parameters": key_parameters(run.parameters), "data": data}
+        run.inputs = {"library": inputs["code"]["library"], "notebook": inputs["code"]["notebook"],
+                      "modules": notebook_code_manifest(run.notebook), "parameters": inputs["params"], "data": data}
         earlier.append(run.key)
