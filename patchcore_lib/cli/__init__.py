@@ -3,7 +3,8 @@
 Every model option is generated from the configuration schema (:class:`PatchCoreConfig`, each registered
 detector's own options, :class:`ThresholdOptions`), so defaults, choices and checks live in one place.
 ``--config FILE.yaml`` gives options from a file (a preset's ``parameters``); the command line overrides it.
-Errors are printed to stderr as one line and the exit code is non-zero (``--debug`` shows tracebacks).
+Errors are printed to stderr as one line and the exit code says which kind (:data:`EXIT_CODES`, also in
+``patchcore --help``; ``--debug`` shows tracebacks).
 """
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from typing import Sequence
 
 from patchcore_lib.version import __version__
 from patchcore_lib.cli import evaluate, export, fit, predict
-from patchcore_lib.cli.common import PROG, add_model_options, config_file_defaults, detector_from_args
+from patchcore_lib.cli.common import (PROG, DefaultsFormatter, add_model_options, config_file_defaults,
+                                      detector_from_args)
+from patchcore_lib.cli.exit_codes import EXIT_CODES, EXIT_ERROR, EXIT_PARTIAL, error_status, exit_codes_text
 from patchcore_lib.errors import PatchCoreError
 from patchcore_lib.utils.signals import exit_status, interrupts_raise
 
@@ -23,7 +26,8 @@ COMMANDS = (fit, predict, export, evaluate)
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """The ``patchcore`` parser and its sub-command parsers by name."""
     parser = argparse.ArgumentParser(prog=PROG, description="PatchCore anomaly detection: fit on normal images, "
-                                     "predict new ones, export, evaluate on datasets.")
+                                     "predict new ones, export, evaluate on datasets.", epilog=exit_codes_text(),
+                                     formatter_class=DefaultsFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     subparsers = {module.__name__.rsplit(".", 1)[-1]: module.add_parser(commands) for module in COMMANDS}
@@ -56,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return error_status(exc)
     except KeyboardInterrupt as exc:
         print("error: interrupted; finished work is kept (evaluate: categories, predict: rows) and a re-run "
               "resumes", file=sys.stderr)
@@ -65,7 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
 
 
-__all__ = ["main", "build_parser", "parse", "add_model_options", "detector_from_args", "PROG"]
+__all__ = ["main", "EXIT_CODES", "EXIT_PARTIAL", "error_status", "build_parser", "parse", "add_model_options",
+           "detector_from_args", "PROG"]

@@ -35,7 +35,7 @@ from patchcore_lib.study.engine.presets import preset_reports_dir, resolve_categ
 from patchcore_lib.study.engine.tasks import (NotebookTask, execute_notebook, execute_notebook_task, machine_summary,
                                               render_html, report_inputs, write_task_files)
 from patchcore_lib.study.outputs import repository_root
-from patchcore_lib.utils.files import output_lock
+from patchcore_lib.utils.files import check_writable_dir, output_lock
 from patchcore_lib.utils.store import Store
 
 
@@ -61,13 +61,38 @@ def _is_skipped(run: Run, store: Store, force: bool) -> bool:
     return False
 
 
+def run_outputs(run: Run, since: float) -> list[Path]:
+    """The files a run wrote (modified at or after ``since``, seconds since the epoch), besides its HTML: those
+    of its run folders (``<reports>/<notebook>/<category>-*/``; a report notebook: ``<reports>/<notebook>/`` and
+    the files at the top of the reports folder, e.g. ``summary.md``). Recorded with their hashes, so a deleted or
+    edited ``metrics.json`` makes the run stale."""
+    reports = run.html.parent.parent
+    folder = reports / run.notebook.stem
+    if run.category is None:
+        candidates = [*folder.rglob("*"), *reports.glob("*")]
+    else:
+        candidates = [p for sub in folder.glob(f"{run.category}-*") for p in sub.rglob("*")]
+    found = []
+    for path in candidates:
+        try:
+            if path.is_file() and not path.name.startswith(".") and path.stat().st_mtime >= since:
+                found.append(path)
+        except OSError:
+            continue
+    return sorted(found)
+
+
 def _finish_run(run: Run, store: Store, error: str | None, seconds: float, where: str = "",
-                machine: str | None = None) -> str:
-    """Record the outcome: on success the run's record in the store (written last); returns the log status."""
+                machine: str | None = None, written: Sequence[Path] | None = None) -> str:
+    """Record the outcome: on success the run's record in the store (written last) with the hashes of its HTML
+    and of the files it wrote (``written``, those a cluster task returned; else :func:`run_outputs`), never of
+    the git-ignored executed ``.ipynb`` and kernel log; returns the log status."""
     run.seconds = seconds
     if error is None:
+        wrote = run_outputs(run, time.time() - seconds - 2.0) if written is None else \
+            [p for p in written if p.parent != run.html.parent]
         store.save(NOTEBOOK, run.key, {"notebook": run.notebook.name, "category": run.category},
-                   outputs=[run.html], slot=run.name, parameters=run.parameters, inputs=run.inputs,
+                   outputs=[run.html, *wrote], slot=run.name, parameters=run.parameters, inputs=run.inputs,
                    seconds=round(seconds, 2), finished=time.strftime("%Y-%m-%dT%H:%M:%S"), worker=where or None,
                    machine=machine or machine_summary())
         run.status = "done"
@@ -155,10 +180,10 @@ def _execute_runs_on_cluster(runs: list[Run], store: Store, force: bool, kernel:
 
     def on_result(unit: Unit, result: dict[str, Any]) -> str:
         run = by_name[unit.key]
-        write_task_files(reports, result["files"])
+        written = write_task_files(reports, result["files"])
         where = f"{result['host']}/{result['worker'] or result['pid']}"
         run.worker = result["worker"] or str(result["pid"])
-        return _finish_run(run, store, result["error"], result["seconds"], where, result.get("machine"))
+        return _finish_run(run, store, result["error"], result["seconds"], where, result.get("machine"), written)
 
     def on_error(unit: Unit, exc: BaseException) -> str:
         return _finish_run(by_name[unit.key], store, f"{type(exc).__name__}: {exc}", 0.0)
@@ -252,7 +277,7 @@ def run_study(preset: dict[str, Any], *, categories: Sequence[str] | None = None
     runs, reports = plan.runs, plan.reports
     log(f"study '{preset.get('name', 'study')}': {len({r.notebook for r in runs})} notebooks x categories "
         f"{', '.join(plan.categories)} -> {len(runs)} runs; reports in {reports}")
-    reports.mkdir(parents=True, exist_ok=True)
+    check_writable_dir(reports)  # an unwritable reports folder: one line naming it, before any run
     store = run_store(reports)
     kernel = kernel or DEFAULT_KERNEL
     cluster = resolve_cluster(cluster)
