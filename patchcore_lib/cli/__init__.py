@@ -18,6 +18,7 @@ from patchcore_lib.cli.common import (PROG, DefaultsFormatter, add_model_options
                                       detector_from_args)
 from patchcore_lib.cli.exit_codes import EXIT_CODES, EXIT_ERROR, EXIT_PARTIAL, error_status, exit_codes_text
 from patchcore_lib.errors import PatchCoreError
+from patchcore_lib.utils.faiss_install import faiss_conflict, installed_faiss
 from patchcore_lib.utils.signals import exit_status, interrupts_raise
 
 COMMANDS = (fit, predict, export, evaluate)
@@ -52,6 +53,9 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    conflict = faiss_conflict(installed_faiss())
+    if conflict:
+        print(f"warning: {conflict}", file=sys.stderr)
     try:
         with interrupts_raise():  # SIGTERM as Ctrl-C: temporary files removed on the way out, one line
             args = parse(argv)
