@@ -147,3 +147,8 @@ def test_reference_data_is_package_data():
     assert any(p.startswith("paper/data/official/") for p in package_data)
     assert (ROOT / "patchcore_lib" / "paper" / "data" / "paper_mvtec.csv").is_file()
     assert len(list((ROOT / "patchcore_lib" / "paper" / "data" / "official").glob("*.csv"))) == 6
+
+
+def test_the_package_is_marked_typed():
+    package_data = _pyproject()["tool"]["setuptools"]["package-data"]["patchcore_lib"]
+    assert "py.typed" in package_data and (ROOT / "patchcore_lib" / "py.typed").is_file()

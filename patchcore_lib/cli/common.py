@@ -30,7 +30,7 @@ class DefaultsFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "default" in text or action.required or action.default in (None, argparse.SUPPRESS) \
+        if "default:" in text or "[default" in text or action.required or action.default in (None, argparse.SUPPRESS) \
                 or not action.option_strings or isinstance(action, argparse._HelpAction):
             return text
         return text + " [default: %(default)s]"

@@ -63,6 +63,13 @@ def file_hash(path: str | Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def _hash_or_none(path: Path) -> str | None:
+    try:
+        return file_hash(path)
+    except OSError:
+        return None
+
+
 def map_name(path: Path, content: str) -> str:
     """The map file name (without extension) of an image: its stem and 8 hex digits of its content hash."""
     return f"{path.stem}_{content[:8]}"
@@ -133,21 +140,31 @@ def predict_to_folder(model: Any, inputs: Sequence[Path], out: str | Path, thres
     csv_path, meta_path = out / "predictions.csv", out / "predictions.json"
     store = Store.beside(out)
     with output_lock(out):
-        content = {str(p): file_hash(p) for p in inputs}  # before any scoring: rows are keyed by these
+        content: dict[str, str] = {}  # taken before any scoring: rows are keyed by these
+        unreadable: dict[str, str] = {}
+        for path in inputs:
+            try:
+                content[str(path)] = file_hash(path)
+            except OSError as exc:
+                unreadable[str(path)] = f"cannot be read ({exc.strerror or exc})"
         rows: list[dict[str, Any]] = []
         if resume and csv_path.is_file():
             if store.lookup(PREDICTIONS, key) is not None:
-                rows = [r for r in _read_rows(csv_path) if content.get(r["path"]) == r.get("sha256")
-                        or (keep_other_rows and r["path"] not in content)]
+                given = {str(p) for p in inputs}
+                rows = [r for r in _read_rows(csv_path) if (r["path"] in content and content[r["path"]] == r.get("sha256"))
+                        or (keep_other_rows and r["path"] not in given)]
             else:
                 print(f"{csv_path} was written with another model, threshold or code: scoring every image again",
                       file=sys.stderr)
         atomic_write_text(meta_path, json.dumps(meta, indent=2))
         store.save(PREDICTIONS, key, meta, slot="predictions")
         done = {r["path"] for r in rows}
-        todo = [p for p in inputs if str(p) not in done]
+        todo = [p for p in inputs if str(p) not in done and str(p) not in unreadable]
         changed: list[str] = []
-        failed: dict[str, str] = {}
+        failed: dict[str, str] = dict(unreadable)
+        shown = "" if threshold is None else repr(float(threshold))
+        rows += [{"path": path, "score": "", "map": "", "is_anomalous": "", "sha256": "", "error": why,
+                  "threshold": shown} for path, why in unreadable.items()]
         if save_maps or save_raw_maps:
             (out / "maps").mkdir(exist_ok=True)
         start = time.perf_counter()
@@ -165,7 +182,7 @@ def predict_to_folder(model: Any, inputs: Sequence[Path], out: str | Path, thres
             config = model.config
             for path, score, amap in scored:
                 sha = content[str(path)]
-                if file_hash(path) != sha:  # replaced while it was scored: its score may be of either version
+                if _hash_or_none(path) != sha:  # replaced while it was scored: its score may be of either version
                     changed.append(str(path))
                     continue
                 name = map_name(path, sha)
