@@ -10,6 +10,7 @@ from patchcore_lib.cli.common import DefaultsFormatter, add_common_options, exit
 from patchcore_lib.data import AUTO, LAYOUTS, expand_inputs, open_split
 from patchcore_lib.detectors import PatchCore
 from patchcore_lib.detectors.export import export_model
+from patchcore_lib.detectors.onnx_pipeline import export_onnx_pipeline
 from patchcore_lib.errors import ConfigError
 
 
@@ -62,8 +63,6 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("export needs check images: --images INPUT... or --data-root DIR --category NAME")
     graph_format = FORMATS[args.format][1]
     if graph_format is None:
-        from patchcore_lib.detectors.onnx_pipeline import export_onnx_pipeline  # needs onnx + onnxruntime only here
-
         check = export_onnx_pipeline(model, args.out, images, rtol=args.rtol, show_progress=not args.quiet)
     else:
         check = export_model(model, graph_format, args.out, images, rtol=args.rtol, show_progress=not args.quiet)

@@ -14,6 +14,7 @@ from patchcore_lib.cli.common import DefaultsFormatter, add_common_options, exit
 from patchcore_lib.data import expand_inputs
 from patchcore_lib.detectors import load_detector
 from patchcore_lib.errors import ConfigError, DatasetError, ModelFileError
+from patchcore_lib.detectors.onnx_pipeline import OnnxPipelineModel, is_onnx_file
 from patchcore_lib.detectors.predict_folder import file_hash, predict_to_folder, watch_folder
 
 
@@ -114,8 +115,6 @@ def check_out_outside_inputs(out: str, inputs: list[str]) -> None:
 
 def load_model(path: str, device: str | None) -> Any:
     """A saved detector or bundle (:func:`load_detector`), or a whole-pipeline ONNX file (run by onnxruntime)."""
-    from patchcore_lib.detectors.onnx_pipeline import OnnxPipelineModel, is_onnx_file
-
     if is_onnx_file(path):
         if device not in (None, "auto", "cpu"):
             print(f"note: an ONNX model runs on the CPU here (--device {device} ignored)", file=sys.stderr)

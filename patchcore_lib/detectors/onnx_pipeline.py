@@ -101,16 +101,25 @@ class PipelineGraph(nn.Module):
         return scores, maps
 
 
-def _require(module: str) -> Any:
+def _onnx() -> Any:
     try:
-        return __import__(module)
+        import onnx
     except ImportError as exc:
-        raise ConfigError(f"the ONNX export needs the {module} package; {INSTALL_HINT}") from exc
+        raise ConfigError(f"the ONNX export needs the onnx package; {INSTALL_HINT}") from exc
+    return onnx
+
+
+def _onnxruntime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise ConfigError(f"running an ONNX model needs the onnxruntime package; {INSTALL_HINT}") from exc
+    return onnxruntime
 
 
 def onnx_pipeline_bytes(model: PatchCore) -> bytes:
     """The serialised ONNX model of ``model``'s whole pipeline (traced on CPU, dynamic batch)."""
-    _require("onnx")
+    _onnx()
     extractor = model.extractor
     saved_device = next(extractor.parameters()).device
     methods = [aggregation.method for aggregation in extractor.aggregations]
@@ -135,7 +144,7 @@ def onnx_pipeline_bytes(model: PatchCore) -> bytes:
 
 def with_metadata(graph: bytes, metadata: dict[str, Any]) -> bytes:
     """``graph`` (ONNX bytes) with ``metadata`` as its :data:`METADATA_KEY` property and this library as producer."""
-    onnx = _require("onnx")
+    onnx = _onnx()
     proto = onnx.load_from_string(graph)
     proto.producer_name, proto.producer_version = "patchcore_lib", __version__
     kept = [(p.key, p.value) for p in proto.metadata_props if p.key != METADATA_KEY]
@@ -147,7 +156,7 @@ def with_metadata(graph: bytes, metadata: dict[str, Any]) -> bytes:
 
 
 def _session(source: bytes | str | os.PathLike) -> Any:
-    onnxruntime = _require("onnxruntime")
+    onnxruntime = _onnxruntime()
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
     return onnxruntime.InferenceSession(source if isinstance(source, bytes) else os.fspath(source), options,
