@@ -5,13 +5,14 @@
 Needs `pip install playwright` (in any Python) and a Chromium (`apt-get install chromium`; --chromium PATH).
 JupyterLab is started from this checkout's .venv on a free port with a temporary root folder holding copies of the
 notebooks (the committed ones are never saved over). For each notebook: a screenshot after "Run All" finished,
-the number of error outputs and of stderr outputs (warnings), and the kernel JupyterLab picked. Exit 1 when a
-notebook shows an error or a warning.
+the number of cells run, of error outputs and of stderr outputs (warnings), read from the notebook JupyterLab
+saved, and the kernel it picked. Exit 1 when a cell did not run or a notebook shows an error or a warning.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -35,6 +36,8 @@ def main() -> int:
     parser.add_argument("--out", default="/tmp/jupyterlab_check")
     parser.add_argument("--chromium", default=shutil.which("chromium") or "chromium")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per notebook")
+    parser.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data" / "mvtec_ad"),
+                        help="$PATCHCORE_DATA_ROOT of the kernels (a folder holding the default category)")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -44,9 +47,12 @@ def main() -> int:
     for name in args.notebooks:
         shutil.copy(ROOT / "notebooks" / name, work / name)
     port, token = free_port(), "check"
+    env = dict(os.environ)
+    if args.data_root:
+        env["PATCHCORE_DATA_ROOT"] = args.data_root  # where the notebooks' default category is found offline
     server = subprocess.Popen([str(ROOT / ".venv" / "bin" / "jupyter"), "lab", "--no-browser", f"--port={port}",
                                f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work}", "--allow-root"],
-                              stdout=open(out / "jupyterlab.log", "w"), stderr=subprocess.STDOUT, cwd=work)
+                              stdout=open(out / "jupyterlab.log", "w"), stderr=subprocess.STDOUT, cwd=work, env=env)
     results = {}
     try:
         for _ in range(120):  # until the server answers
@@ -68,26 +74,38 @@ def main() -> int:
                 page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
                 start = time.time()
                 time.sleep(5)
-                while time.time() - start < args.timeout:  # until no code cell is queued, running or never run
-                    prompts = page.locator(".jp-CodeCell .jp-InputPrompt").all_inner_texts()
-                    if prompts and not any(("*" in p) or p.strip() in ("[ ]:", "") for p in prompts):
-                        break
-                    time.sleep(3)
+                idle_since = None
+                while time.time() - start < args.timeout:  # until the kernel has been idle for 15 s
+                    status = page.locator(".jp-Notebook-ExecutionIndicator").first.get_attribute("data-status")
+                    if status == "idle":
+                        idle_since = idle_since or time.time()
+                        if time.time() - idle_since > 15:
+                            break
+                    else:
+                        idle_since = None
+                    time.sleep(2)
                 seconds = time.time() - start
                 kernel = page.locator(".jp-Toolbar-kernelName").first.inner_text()
                 news = page.locator(".jp-Notification-Toast button", has_text="No")
                 if news.count():
                     news.first.click()
-                errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").count()
-                tracebacks = page.locator(".jp-RenderedText[data-mime-type='application/vnd.jupyter.error']").count()
-                images = page.locator(".jp-RenderedImage img").count()
                 page.keyboard.press("Control+s")
-                time.sleep(2)
+                time.sleep(3)
                 page.screenshot(path=str(out / f"{Path(name).stem}.png"), full_page=False)
+                # what ran and what it printed, from the saved notebook (JupyterLab renders only visible cells)
                 saved = json.loads((work / name).read_text())
-                results[name] = {"kernel_shown": kernel, "seconds": round(seconds, 1), "stderr_outputs": errors,
-                                 "errors": tracebacks, "images": images,
-                                 "kernelspec_after_save": saved["metadata"].get("kernelspec")}
+                code = [c for c in saved["cells"] if c["cell_type"] == "code"]
+                outputs = [o for c in code for o in c.get("outputs", [])]
+                results[name] = {
+                    "kernel_shown": kernel, "seconds": round(seconds, 1), "code_cells": len(code),
+                    "cells_run": sum(c.get("execution_count") is not None for c in code),
+                    "errors": sum(o.get("output_type") == "error" for o in outputs),
+                    "stderr_outputs": sum(o.get("output_type") == "stream" and o.get("name") == "stderr"
+                                          for o in outputs),
+                    "stderr_text": [("".join(o.get("text", "")))[:300] for o in outputs
+                                    if o.get("output_type") == "stream" and o.get("name") == "stderr"][:5],
+                    "images": sum("image/png" in o.get("data", {}) for o in outputs),
+                    "kernelspec_after_save": saved["metadata"].get("kernelspec")}
                 shutil.copy(work / name, out / name)
                 print(name, json.dumps(results[name]), flush=True)
                 page.close()
@@ -96,7 +114,8 @@ def main() -> int:
         server.terminate()
         server.wait(timeout=30)
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    return 1 if any(r["errors"] or r["stderr_outputs"] for r in results.values()) else 0
+    return 1 if any(r["errors"] or r["stderr_outputs"] or r["cells_run"] < r["code_cells"]
+                    for r in results.values()) else 0
 
 
 if __name__ == "__main__":

@@ -156,7 +156,7 @@ def test_cli_without_data_root(isolated, synthetic_root, monkeypatch, capsys):
     assert (isolated / "env").as_posix() in (out / "run.json").read_text()
     code = cli_main(["evaluate", "--category", "carpet", "--out", str(isolated / "out2"), "--no-download"])
     err = capsys.readouterr().err
-    assert code == 2 and "'carpet' not found" in err and str(isolated / "env" / "carpet") in err
+    assert code == 3 and "'carpet' not found" in err and str(isolated / "env" / "carpet") in err
     assert not (isolated / "out2").exists()
 
 

@@ -119,7 +119,7 @@ def test_outputs_never_land_inside_the_data_root(synthetic_root, tmp_path, capsy
     before = sorted(p for p in synthetic_root.rglob("*"))
     code = main(["evaluate", "--data-root", str(synthetic_root), "--category", "tiny", *FAST,
                  "--out", str(synthetic_root / "tiny" / "results")])
-    assert code == 2 and "is inside the data root" in capsys.readouterr().err
+    assert code == 5 and "is inside the data root" in capsys.readouterr().err
     assert sorted(p for p in synthetic_root.rglob("*")) == before
 
 

@@ -3,18 +3,24 @@
 Every model option is generated from the configuration schema (:class:`PatchCoreConfig`, each registered
 detector's own options, :class:`ThresholdOptions`), so defaults, choices and checks live in one place.
 ``--config FILE.yaml`` gives options from a file (a preset's ``parameters``); the command line overrides it.
-Errors are printed to stderr as one line and the exit code is non-zero (``--debug`` shows tracebacks).
+Errors are printed to stderr as one line and the exit code says which kind (:data:`EXIT_CODES`, also in
+``patchcore --help``; ``--debug`` shows tracebacks).
 """
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from typing import Sequence
 
 from patchcore_lib.version import __version__
 from patchcore_lib.cli import evaluate, export, fit, predict
-from patchcore_lib.cli.common import PROG, add_model_options, config_file_defaults, detector_from_args
+from patchcore_lib.cli.common import (PROG, DefaultsFormatter, add_model_options, config_file_defaults,
+                                      detector_from_args)
+from patchcore_lib.cli.exit_codes import EXIT_CODES, EXIT_ERROR, EXIT_PARTIAL, error_status, exit_codes_text
 from patchcore_lib.errors import PatchCoreError
+from patchcore_lib.utils.faiss_install import faiss_conflict, installed_faiss
 from patchcore_lib.utils.signals import exit_status, interrupts_raise
 
 COMMANDS = (fit, predict, export, evaluate)
@@ -23,7 +29,8 @@ COMMANDS = (fit, predict, export, evaluate)
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """The ``patchcore`` parser and its sub-command parsers by name."""
     parser = argparse.ArgumentParser(prog=PROG, description="PatchCore anomaly detection: fit on normal images, "
-                                     "predict new ones, export, evaluate on datasets.")
+                                     "predict new ones, export, evaluate on datasets.", epilog=exit_codes_text(),
+                                     formatter_class=DefaultsFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     subparsers = {module.__name__.rsplit(".", 1)[-1]: module.add_parser(commands) for module in COMMANDS}
@@ -48,6 +55,9 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    conflict = faiss_conflict(installed_faiss())
+    if conflict:
+        print(f"warning: {conflict}", file=sys.stderr)
     try:
         with interrupts_raise():  # SIGTERM as Ctrl-C: temporary files removed on the way out, one line
             args = parse(argv)
@@ -56,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return error_status(exc)
     except KeyboardInterrupt as exc:
         print("error: interrupted; finished work is kept (evaluate: categories, predict: rows) and a re-run "
               "resumes", file=sys.stderr)
@@ -65,7 +75,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
 
 
-__all__ = ["main", "build_parser", "parse", "add_model_options", "detector_from_args", "PROG"]
+def ignore_interrupts_after_work() -> None:
+    """Once a command has finished (its outputs written), SIGINT and SIGTERM no longer interrupt the process:
+    a signal during interpreter teardown would otherwise print a wrong "nothing was written" or a traceback, or
+    kill it with -15, although everything was done. Only for the program entry points, never for ``main()``
+    called in another program (e.g. a test session)."""
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
+
+
+def entry() -> None:
+    """The ``patchcore`` program: :func:`main`, then exit with its status (interrupts ignored from then on)."""
+    status = main()
+    ignore_interrupts_after_work()
+    sys.exit(status)
+
+
+__all__ = ["main", "entry", "EXIT_CODES", "EXIT_PARTIAL", "error_status", "build_parser", "parse", "add_model_options",
+           "detector_from_args", "PROG"]

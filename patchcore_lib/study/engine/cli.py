@@ -107,6 +107,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         print("error: interrupted; finished notebooks are kept and a re-run skips them", file=sys.stderr)
         return exit_status(exc)
+    except OSError as exc:  # e.g. a reports or data folder that cannot be read or written: one line
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -29,13 +29,13 @@ from typing import Any, Callable, Sequence
 from patchcore_lib.errors import ConfigError, PatchCoreError
 from patchcore_lib.study.engine.cluster import NONE, Unit, cluster_has_gpus, open_client, resolve_cluster, run_units
 from patchcore_lib.study.engine.check import RunCheck, check_runs, recorded_fingerprints, save_data_manifests
-from patchcore_lib.study.engine.keys import NOTEBOOK, assign_keys, data_fingerprints
+from patchcore_lib.study.engine.keys import NOTEBOOK, assign_keys, data_fingerprints, rekey_report
 from patchcore_lib.study.engine.plan import Run, discover_notebooks, plan_runs
 from patchcore_lib.study.engine.presets import preset_reports_dir, resolve_categories, resolve_roots, roots_of
 from patchcore_lib.study.engine.tasks import (NotebookTask, execute_notebook, execute_notebook_task, machine_summary,
                                               render_html, report_inputs, write_task_files)
 from patchcore_lib.study.outputs import repository_root
-from patchcore_lib.utils.files import output_lock
+from patchcore_lib.utils.files import check_writable_dir, output_lock
 from patchcore_lib.utils.store import Store
 
 
@@ -53,6 +53,14 @@ def run_record(reports: str | Path, name: str) -> dict[str, Any] | None:
     return run_store(reports).latest(NOTEBOOK, name)
 
 
+def record_checksums(store: Store) -> Callable[[str], str | None]:
+    """key -> the checksum of the store's valid record of that notebook run (None when there is none)."""
+    def checksum(key: str) -> str | None:
+        record = store.record(NOTEBOOK, key)
+        return (str(record.get("checksum") or "")[:16] or None) if record is not None else None
+    return checksum
+
+
 def _is_skipped(run: Run, store: Store, force: bool) -> bool:
     """True (and status ``skipped``) when the store holds the run's key with its outputs unchanged."""
     if not force and store.lookup(NOTEBOOK, run.key, require=[run.html]) is not None:
@@ -61,13 +69,38 @@ def _is_skipped(run: Run, store: Store, force: bool) -> bool:
     return False
 
 
+def run_outputs(run: Run, since: float) -> list[Path]:
+    """The files a run wrote (modified at or after ``since``, seconds since the epoch), besides its HTML: those
+    of its run folders (``<reports>/<notebook>/<category>-*/``; a report notebook: ``<reports>/<notebook>/`` and
+    the files at the top of the reports folder, e.g. ``summary.md``). Recorded with their hashes, so a deleted or
+    edited ``metrics.json`` makes the run stale."""
+    reports = run.html.parent.parent
+    folder = reports / run.notebook.stem
+    if run.category is None:
+        candidates = [*folder.rglob("*"), *reports.glob("*")]
+    else:
+        candidates = [p for sub in folder.glob(f"{run.category}-*") for p in sub.rglob("*")]
+    found = []
+    for path in candidates:
+        try:
+            if path.is_file() and not path.name.startswith(".") and path.stat().st_mtime >= since:
+                found.append(path)
+        except OSError:
+            continue
+    return sorted(found)
+
+
 def _finish_run(run: Run, store: Store, error: str | None, seconds: float, where: str = "",
-                machine: str | None = None) -> str:
-    """Record the outcome: on success the run's record in the store (written last); returns the log status."""
+                machine: str | None = None, written: Sequence[Path] | None = None) -> str:
+    """Record the outcome: on success the run's record in the store (written last) with the hashes of its HTML
+    and of the files it wrote (``written``, those a cluster task returned; else :func:`run_outputs`), never of
+    the git-ignored executed ``.ipynb`` and kernel log; returns the log status."""
     run.seconds = seconds
     if error is None:
+        wrote = run_outputs(run, time.time() - seconds - 2.0) if written is None else \
+            [p for p in written if p.parent != run.html.parent]
         store.save(NOTEBOOK, run.key, {"notebook": run.notebook.name, "category": run.category},
-                   outputs=[run.html], slot=run.name, parameters=run.parameters, inputs=run.inputs,
+                   outputs=[run.html, *wrote], slot=run.name, parameters=run.parameters, inputs=run.inputs,
                    seconds=round(seconds, 2), finished=time.strftime("%Y-%m-%dT%H:%M:%S"), worker=where or None,
                    machine=machine or machine_summary())
         run.status = "done"
@@ -81,6 +114,8 @@ def _execute_runs(runs: list[Run], store: Store, force: bool, kernel: str | None
     """Execute (or skip) each planned run in order, in this process; returns the failed ones."""
     for k, run in enumerate(runs, 1):
         label = f"[{k}/{len(runs)}] {run.name}"
+        if run.is_report:  # over the outputs the runs before it left (some may have finished just now)
+            rekey_report(run, record_checksums(store))
         if _is_skipped(run, store, force):
             log(f"{label}: complete with the same parameters, skipped")
             continue
@@ -122,8 +157,9 @@ def _execute_runs_on_cluster(runs: list[Run], store: Store, force: bool, kernel:
     """Execute the runs as Dask tasks (dependencies respected); the client writes every returned file
     atomically, then the run's record. Returns the failed runs."""
     todo = []
+    reruns = any(not r.is_report and not _is_skipped(r, store, force) for r in runs)
     for run in runs:
-        if _is_skipped(run, store, force):
+        if not (run.is_report and reruns) and _is_skipped(run, store, force):
             log(f"{run.name}: complete with the same parameters, skipped")
         else:
             previous = store.latest(NOTEBOOK, run.name)
@@ -155,10 +191,12 @@ def _execute_runs_on_cluster(runs: list[Run], store: Store, force: bool, kernel:
 
     def on_result(unit: Unit, result: dict[str, Any]) -> str:
         run = by_name[unit.key]
-        write_task_files(reports, result["files"])
+        if run.is_report:  # its dependencies are recorded by now: keyed over their outputs
+            rekey_report(run, record_checksums(store))
+        written = write_task_files(reports, result["files"])
         where = f"{result['host']}/{result['worker'] or result['pid']}"
         run.worker = result["worker"] or str(result["pid"])
-        return _finish_run(run, store, result["error"], result["seconds"], where, result.get("machine"))
+        return _finish_run(run, store, result["error"], result["seconds"], where, result.get("machine"), written)
 
     def on_error(unit: Unit, exc: BaseException) -> str:
         return _finish_run(by_name[unit.key], store, f"{type(exc).__name__}: {exc}", 0.0)
@@ -221,6 +259,10 @@ def plan_study(preset: dict[str, Any], *, categories: Sequence[str] | None = Non
     else:
         fingerprints = data_fingerprints(data_root, categories, roots)
     assign_keys(runs, fingerprints)  # every run of the preset: a report's key covers them all, whatever --only says
+    checksum = record_checksums(run_store(reports))
+    for run in runs:
+        if run.is_report:
+            rekey_report(run, checksum)
     runs = [run for run in runs if run.notebook in selected]
     return StudyPlan(runs, reports, data_root, roots, list(categories), fingerprints)
 
@@ -252,7 +294,7 @@ def run_study(preset: dict[str, Any], *, categories: Sequence[str] | None = None
     runs, reports = plan.runs, plan.reports
     log(f"study '{preset.get('name', 'study')}': {len({r.notebook for r in runs})} notebooks x categories "
         f"{', '.join(plan.categories)} -> {len(runs)} runs; reports in {reports}")
-    reports.mkdir(parents=True, exist_ok=True)
+    check_writable_dir(reports)  # an unwritable reports folder: one line naming it, before any run
     store = run_store(reports)
     kernel = kernel or DEFAULT_KERNEL
     cluster = resolve_cluster(cluster)
