@@ -218,12 +218,13 @@ def test_a_deleted_metrics_file_makes_its_run_stale(tmp_path):
 
 
 # --- case 15: an unwritable reports folder is one line ----------------------------------------------------------
-def test_a_study_into_a_reports_path_that_is_a_file_is_one_line(tmp_path, capsys):
+def test_a_study_into_a_reports_path_that_is_a_file_is_one_line(synthetic_root, tmp_path, capsys):
     from patchcore_lib.study.engine.cli import main as study_main
 
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    status = study_main(["--reports-dir", str(blocker / "reports"), "--categories", "tiny", "--cluster", "none"])
+    status = study_main(["--reports-dir", str(blocker / "reports"), "--data-root", str(synthetic_root),
+                         "--categories", "tiny", "--cluster", "none"])
     assert status != 0
     assert "is not writable" in _one_error_line(capsys)
 
