@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import hashlib
 import io
 import json
 import math
@@ -41,6 +40,7 @@ from patchcore_lib.data import ImageList
 from patchcore_lib.data.preprocessing import load_rgb
 from patchcore_lib.detectors.overlays import render_overlay
 from patchcore_lib.errors import ConfigError, PatchCoreError
+from patchcore_lib.utils.fingerprint import file_sha256
 from patchcore_lib.utils.files import atomic_write_bytes, atomic_write_text, check_writable_dir, output_lock
 from patchcore_lib.utils.source_fingerprint import code_fingerprint
 from patchcore_lib.utils.store import Store, content_key
@@ -58,11 +58,7 @@ def prediction_code() -> str:
 
 def file_hash(path: str | Path) -> str:
     """16 hex digits of the sha256 of a file's bytes (identifies a model file or an input image)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
+    return file_sha256(path)[:16]
 
 
 def _hash_or_none(path: Path) -> str | None:
