@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import io
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from patchcore_lib.detectors.threshold import ThresholdOptions, calibrate
 from patchcore_lib.errors import ConfigError, ModelFileError
 from patchcore_lib.components.features import PRECISIONS, PatchFeatureExtractor
 from patchcore_lib.utils.files import atomic_torch_save
-from patchcore_lib.utils.integrity import checksum_problem, seal
+from patchcore_lib.utils.integrity import CHECKSUM_KEY, checksum_problem, seal
 from patchcore_lib.utils.schema import check_fields, config_dict, config_from_dict, option
 from patchcore_lib.components.knn import BACKENDS, DISTANCES, NearestNeighbourSearch
 from patchcore_lib.components.knn_ivfpq import OFFICIAL_IVFPQ, IVFPQSearch
@@ -358,7 +359,7 @@ class PatchCore:
             raise ModelFileError(f"model file {path}: memory bank shape {tuple(bank.shape)} does not match its config")
         model.memory_bank = bank.to(model.device)
         model.search.fit(model.memory_bank)
-        model.threshold = state.get("threshold")
+        model.threshold = checked_threshold_record(state.get("threshold"), path)
         return model
 
     @classmethod
@@ -366,6 +367,24 @@ class PatchCore:
         """Load a saved model; errors name the file when it is truncated, foreign, or of another backbone."""
         path = Path(path)
         return cls.from_state(read_model_file(path, MODEL_FORMAT), path, device, backbone)
+
+
+def checked_threshold_record(record: Any, path: Path | str) -> dict[str, Any] | None:
+    """A model file's threshold record (None, or a dict whose ``threshold`` and ``f1.threshold`` are finite numbers);
+    ModelFileError naming the file otherwise (a NaN threshold would mark every image normal)."""
+    if record is None:
+        return None
+    if not isinstance(record, dict):
+        raise ModelFileError(f"model file {path}: the threshold record is a {type(record).__name__}, not a mapping")
+    values = [("threshold", record.get("threshold"))]
+    if record.get("f1") is not None:
+        if not isinstance(record["f1"], dict):
+            raise ModelFileError(f"model file {path}: the F1 record is a {type(record['f1']).__name__}, not a mapping")
+        values.append(("F1-optimal threshold", record["f1"].get("threshold")))
+    for where, value in values:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ModelFileError(f"model file {path}: the {where} is {value!r}, not a finite number; re-fit the model")
+    return record
 
 
 def preprocessing_record(config: PatchCoreConfig) -> dict[str, Any]:
@@ -383,6 +402,10 @@ def read_model_file(path: Path, expected_format: str) -> dict[str, Any]:
         payload = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ModelFileError(f"model file {path} is truncated or not a patchcore_lib model ({type(exc).__name__}: {exc})") from exc
+    if isinstance(payload, dict) and CHECKSUM_KEY in payload:  # damage first: a flipped bit may hit the format
+        problem = checksum_problem(payload)
+        if problem is not None:
+            raise ModelFileError(f"model file {path} is damaged ({problem}); re-fit or copy it again")
     if not isinstance(payload, dict) or payload.get("format") != expected_format:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise ModelFileError(f"model file {path} has format {found!r}; this version reads {expected_format!r} "
