@@ -325,3 +325,19 @@ def _safe_rows(folder: Path) -> list[dict[str, str]]:
         return _rows(folder)
     except OSError:
         return []
+
+
+# --- case 17: a signal after the work is done neither lies nor changes the exit status ---------------------------
+@pytest.mark.subprocess
+def test_sigterm_after_the_work_is_done_keeps_exit_status_zero():
+    import subprocess
+    import sys
+
+    code = ("import os, signal\n"
+            "from patchcore_lib.cli import ignore_interrupts_after_work\n"
+            "ignore_interrupts_after_work()  # what entry() does once main() returned\n"
+            "os.kill(os.getpid(), signal.SIGTERM)\n"
+            "os.kill(os.getpid(), signal.SIGINT)\n"
+            "print('finished')\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "finished" and result.stderr == ""

@@ -9,7 +9,9 @@ Errors are printed to stderr as one line and the exit code says which kind (:dat
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from typing import Sequence
 
 from patchcore_lib.version import __version__
@@ -76,5 +78,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
 
 
-__all__ = ["main", "EXIT_CODES", "EXIT_PARTIAL", "error_status", "build_parser", "parse", "add_model_options",
+def ignore_interrupts_after_work() -> None:
+    """Once a command has finished (its outputs written), SIGINT and SIGTERM no longer interrupt the process:
+    a signal during interpreter teardown would otherwise print a wrong "nothing was written" or a traceback, or
+    kill it with -15, although everything was done. Only for the program entry points, never for ``main()``
+    called in another program (e.g. a test session)."""
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
+
+
+def entry() -> None:
+    """The ``patchcore`` program: :func:`main`, then exit with its status (interrupts ignored from then on)."""
+    status = main()
+    ignore_interrupts_after_work()
+    sys.exit(status)
+
+
+__all__ = ["main", "entry", "EXIT_CODES", "EXIT_PARTIAL", "error_status", "build_parser", "parse", "add_model_options",
            "detector_from_args", "PROG"]
