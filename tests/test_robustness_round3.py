@@ -129,7 +129,7 @@ def test_a_model_file_with_a_nan_threshold_is_refused(model_file, synthetic_root
     torch.save(seal(payload), resealed)  # a correct checksum of a threshold that marks every image normal
     good, _ = _good_and_defect(synthetic_root)
     assert main(["predict", "--model", str(resealed), str(good), "--out", str(tmp_path / "o")]) != 0
-    assert "calibrated threshold is nan" in _one_error_line(capsys)
+    assert "threshold is nan" in _one_error_line(capsys)
 
 
 # --- case 11: outputs over inputs: evaluate into the data, export over the model, --rtol nan --------------------
