@@ -12,6 +12,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 #: brightness of the image where the model saw nothing (outside the centre crop)
 DIMMED = 0.35
+#: 'jet' as a 256-entry lookup table (uint8 RGB): colouring a map is one indexing, not a colormap call per pixel
+JET = (colormaps["jet"](np.linspace(0.0, 1.0, 256))[:, :3] * 255.0 + 0.5).astype(np.uint8)
 
 
 def resized_size(width: int, height: int, resize: int) -> tuple[int, int]:
@@ -54,8 +56,8 @@ def colour_bar(height: int, low: float, high: float, threshold: float | None, wi
                text_width: int = 64) -> np.ndarray:
     """uint8 [height, width + text_width, 3]: 'jet' from ``high`` (top) to ``low`` (bottom), the threshold as a
     white line with its value; labels on a dark background."""
-    ramp = np.linspace(1.0, 0.0, height)[:, None].repeat(width, axis=1)
-    bar = (colormaps["jet"](ramp)[..., :3] * 255.0 + 0.5).astype(np.uint8)
+    ramp = np.linspace(255, 0, height).round().astype(np.uint8)[:, None].repeat(width, axis=1)
+    bar = JET[ramp]
     panel = Image.new("RGB", (width + text_width, height), (24, 24, 24))
     panel.paste(Image.fromarray(bar), (0, 0))
     draw = ImageDraw.Draw(panel)
@@ -74,11 +76,11 @@ def render_overlay(image: Image.Image, amap: np.ndarray, resize: int, imagesize:
                    low: float, high: float, threshold: float | None, alpha: float = 0.5) -> np.ndarray:
     """uint8 RGB [H, W + bar, 3]: ``amap`` coloured with 'jet' on [low, high] over the original ``image`` (H x W),
     areas outside the crop dimmed, and the colour bar with the threshold at the right."""
-    rgb = np.asarray(image.convert("RGB"), dtype=np.float64)
+    rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
     height, width = rgb.shape[:2]
     values, seen = map_to_image(amap, width, height, resize, imagesize, crop)
-    scaled = np.clip((values - low) / max(high - low, 1e-12), 0.0, 1.0)
-    heat = colormaps["jet"](scaled)[..., :3] * 255.0
+    levels = np.clip((values - low) * (255.0 / max(high - low, 1e-12)) + 0.5, 0, 255).astype(np.uint8)
+    heat = JET[levels].astype(np.float32)
     blended = np.where(seen[..., None], alpha * heat + (1 - alpha) * rgb, DIMMED * rgb)
     out = (blended + 0.5).astype(np.uint8)
     return np.concatenate([out, colour_bar(height, low, high, threshold)], axis=1)

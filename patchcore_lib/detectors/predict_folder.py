@@ -29,6 +29,7 @@ import json
 import math
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -170,16 +171,11 @@ def predict_to_folder(model: Any, inputs: Sequence[Path], out: str | Path, thres
         start = time.perf_counter()
         progress = tqdm(total=len(todo), desc="Predicting", disable=not show_progress, leave=False)
         _write_rows(csv_path, rows)  # rows of inputs no longer given (or changed since) are dropped now
-        for begin in range(0, len(todo), flush_every):
-            chunk = todo[begin:begin + flush_every]
-            scored, why = _score_chunk(model, chunk)
-            failed.update(why)
-            for path in chunk:
-                if str(path) in why:
-                    rows.append({"path": str(path), "score": "", "map": "", "is_anomalous": "",
-                                 "threshold": "" if threshold is None else repr(float(threshold)),
-                                 "sha256": content[str(path)], "error": why[str(path)]})
-            config = model.config
+        shown = "" if threshold is None else repr(float(threshold))
+
+        def finish(scored: list[tuple[Path, float, np.ndarray]]) -> list[dict[str, Any]]:
+            """Maps and rows of a scored chunk (in the writer thread, while the next chunk is scored)."""
+            done_rows = []
             for path, score, amap in scored:
                 sha = content[str(path)]
                 if _hash_or_none(path) != sha:  # replaced while it was scored: its score may be of either version
@@ -189,19 +185,38 @@ def predict_to_folder(model: Any, inputs: Sequence[Path], out: str | Path, thres
                 if save_maps:
                     low, high = (0.0, 2.0 * threshold) if threshold and threshold > 0 \
                         else (float(amap.min()), float(amap.max()))
-                    picture = render_overlay(load_rgb(path), amap, config.resize, config.imagesize, config.crop,
-                                             low, high, threshold)
+                    picture = render_overlay(load_rgb(path), amap, model.config.resize, model.config.imagesize,
+                                             model.config.crop, low, high, threshold)
                     atomic_write_bytes(out / "maps" / f"{name}.png", _png_bytes(picture))
                 if save_raw_maps:
                     buffer = io.BytesIO()
                     np.save(buffer, amap.astype(np.float32))
                     atomic_write_bytes(out / "maps" / f"{name}.npy", buffer.getvalue())
-                rows.append({"path": str(path), "score": repr(float(score)),
-                             "threshold": "" if threshold is None else repr(float(threshold)),
-                             "is_anomalous": "" if threshold is None else int(score > threshold),
-                             "map": f"maps/{name}.png" if save_maps else "", "sha256": sha, "error": ""})
-            _write_rows(csv_path, rows)
-            progress.update(len(chunk))
+                done_rows.append({"path": str(path), "score": repr(float(score)), "threshold": shown,
+                                  "is_anomalous": "" if threshold is None else int(score > threshold),
+                                  "map": f"maps/{name}.png" if save_maps else "", "sha256": sha, "error": ""})
+            return done_rows
+
+        # decode + score a chunk here while the previous chunk's maps are written in one thread (pipelined);
+        # rows are added (and the CSV rewritten) once their maps exist, also when the run is interrupted
+        pending: Future | None = None
+        with ThreadPoolExecutor(max_workers=1) as writer:
+            try:
+                for begin in range(0, len(todo), flush_every):
+                    chunk = todo[begin:begin + flush_every]
+                    scored, why = _score_chunk(model, chunk)
+                    failed.update(why)
+                    rows.extend({"path": str(p), "score": "", "map": "", "is_anomalous": "", "threshold": shown,
+                                 "sha256": content[str(p)], "error": why[str(p)]} for p in chunk if str(p) in why)
+                    if pending is not None:
+                        rows.extend(pending.result())
+                        _write_rows(csv_path, rows)
+                    pending = writer.submit(finish, scored)
+                    progress.update(len(chunk))
+            finally:
+                if pending is not None:
+                    rows.extend(pending.result())
+                _write_rows(csv_path, rows)
         progress.close()
         seconds = time.perf_counter() - start
     for path in changed:
