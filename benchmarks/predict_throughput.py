@@ -43,7 +43,7 @@ def main() -> int:
     rates, walls, firsts = [], [], []
     for _ in range(args.repeat):
         wall, stdout = run_predict(args.model, [args.images], [])
-        rate = re.search(r"\\(([0-9.]+) images/s\\)", stdout)
+        rate = re.search(r"\(([0-9.]+) images/s\)", stdout)
         rates.append(float(rate.group(1)) if rate else float("nan"))
         walls.append(wall)
         firsts.append(run_predict(args.model, [str(images[0])], [])[0])
