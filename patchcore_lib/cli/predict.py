@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fnmatch
 import glob
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -84,34 +86,33 @@ def _finite(value: object, what: str) -> float:
     return number
 
 
-def input_folders(inputs: list[str]) -> list[Path]:
-    """The folders that ``inputs`` search (a folder itself, a glob's fixed leading folder), resolved."""
-    folders = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            folders.append(path.resolve())
-        elif glob.has_magic(item):
-            folders.append(Path(*_leading_fixed_parts(path)).resolve())
-    return folders
-
-
-def _leading_fixed_parts(path: Path) -> list[str]:
-    parts = []
-    for part in path.parts[:-1]:
-        if glob.has_magic(part):
-            break
-        parts.append(part)
-    return parts or ["."]
+def _matches(pattern: str, path: Path) -> bool:
+    """Whether the glob ``pattern`` (absolute, with ``**`` for any depth) matches ``path`` (absolute)."""
+    parts, target = Path(pattern).parts, path.parts
+    if "**" in parts:
+        cut = parts.index("**")
+        return len(target) >= len(parts) - 1 and all(fnmatch.fnmatchcase(t, p) for t, p in zip(target, parts[:cut])) \
+            and all(fnmatch.fnmatchcase(t, p) for t, p in zip(target[::-1], parts[:cut:-1]))
+    return len(parts) == len(target) and all(fnmatch.fnmatchcase(t, p) for t, p in zip(target, parts))
 
 
 def check_out_outside_inputs(out: str, inputs: list[str]) -> None:
-    """Refuse an ``--out`` inside a folder the inputs search: its overlays would be scored on the next run."""
-    target = Path(out).resolve()
-    for folder in input_folders(inputs):
-        if target == folder or folder in target.parents:
-            raise ConfigError(f"--out {out} is inside the input folder {folder}: its heat maps would be scored as "
-                              "inputs on the next run; choose an output folder outside the inputs")
+    """Refuse an ``--out`` whose heat maps the inputs would find (inside an input folder, or matched by an input
+    pattern): they would be scored as inputs on the next run."""
+    target = Path(os.path.abspath(out))
+    probe = target / "maps" / "probe.png"
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            folder = Path(os.path.abspath(path))
+            inside = target == folder or folder in target.parents
+        elif glob.has_magic(item):
+            inside = _matches(os.path.abspath(item), probe)
+        else:
+            continue
+        if inside:
+            raise ConfigError(f"--out {out} is inside the input folder or pattern {item}: its heat maps would be "
+                              "scored as inputs on the next run; choose an output folder outside the inputs")
 
 
 def load_model(path: str, device: str | None) -> Any:
