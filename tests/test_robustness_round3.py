@@ -115,7 +115,7 @@ def test_a_repeated_category_is_evaluated_and_averaged_once(synthetic_root, tmp_
 def test_a_non_finite_threshold_option_is_refused(value, model_file, synthetic_root, tmp_path, capsys):
     good, _ = _good_and_defect(synthetic_root)
     assert main(["predict", "--model", str(model_file), str(good), "--out", str(tmp_path / "o"),
-                 "--threshold", value]) == 2
+                 f"--threshold={value}"]) == 2
     assert "--threshold must be a finite number" in _one_error_line(capsys)
     with pytest.raises(ConfigError, match="finite"):
         predict_to_folder(PatchCore.load(model_file), [good], tmp_path / "p", float(value), "m", show_progress=False)
