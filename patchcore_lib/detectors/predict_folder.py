@@ -37,6 +37,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from patchcore_lib.data import ImageList
 from patchcore_lib.data.preprocessing import load_rgb
 from patchcore_lib.detectors.overlays import render_overlay
 from patchcore_lib.errors import ConfigError, PatchCoreError
@@ -76,22 +77,37 @@ def map_name(path: Path, content: str) -> str:
     return f"{path.stem}_{content[:8]}"
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
 def _score_chunk(model: Any, chunk: list[Path]) -> tuple[list[tuple[Path, float, np.ndarray]], dict[str, str]]:
-    """Score ``chunk`` in one batch; when that fails, each image alone: ``([(path, score, map [S, S])], {path:
-    why it failed})`` (an unreadable or unsupported image fails alone, never its batch)."""
+    """Score ``chunk`` in one batch: ``([(path, score, map [S, S])], {path: why it failed})``. When the batch
+    fails, the images that cannot be read are found one by one and the others are scored together (batched as
+    they would be without the bad ones); an unreadable or unsupported image fails alone, never its batch."""
     try:
         predictions = model.predict_images(chunk)
     except (PatchCoreError, OSError, ValueError) as exc:
         if len(chunk) == 1:
-            text = str(exc).strip().splitlines()
-            return [], {str(chunk[0]): text[0] if text else type(exc).__name__}
-        scored: list[tuple[Path, float, np.ndarray]] = []
-        failed: dict[str, str] = {}
+            return [], {str(chunk[0]): _first_line(exc)}
+        config, failed, readable = model.config, {}, []
         for path in chunk:
-            one, why = _score_chunk(model, [path])
-            scored += one
-            failed.update(why)
-        return scored, failed
+            try:
+                ImageList([path], config.resize, config.imagesize, crop=config.crop)[0]
+            except (PatchCoreError, OSError, ValueError) as bad:
+                failed[str(path)] = _first_line(bad)
+            else:
+                readable.append(path)
+        if not failed:  # every image reads: the batch failed for another reason, so each is tried alone
+            scored: list[tuple[Path, float, np.ndarray]] = []
+            for path in chunk:
+                one, why = _score_chunk(model, [path])
+                scored += one
+                failed.update(why)
+            return scored, failed
+        scored, more = _score_chunk(model, readable) if readable else ([], {})
+        return scored, {**failed, **more}
     return [(p, float(s), predictions.maps[i]) for i, (p, s) in enumerate(zip(chunk, predictions.scores.tolist()))], {}
 
 
