@@ -251,7 +251,8 @@ def test_predict_with_corrupt_files_keeps_every_valid_row_and_exits_partial(mode
         assert rows[name]["error"] and not rows[name]["score"] and f"{name} not scored" in err
     assert "3 image(s) could not be scored" in err
     fresh = {Path(r["path"]).name: r["score"] for r in _rows(_predict_valid_only(model_file, images, valid, tmp_path))}
-    assert all(rows[name]["score"] == fresh[name] for name in valid)  # batching around a failure changes nothing
+    for name in valid:  # the readable rest of the batch is scored as it would be without the bad files
+        assert float(rows[name]["score"]) == pytest.approx(float(fresh[name]), rel=1e-5)
 
 
 def _predict_valid_only(model_file: Path, images: Path, valid: list[str], tmp_path: Path) -> Path:
