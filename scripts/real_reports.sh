@@ -25,12 +25,14 @@ variant() {  # name, data root, category, then patchcore evaluate options
 # the magnetic-tile geometry (docs/study.md "The magnetic-tile gap"): 1% coreset and 1024 -> 1024 embeddings for all,
 # as the official code's run on these tiles (patchcore_lib/paper/data/anchors_measured.csv), so only the geometry changes
 D1024="--pretrain-embed-dimension 1024 --target-embed-dimension 1024"
+if [ -z "${SKIP_VARIANTS:-}" ]; then   # SKIP_VARIANTS=1: leave reports/variants as they are
 variant mt_A_center224 "$TILES" magnetic_tile --coreset-ratio 0.01 $D1024 --resize 256 --imagesize 224 --crop center
 variant mt_B_none224 "$TILES" magnetic_tile --coreset-ratio 0.01 $D1024 --resize 224 --imagesize 224 --crop none
 variant mt_C_none320 "$TILES" magnetic_tile --coreset-ratio 0.01 $D1024 --resize 320 --imagesize 320 --crop none
 # bottle as the official code's anchor runs (1024 -> 1024 embeddings) under both mask conventions
 variant bottle_D1024_masks-nearest "$MVTEC" bottle $D1024
 variant bottle_D1024_masks-official "$MVTEC" bottle $D1024 --mask-convention official
+fi
 # The records below (Eq. 7 check, inspection line) carry the fingerprint of the library code they ran ("code");
 # one made by other code is measured again (the variants above resume on the evaluation's own code fingerprint).
 CODE=$($PY -m patchcore_lib.utils.source_fingerprint patchcore_lib.cli benchmarks.reweighted_distances)
@@ -67,6 +69,7 @@ open(sys.argv[1], "w").write(json.dumps(d, indent=2) + "\n")' "$work/summary.jso
   fi
   rm -rf "$work" "$work.log"
 done
+[ -n "${RECORDS_ONLY:-}" ] && exit 0   # RECORDS_ONLY=1: stop after the records above (no notebook study)
 # STUDY_ARGS: more options of the study runner, e.g. STUDY_ARGS="--workers 1 --threads 2" when one long notebook
 # is all that is left to run
 $PY -m patchcore_lib.study -f params/real_reports.yaml --data-root "$MVTEC" "$TILES" $FORCE ${STUDY_ARGS:-}

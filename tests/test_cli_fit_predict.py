@@ -63,13 +63,14 @@ def test_predict_scores_equal_evaluate_and_apply_the_threshold(evaluated, synthe
     assert main(["predict", "--model", str(model_path), str(synthetic_root / "tiny" / "test"), "--out",
                  str(tmp_path / "p"), "--threshold", "5.5", "--save-raw-maps", "--quiet"]) == 0
     rows = _rows(tmp_path / "p" / "predictions.csv")
-    assert list(rows[0]) == ["path", "score", "threshold", "is_anomalous", "map"]
+    assert list(rows[0]) == ["path", "score", "threshold", "is_anomalous", "map", "sha256", "error"]
     assert {r["path"] for r in rows} == set(expected) and len(rows) == len(expected)
     for row in rows:
         assert float(row["score"]) == expected[row["path"]]  # identical, not just close
         assert row["is_anomalous"] == str(int(float(row["score"]) > 5.5)) and float(row["threshold"]) == 5.5
         overlay = tmp_path / "p" / row["map"]
-        assert Image.open(overlay).size == (64, 64)
+        width, height = Image.open(row["path"]).size  # the overlay: the input at its own size + a colour bar
+        assert Image.open(overlay).size[1] == height and Image.open(overlay).size[0] > width
         raw = np.load(overlay.with_suffix(".npy"))
         assert raw.shape == (64, 64) and raw.max() > 0
     names = [r["map"] for r in rows]  # stems repeat across defect folders (000.png ...): names stay unique

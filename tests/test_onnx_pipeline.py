@@ -62,7 +62,8 @@ def test_onnxruntime_alone_reproduces_predict(fitted, synthetic_root, tmp_path):
 
     images = _images(synthetic_root)
     assert main(["predict", "--model", str(fitted), *map(str, images), "--out", str(tmp_path / "p"), "--quiet"]) == 0
-    predicted = {Path(r["path"]).name: float(r["score"]) for r in csv.DictReader(open(tmp_path / "p" / "predictions.csv"))}
+    predicted = {Path(r["path"]).resolve(): float(r["score"])
+                 for r in csv.DictReader(open(tmp_path / "p" / "predictions.csv"))}
     model = PatchCore.load(fitted)
     config = model.config
     data = ImageList(images, config.resize, config.imagesize, crop=config.crop)
@@ -75,14 +76,14 @@ def test_onnxruntime_alone_reproduces_predict(fitted, synthetic_root, tmp_path):
     assert out["inputs"] == ["image"] and out["outputs"] == ["score", "anomaly_map"]
     assert out["map_shape"] == [len(images), config.imagesize, config.imagesize]
     assert out["threshold"] == model.threshold["threshold"] and out["imagesize"] == config.imagesize
-    expected = np.array([predicted[p.name] for p in images])
+    expected = np.array([predicted[p.resolve()] for p in images])
     np.testing.assert_allclose(out["scores"], expected, rtol=1e-4)
 
     # patchcore predict runs the ONNX file itself (onnxruntime): the same rows
     assert main(["predict", "--model", str(model_onnx), *map(str, images), "--out", str(tmp_path / "q"), "--quiet"]) == 0
-    from_onnx = {Path(r["path"]).name: r for r in csv.DictReader(open(tmp_path / "q" / "predictions.csv"))}
-    np.testing.assert_allclose([float(from_onnx[p.name]["score"]) for p in images], expected, rtol=1e-4)
-    assert all(from_onnx[p.name]["threshold"] for p in images)
+    from_onnx = {Path(r["path"]).resolve(): r for r in csv.DictReader(open(tmp_path / "q" / "predictions.csv"))}
+    np.testing.assert_allclose([float(from_onnx[p.resolve()]["score"]) for p in images], expected, rtol=1e-4)
+    assert all(from_onnx[p.resolve()]["threshold"] for p in images)
 
 
 @pytest.mark.slow

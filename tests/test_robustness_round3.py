@@ -218,12 +218,13 @@ def test_a_deleted_metrics_file_makes_its_run_stale(tmp_path):
 
 
 # --- case 15: an unwritable reports folder is one line ----------------------------------------------------------
-def test_a_study_into_a_reports_path_that_is_a_file_is_one_line(tmp_path, capsys):
+def test_a_study_into_a_reports_path_that_is_a_file_is_one_line(synthetic_root, tmp_path, capsys):
     from patchcore_lib.study.engine.cli import main as study_main
 
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    status = study_main(["--reports-dir", str(blocker / "reports"), "--categories", "tiny", "--cluster", "none"])
+    status = study_main(["--reports-dir", str(blocker / "reports"), "--data-root", str(synthetic_root),
+                         "--categories", "tiny", "--cluster", "none"])
     assert status != 0
     assert "is not writable" in _one_error_line(capsys)
 
@@ -342,3 +343,40 @@ def test_sigterm_after_the_work_is_done_keeps_exit_status_zero():
             "print('finished')\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "finished" and result.stderr == ""
+
+
+# --- a report made while a run it summarises was missing is stale once that run finishes --------------------------
+@pytest.mark.notebook
+def test_a_report_is_stale_when_a_run_it_summarises_finishes_later(tmp_path):
+    pytest.importorskip("papermill")
+    from nbformat.v4 import new_code_cell, new_notebook
+    import nbformat
+
+    from patchcore_lib.study.engine import check_study, run_study
+
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    for name, parameters in (("01_one", 'data_root = ""\ncategory = ""\nreports_dir = None'),
+                             ("05_report", "reports_dir = None\ncategories = []")):
+        cell = new_code_cell(parameters)
+        cell.metadata["tags"] = ["parameters"]
+        nbformat.write(new_notebook(cells=[cell, new_code_cell("x = 1")]), str(notebooks / f"{name}.ipynb"))
+    for category in ("a", "b"):
+        (tmp_path / "data" / category / "train" / "good").mkdir(parents=True)
+        (tmp_path / "data" / category / "train" / "good" / "0.png").write_bytes(category.encode())
+    where = dict(categories=["a", "b"], data_root=str(tmp_path / "data"), reports_dir=tmp_path / "reports",
+                 notebooks_dir=notebooks)
+    preset = {"name": "t", "parameters": {}, "notebook_parameters": {}}
+    runs = run_study(dict(preset), **where, log=lambda s: None)
+    assert [r.status for r in runs] == ["done"] * 3
+    # b's run is lost and made again by a study of b alone: the report read the old outputs
+    store = tmp_path / "reports" / ".store" / "notebook"
+    for record in store.glob("*.json"):
+        if '"01_one-b"' in record.read_text():
+            record.unlink()
+    assert {c.name: c.current for c in check_study(dict(preset), **where)}["05_report"] is False
+    run_study(dict(preset), **where, only=["01"], log=lambda s: None)
+    states = {c.name: c for c in check_study(dict(preset), **where)}
+    assert states["01_one-b"].current and not states["05_report"].current
+    assert "run again, or were missing" in states["05_report"].reasons[0]
+    assert [r.status for r in run_study(dict(preset), **where, log=lambda s: None)] == ["skipped", "skipped", "done"]

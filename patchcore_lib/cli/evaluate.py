@@ -49,6 +49,8 @@ def check_out_outside_data(out: str, data_root: str, categories: list[str]) -> N
     root is refused by :func:`~patchcore_lib.evaluation.runner.evaluate`."""
     root = Path(data_root).resolve()
     for category in categories:
+        if Path(category).name != category or category in (".", ".."):
+            continue  # not a folder name: refused as such when the data is opened
         target = (Path(out) / category).resolve()
         for data in (root, (root / category).resolve()):
             if target == data or target in data.parents:

@@ -119,6 +119,9 @@ def explain(run: Run, record: dict[str, Any] | None, store: Store, data_root: st
     new_runs = new["data"].get("runs") if isinstance(new["data"], dict) else None
     if old_runs is not None and new_runs is not None and old_runs != new_runs:
         reasons.append("the runs it summarises changed")
+    elif isinstance(new["data"], dict) and "outputs" in new["data"] and isinstance(old.get("data"), dict) \
+            and old["data"].get("outputs") != new["data"]["outputs"]:
+        reasons.append("the runs it summarises were run again, or were missing when it was made")
     if not reasons and record.get("key") == run.key:
         missing = [name for name, digest in (record.get("outputs") or {}).items()
                    if not (store.base / name).is_file() or file_sha256(store.base / name) != digest]

@@ -14,7 +14,7 @@ import functools
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import nbformat
 
@@ -121,6 +121,17 @@ def data_fingerprints(data_root: str, categories: Sequence[str], roots: Mapping[
     """Content fingerprint of each category's data (:func:`category_root`)."""
     return {category: dataset_fingerprint(category_root(category, data_root, roots), category)
             for category in categories}
+
+
+def rekey_report(report: Run, record_checksum: Callable[[str], str | None]) -> None:
+    """A report's key over what it reads now: the keys of the runs it summarises (set by :func:`assign_keys`)
+    and, for each, the checksum of its finished record (None while it has none). A run finished, re-run or
+    lost since the report was made changes the report's key, so the report is never current over other outputs."""
+    data = dict(report.inputs["data"])
+    data["outputs"] = [record_checksum(key) for key in data["runs"]]
+    inputs = _key_inputs(report.notebook, report.parameters)
+    report.key = content_key(NOTEBOOK, **inputs, data=data)
+    report.inputs = {**report.inputs, "data": data}
 
 
 def assign_keys(runs: list[Run], fingerprints: dict[str, str] | None = None) -> None:

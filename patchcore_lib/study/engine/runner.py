@@ -29,7 +29,7 @@ from typing import Any, Callable, Sequence
 from patchcore_lib.errors import ConfigError, PatchCoreError
 from patchcore_lib.study.engine.cluster import NONE, Unit, cluster_has_gpus, open_client, resolve_cluster, run_units
 from patchcore_lib.study.engine.check import RunCheck, check_runs, recorded_fingerprints, save_data_manifests
-from patchcore_lib.study.engine.keys import NOTEBOOK, assign_keys, data_fingerprints
+from patchcore_lib.study.engine.keys import NOTEBOOK, assign_keys, data_fingerprints, rekey_report
 from patchcore_lib.study.engine.plan import Run, discover_notebooks, plan_runs
 from patchcore_lib.study.engine.presets import preset_reports_dir, resolve_categories, resolve_roots, roots_of
 from patchcore_lib.study.engine.tasks import (NotebookTask, execute_notebook, execute_notebook_task, machine_summary,
@@ -51,6 +51,14 @@ def run_store(reports: str | Path) -> Store:
 def run_record(reports: str | Path, name: str) -> dict[str, Any] | None:
     """The record of the last finished run ``name`` (``<notebook stem>[-<category>]``), else None."""
     return run_store(reports).latest(NOTEBOOK, name)
+
+
+def record_checksums(store: Store) -> Callable[[str], str | None]:
+    """key -> the checksum of the store's valid record of that notebook run (None when there is none)."""
+    def checksum(key: str) -> str | None:
+        record = store.record(NOTEBOOK, key)
+        return (str(record.get("checksum") or "")[:16] or None) if record is not None else None
+    return checksum
 
 
 def _is_skipped(run: Run, store: Store, force: bool) -> bool:
@@ -106,6 +114,8 @@ def _execute_runs(runs: list[Run], store: Store, force: bool, kernel: str | None
     """Execute (or skip) each planned run in order, in this process; returns the failed ones."""
     for k, run in enumerate(runs, 1):
         label = f"[{k}/{len(runs)}] {run.name}"
+        if run.is_report:  # over the outputs the runs before it left (some may have finished just now)
+            rekey_report(run, record_checksums(store))
         if _is_skipped(run, store, force):
             log(f"{label}: complete with the same parameters, skipped")
             continue
@@ -147,8 +157,9 @@ def _execute_runs_on_cluster(runs: list[Run], store: Store, force: bool, kernel:
     """Execute the runs as Dask tasks (dependencies respected); the client writes every returned file
     atomically, then the run's record. Returns the failed runs."""
     todo = []
+    reruns = any(not r.is_report and not _is_skipped(r, store, force) for r in runs)
     for run in runs:
-        if _is_skipped(run, store, force):
+        if not (run.is_report and reruns) and _is_skipped(run, store, force):
             log(f"{run.name}: complete with the same parameters, skipped")
         else:
             previous = store.latest(NOTEBOOK, run.name)
@@ -180,6 +191,8 @@ def _execute_runs_on_cluster(runs: list[Run], store: Store, force: bool, kernel:
 
     def on_result(unit: Unit, result: dict[str, Any]) -> str:
         run = by_name[unit.key]
+        if run.is_report:  # its dependencies are recorded by now: keyed over their outputs
+            rekey_report(run, record_checksums(store))
         written = write_task_files(reports, result["files"])
         where = f"{result['host']}/{result['worker'] or result['pid']}"
         run.worker = result["worker"] or str(result["pid"])
@@ -246,6 +259,10 @@ def plan_study(preset: dict[str, Any], *, categories: Sequence[str] | None = Non
     else:
         fingerprints = data_fingerprints(data_root, categories, roots)
     assign_keys(runs, fingerprints)  # every run of the preset: a report's key covers them all, whatever --only says
+    checksum = record_checksums(run_store(reports))
+    for run in runs:
+        if run.is_report:
+            rekey_report(run, checksum)
     runs = [run for run in runs if run.notebook in selected]
     return StudyPlan(runs, reports, data_root, roots, list(categories), fingerprints)
 
