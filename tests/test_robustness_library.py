@@ -110,7 +110,7 @@ def test_a_nan_float_image_says_nan(tmp_path):
 def test_a_label_mask_is_not_binary_and_not_empty(mode, tmp_path):
     labels = np.zeros((8, 8), dtype=np.uint16 if mode == "I;16" else np.uint8)
     labels[1:3, 1:3], labels[5:7, 5:7] = 1, 2
-    Image.fromarray(labels, mode=mode).save(tmp_path / "mask.png")
+    Image.fromarray(labels).save(tmp_path / "mask.png")  # uint16: a 16-bit grey PNG
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         mask = np.asarray(load_mask(tmp_path / "mask.png", (8, 8), tmp_path / "image.png"))

@@ -26,7 +26,8 @@ from torch import nn
 
 from patchcore_lib.components.knn import NearestNeighbourSearch
 from patchcore_lib.data import ImageList
-from patchcore_lib.detectors.patchcore import PatchCore, PatchCoreConfig, checked_threshold_record, read_model_file
+from patchcore_lib.detectors.patchcore import PatchCore, PatchCoreConfig, read_model_file
+from patchcore_lib.detectors.threshold import checked_threshold_record
 from patchcore_lib.errors import ConfigError, ModelFileError
 from patchcore_lib.utils.files import atomic_torch_save
 from patchcore_lib.utils.integrity import seal

@@ -4,7 +4,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import io
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from patchcore_lib.components.backbones import check_layers, get_spec
 from patchcore_lib.data import IMAGENET_MEAN, IMAGENET_STD, make_loader
 from patchcore_lib.detectors.base import (DETECTORS, Predictions, check_geometry, predict_images, predict_over_dataset,
                                          resolve_device, shared_option, shared_settings, state_fingerprint)
-from patchcore_lib.detectors.threshold import ThresholdOptions, calibrate
+from patchcore_lib.detectors.threshold import ThresholdOptions, calibrate, checked_threshold_record
 from patchcore_lib.errors import ConfigError, ModelFileError
 from patchcore_lib.components.features import PRECISIONS, PatchFeatureExtractor
 from patchcore_lib.utils.files import atomic_torch_save
@@ -367,24 +366,6 @@ class PatchCore:
         """Load a saved model; errors name the file when it is truncated, foreign, or of another backbone."""
         path = Path(path)
         return cls.from_state(read_model_file(path, MODEL_FORMAT), path, device, backbone)
-
-
-def checked_threshold_record(record: Any, path: Path | str) -> dict[str, Any] | None:
-    """A model file's threshold record (None, or a dict whose ``threshold`` and ``f1.threshold`` are finite numbers);
-    ModelFileError naming the file otherwise (a NaN threshold would mark every image normal)."""
-    if record is None:
-        return None
-    if not isinstance(record, dict):
-        raise ModelFileError(f"model file {path}: the threshold record is a {type(record).__name__}, not a mapping")
-    values = [("threshold", record.get("threshold"))]
-    if record.get("f1") is not None:
-        if not isinstance(record["f1"], dict):
-            raise ModelFileError(f"model file {path}: the F1 record is a {type(record['f1']).__name__}, not a mapping")
-        values.append(("F1-optimal threshold", record["f1"].get("threshold")))
-    for where, value in values:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ModelFileError(f"model file {path}: the {where} is {value!r}, not a finite number; re-fit the model")
-    return record
 
 
 def preprocessing_record(config: PatchCoreConfig) -> dict[str, Any]:
