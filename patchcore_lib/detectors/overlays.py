@@ -53,7 +53,7 @@ def _label(value: float) -> str:
 
 
 def colour_bar(height: int, low: float, high: float, threshold: float | None, width: int = 18,
-               text_width: int = 64) -> np.ndarray:
+               text_width: int = 90) -> np.ndarray:
     """uint8 [height, width + text_width, 3]: 'jet' from ``high`` (top) to ``low`` (bottom), the threshold as a
     white line with its value; labels on a dark background."""
     ramp = np.linspace(255, 0, height).round().astype(np.uint8)[:, None].repeat(width, axis=1)
