@@ -121,3 +121,26 @@ def test_overlay_has_the_image_size_and_a_colour_bar_with_the_threshold():
     bar = picture[:, 300:318]
     assert bar[2, 9, 0] > 100 and bar[-3, 9, 2] > 100  # red (high) at the top, blue (low) at the bottom
     assert (bar[96:104, 9] > 240).all(axis=-1).sum() >= 2  # the threshold line at half height (1.0 of 0..2)
+
+
+# --- issue 31, 3: start-up without torch (the times themselves: benchmarks/startup.py) -----------------------------
+@pytest.mark.subprocess
+def test_import_version_and_help_do_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, io, contextlib\n"
+            "import patchcore_lib\n"
+            "assert 'torch' not in sys.modules, 'import patchcore_lib imported torch'\n"
+            "from patchcore_lib.cli import main\n"
+            "for argv in (['--version'], ['--help']):\n"
+            "    try:\n"
+            "        with contextlib.redirect_stdout(io.StringIO()):\n"
+            "            main(argv)\n"
+            "    except SystemExit:\n"
+            "        pass\n"
+            "    assert 'torch' not in sys.modules, f'patchcore {argv[0]} imported torch'\n"
+            "assert patchcore_lib.PatchCore.__name__ == 'PatchCore' and 'torch' in sys.modules\n"
+            "print('ok')\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr

@@ -9,42 +9,64 @@ Errors are printed to stderr as one line and the exit code says which kind (:dat
 from __future__ import annotations
 
 import argparse
+import importlib
 import signal
 import sys
 import threading
-from typing import Sequence
+from typing import Any, Sequence
 
 from patchcore_lib.version import __version__
-from patchcore_lib.cli import evaluate, export, fit, predict
-from patchcore_lib.cli.common import (PROG, DefaultsFormatter, add_model_options, config_file_defaults,
-                                      detector_from_args)
+from patchcore_lib.cli.help import COMMAND_HELP, PROG, DefaultsFormatter
 from patchcore_lib.cli.exit_codes import EXIT_CODES, EXIT_ERROR, EXIT_PARTIAL, error_status, exit_codes_text
 from patchcore_lib.errors import PatchCoreError
 from patchcore_lib.utils.faiss_install import faiss_conflict, installed_faiss
 from patchcore_lib.utils.signals import exit_status, interrupts_raise
 
-COMMANDS = (fit, predict, export, evaluate)
+#: the sub-commands, each a module ``patchcore_lib.cli.<name>`` with ``add_parser(commands)`` and ``run(args)``
+COMMANDS = tuple(COMMAND_HELP)
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
-    """The ``patchcore`` parser and its sub-command parsers by name."""
+def command_module(name: str) -> Any:
+    """The module of sub-command ``name`` (imported when that command is used: it imports torch)."""
+    return importlib.import_module(f"{__name__}.{name}")
+
+
+def build_parser(only: str | None = None) -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The ``patchcore`` parser and its sub-command parsers by name: every one with all its options, or with
+    ``only`` (a command name, or "" for none) just that one; the others are listed by name and help only."""
     parser = argparse.ArgumentParser(prog=PROG, description="PatchCore anomaly detection: fit on normal images, "
                                      "predict new ones, export, evaluate on datasets.", epilog=exit_codes_text(),
                                      formatter_class=DefaultsFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    subparsers = {module.__name__.rsplit(".", 1)[-1]: module.add_parser(commands) for module in COMMANDS}
+    subparsers = {}
+    for name, text in COMMAND_HELP.items():
+        if only is None or only == name:
+            subparsers[name] = command_module(name).add_parser(commands)
+        else:
+            commands.add_parser(name, help=text)
     return parser, subparsers
+
+
+def _command_in(argv: Sequence[str]) -> str:
+    """The sub-command ``argv`` names ("" when none: ``--help``, ``--version`` or a usage error)."""
+    for item in argv:
+        if item in COMMAND_HELP:
+            return item
+        if not item.startswith("-"):
+            return ""
+    return ""
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
     """Parse ``argv``; with ``--config FILE`` the file's values become the sub-command's defaults."""
-    parser, subparsers = build_parser()
+    parser, subparsers = build_parser(_command_in(argv))
     args = parser.parse_args(argv)
     if getattr(args, "config", None):
         sub = subparsers[args.command]
         defaults = {action.dest: action.default for action in sub._actions}
-        sub.set_defaults(**config_file_defaults(args.config, sub, args.command))
+        common = importlib.import_module(f"{__name__}.common")
+        sub.set_defaults(**common.config_file_defaults(args.config, sub, args.command))
         given = {k: v for k, v in vars(args).items() if k in defaults and v != defaults[k]}
         args = parser.parse_args(argv)
         for key, value in given.items():  # given on the command line: wins (also over appended lists)
@@ -93,6 +115,12 @@ def entry() -> None:
     status = main()
     ignore_interrupts_after_work()
     sys.exit(status)
+
+
+def __getattr__(name: str) -> Any:  # the model-option helpers, from .common on first use (they import torch)
+    if name in ("add_model_options", "detector_from_args"):
+        return getattr(importlib.import_module(f"{__name__}.common"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["main", "entry", "EXIT_CODES", "EXIT_PARTIAL", "error_status", "build_parser", "parse", "add_model_options",

@@ -1,5 +1,5 @@
 """What every sub-command shares: model options generated from the schema, the detector they describe,
-``--config FILE.yaml``, help that shows every default, and the one-line error handling."""
+``--config FILE.yaml`` (the help formatting, light to import, is :mod:`.help`)."""
 from __future__ import annotations
 
 import argparse
@@ -9,31 +9,14 @@ from typing import Any, Sequence
 
 import yaml
 
-from patchcore_lib.cli.exit_codes import EPILOG_START, exit_codes_text
+from patchcore_lib.cli.exit_codes import exit_codes_text
+from patchcore_lib.cli.help import PROG, DefaultsFormatter, mark_required
 from patchcore_lib.detectors import DETECTORS, SHARED_SETTINGS, Detector, PatchCoreConfig, make_detector
 from patchcore_lib.errors import ConfigError
 from patchcore_lib.utils.schema import add_options, flag, options_from_args
 
-PROG = "patchcore"
 #: keys of a preset file that are not options (its name, the study's per-notebook parameters)
 PRESET_ONLY_KEYS = ("name", "notebook_parameters")
-
-
-class DefaultsFormatter(argparse.HelpFormatter):
-    """Appends ``[default: X]`` to every option whose help does not already show its default; keeps the
-    exit-code table of the epilog as written."""
-
-    def _fill_text(self, text: str, width: int, indent: str) -> str:
-        if text.startswith(EPILOG_START):
-            return "\n".join(indent + line for line in text.splitlines())
-        return super()._fill_text(text, width, indent)
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if "default:" in text or "[default" in text or action.required or action.default in (None, argparse.SUPPRESS) \
-                or not action.option_strings or isinstance(action, argparse._HelpAction):
-            return text
-        return text + " [default: %(default)s]"
 
 
 def add_common_options(parser: argparse.ArgumentParser) -> None:
@@ -137,22 +120,6 @@ def config_file_defaults(path: str | Path, parser: argparse.ArgumentParser, comm
     if "ensemble_backbones" in out and "method" in dests and "method" not in out:
         out["method"] = "patchcore_ensemble"
     return out
-
-
-def mark_required(parser: argparse.ArgumentParser, *dests: str) -> None:
-    """Show the options ``dests`` as required in the usage line and in their help (they are checked by
-    :func:`require` after ``--config`` is read, so argparse itself must not demand them)."""
-    actions = [a for a in parser._actions if a.dest in dests]
-    saved = [(a.required, a.nargs) for a in actions]
-    for action in actions:
-        action.required = True
-        if not action.option_strings and action.nargs == "*":
-            action.nargs = "+"  # a positional list shown as at least one
-        action.help = (action.help or "") + " (required; on the command line or in --config)"
-    usage = parser.format_usage().strip()
-    for action, (required, nargs) in zip(actions, saved):
-        action.required, action.nargs = required, nargs
-    parser.usage = usage.removeprefix("usage: ").replace("%", "%%")
 
 
 def require(args: argparse.Namespace, *dests: str) -> None:

@@ -5,6 +5,7 @@ import argparse
 import math
 from pathlib import Path
 
+from patchcore_lib.cli.help import COMMAND_HELP
 from patchcore_lib.cli.common import (DefaultsFormatter, add_common_options, add_model_options, detector_from_args,
                                       exit_codes_text, mark_required, require)
 from patchcore_lib.data import AUTO, LAYOUTS, resolve_common_root
@@ -15,7 +16,7 @@ from patchcore_lib.utils.schema import add_options, options_from_args
 
 
 def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    parser = commands.add_parser("evaluate", help="fit and evaluate a detector on dataset categories",
+    parser = commands.add_parser("evaluate", help=COMMAND_HELP["evaluate"],
                                  description="Fit on each category's train split, score its test split, write "
                                              "results.csv, metrics.json and scores.csv.",
                                  formatter_class=DefaultsFormatter, epilog=exit_codes_text())

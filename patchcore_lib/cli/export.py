@@ -6,6 +6,7 @@ import argparse
 import math
 from pathlib import Path
 
+from patchcore_lib.cli.help import COMMAND_HELP
 from patchcore_lib.cli.common import DefaultsFormatter, add_common_options, exit_codes_text, mark_required, require
 from patchcore_lib.data import AUTO, LAYOUTS, expand_inputs, open_split
 from patchcore_lib.detectors import PatchCore
@@ -26,7 +27,7 @@ FORMATS = {
 
 
 def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    parser = commands.add_parser("export", help="export a PatchCore model (ONNX, or a TorchScript bundle)",
+    parser = commands.add_parser("export", help=COMMAND_HELP["export"],
                                  description="onnx: " + FORMATS["onnx"][0] + "; torchscript: " + FORMATS["torchscript"][0]
                                              + "; onnx-bundle: " + FORMATS["onnx-bundle"][0] + ". Scores the check "
                                              "images with the exported and the eager model first and writes nothing "

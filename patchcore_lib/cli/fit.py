@@ -10,6 +10,7 @@ from typing import Any, Sequence
 
 from PIL import Image
 
+from patchcore_lib.cli.help import COMMAND_HELP
 from patchcore_lib.cli.common import (DefaultsFormatter, add_common_options, add_model_options, detector_from_args,
                                       exit_codes_text, mark_required, require)
 from patchcore_lib.data import labelled_image_folder, normal_image_folder
@@ -19,7 +20,7 @@ from patchcore_lib.utils.schema import add_options, options_from_args
 
 
 def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    parser = commands.add_parser("fit", help="fit a model on a folder of normal images",
+    parser = commands.add_parser("fit", help=COMMAND_HELP["fit"],
                                  description="Fit on every image under --train (searched recursively), calibrate "
                                              "a threshold for --false-alarm-rate out of fold on the same images, "
                                              "and save the model (config, preprocessing, memory bank, threshold).",

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from patchcore_lib.cli.exit_codes import EXIT_PARTIAL
+from patchcore_lib.cli.help import COMMAND_HELP
 from patchcore_lib.cli.common import DefaultsFormatter, add_common_options, exit_codes_text, mark_required, require
 from patchcore_lib.data import expand_inputs
 from patchcore_lib.detectors import load_detector
@@ -21,7 +22,7 @@ from patchcore_lib.detectors.predict_folder import file_hash, predict_to_folder,
 
 
 def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    parser = commands.add_parser("predict", help="score images with a saved or exported model",
+    parser = commands.add_parser("predict", help=COMMAND_HELP["predict"],
                                  description="Writes OUT/predictions.csv (path, score, threshold, is_anomalous, "
                                              "map, sha256, error), OUT/maps/<name>.png heat-map overlays and, "
                                              "with --save-raw-maps, OUT/maps/<name>.npy. Resumes an interrupted "

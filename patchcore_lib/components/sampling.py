@@ -30,7 +30,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
-import tqdm
+from tqdm import auto as tqdm  # notebook widgets in JupyterLab (a text bar leaves a stderr output there)
 
 from patchcore_lib.components.coreset_kernels import (  # noqa: F401 (point_distances, squared_norms re-exported)
     _batch_distances, _greedy_lazy, _greedy_plain, _greedy_stepped, all_point_distances, point_distances,

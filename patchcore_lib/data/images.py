@@ -121,7 +121,8 @@ class ImageList(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         label = -1 if self.labels_given is None else self.labels_given[index]
         defect = "" if self.defect_types_given is None else self.defect_types_given[index]
-        return {"image": self.preprocess.image(self.load(index)), "mask": self.preprocess.mask(None),
+        return {"image": self.preprocess.image(self.load(index), self.names[index]),
+                "mask": self.preprocess.mask(None),
                 "label": label, "defect_type": defect, "path": self.names[index]}
 
 

@@ -177,7 +177,7 @@ class MVTecDataset(torch.utils.data.Dataset):
         img = load_rgb(sample.path)
         mask = load_mask(sample.mask_path, img.size, sample.path) if sample.mask_path is not None else None
         return {
-            "image": self.preprocess.image(img),
+            "image": self.preprocess.image(img, str(sample.path)),
             "mask": self.preprocess.mask(mask),
             "label": sample.label,
             "defect_type": sample.defect_type,

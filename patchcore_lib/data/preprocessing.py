@@ -66,8 +66,11 @@ def _to_8bit(img: Image.Image, path: Path) -> Image.Image:
         return Image.fromarray(np.clip(array / scale * 255.0 + 0.5, 0, 255).astype(np.uint8))
     if img.mode == "F":
         array = np.asarray(img, dtype=np.float64)
-        if array.size and (not np.isfinite(array).all() or array.min() < 0 or array.max() > 1):
-            raise DatasetError(f"{path}: floating-point image has values {np.nanmin(array):g}..{np.nanmax(array):g}; "
+        if array.size and not np.isfinite(array).all():
+            raise DatasetError(f"{path}: floating-point image holds {int((~np.isfinite(array)).sum())} NaN or "
+                               "infinite values; float images must lie in 0..1 (they are scaled by 255)")
+        if array.size and (array.min() < 0 or array.max() > 1):
+            raise DatasetError(f"{path}: floating-point image has values {array.min():g}..{array.max():g}; "
                                "float images must lie in 0..1 (they are scaled by 255)")
         return Image.fromarray((array * 255.0 + 0.5).astype(np.uint8))
     return img
@@ -115,6 +118,10 @@ def load_mask(path: Path, expected_size: tuple[int, int], image_path: Path) -> I
     values = np.unique(array)
     if len(values) == 1 or (len(values) == 2 and values[0] == 0):
         binary = array > 0  # {0}, {v}, {0, 1}, {0, 255}, {0, v}: every non-zero pixel is foreground
+    elif values.max() <= 127:  # a label mask (0, 1, 2, ...): binarising at 127 would empty it
+        warnings.warn(f"{path}: mask is not binary (values {', '.join(map(str, values[:6]))}"
+                      f"{', ...' if len(values) > 6 else ''}); every non-zero pixel taken as defect", stacklevel=2)
+        binary = array > 0
     else:
         warnings.warn(f"{path}: mask is not binary ({len(values)} grey levels); binarised at 127", stacklevel=2)
         binary = array > 127
@@ -133,11 +140,17 @@ def _to_8bit_mask(img: Image.Image, path: Path) -> Image.Image:
         values = np.unique(array)
         if len(values) == 1 or (len(values) == 2 and values[0] == 0):
             return Image.fromarray((array > 0).astype(np.uint8) * 255)
+        if values.min() >= 0 and values.max() <= 127 and np.array_equal(values, np.round(values)):
+            return Image.fromarray(array.astype(np.uint8))  # small labels (0, 1, 2, ...): kept for load_mask
         return _to_8bit(img, path)
     try:
         return img.convert("L")
     except (OSError, ValueError) as exc:
         raise DatasetError(f"{path}: cannot read mask ({exc})") from exc
+
+
+#: the largest image the short-side resize may produce (an extreme aspect ratio would allocate gigabytes)
+MAX_RESIZED_PIXELS = 50_000_000
 
 
 class Preprocess:
@@ -174,8 +187,16 @@ class Preprocess:
         self._mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
 
-    def image(self, img: Image.Image) -> torch.Tensor:
-        """PIL RGB -> normalised float tensor [3, imagesize, imagesize]."""
+    def image(self, img: Image.Image, name: str = "image") -> torch.Tensor:
+        """PIL RGB -> normalised float tensor [3, imagesize, imagesize]; DatasetError naming ``name`` when the
+        resized image would be unreasonably large (an extreme aspect ratio)."""
+        if self.crop != "none":
+            width, height = img.size
+            short, long = min(width, height), max(width, height)
+            if short < 1 or self.resize * self.resize * (long / short) > MAX_RESIZED_PIXELS:
+                raise DatasetError(f"{name}: a {width}x{height} image; resizing its short side to {self.resize} px "
+                                   f"would give {self.resize * long // max(short, 1)} x {self.resize} pixels (aspect "
+                                   f"ratio {long / max(short, 1):.0f}:1); crop it first, or use --crop none")
         array = np.asarray(self._geometry(img), dtype=np.float32) / 255.0
         tensor = torch.from_numpy(array.copy()).permute(2, 0, 1)
         return (tensor - self._mean) / self._std

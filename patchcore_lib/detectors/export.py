@@ -27,6 +27,7 @@ from torch import nn
 from patchcore_lib.components.knn import NearestNeighbourSearch
 from patchcore_lib.data import ImageList
 from patchcore_lib.detectors.patchcore import PatchCore, PatchCoreConfig, read_model_file
+from patchcore_lib.detectors.threshold import checked_threshold_record
 from patchcore_lib.errors import ConfigError, ModelFileError
 from patchcore_lib.utils.files import atomic_torch_save
 from patchcore_lib.utils.integrity import seal
@@ -101,26 +102,47 @@ class ExportedPatchCore(PatchCore):
 
     def __init__(self, payload: dict[str, Any], path: Path | str = "<memory>", device: str | None = None) -> None:
         # deliberately not PatchCore.__init__: no backbone (and no backbone weights) is needed
-        config = PatchCoreConfig.from_dict(payload["config"])
+        bank, grid = payload.get("memory_bank"), payload.get("grid")
+        if not isinstance(bank, torch.Tensor) or not bank.is_floating_point():
+            raise ModelFileError(f"exported model {path}: the memory bank is a {type(bank).__name__}, not a float tensor")
+        if not bool(torch.isfinite(bank).all()):
+            raise ModelFileError(f"exported model {path}: the memory bank holds {int((~torch.isfinite(bank)).sum())} "
+                                 "NaN or infinite values; scores would be meaningless")
+        if not isinstance(payload.get("graph"), bytes) or not isinstance(grid, (list, tuple)) or len(grid) != 2 \
+                or not all(isinstance(v, int) and v > 0 for v in grid):
+            raise ModelFileError(f"exported model {path}: its graph or patch grid is missing or of the wrong type")
+        try:
+            config = PatchCoreConfig.from_dict(payload["config"])
+        except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as exc:
+            raise ModelFileError(f"exported model {path} has an invalid configuration: {exc}") from exc
         self.config = dataclasses.replace(config, device=device or "cpu")
         self.device = torch.device(self.config.device if self.config.device != "auto" else "cpu")
-        self.graph_format = payload["graph_format"]
-        self.grid = tuple(int(v) for v in payload["grid"])
+        self.graph_format = payload.get("graph_format")
+        self.grid = tuple(int(v) for v in grid)
         self.payload = payload
-        bank = payload["memory_bank"]
         if bank.ndim != 2 or bank.shape[1] != self.config.target_embed_dimension:
             raise ModelFileError(f"exported model {path}: memory bank shape {tuple(bank.shape)} does not match its config")
         self.memory_bank = bank.to(self.device)
         self.search = NearestNeighbourSearch(config.num_nn, config.distance, config.knn_backend).fit(self.memory_bank)
-        self.threshold = payload.get("threshold")
+        self.threshold = checked_threshold_record(payload.get("threshold"), path)
         self.timings: dict[str, float] = {}
         self.extractor = None
         if self.graph_format == "onnx":
-            self._session = _onnx_session(payload["graph"], self.device)
+            try:
+                self._session = _onnx_session(payload["graph"], self.device)
+            except ConfigError:
+                raise
+            except Exception as exc:  # onnxruntime's own error types for a graph it cannot read
+                raise ModelFileError(f"exported model {path}: its ONNX graph cannot be read "
+                                     f"({str(exc).splitlines()[0][:200]})") from None
         elif self.graph_format == "torchscript":
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load is deprecated in favour of torch.export
-                self._module = torch.jit.load(io.BytesIO(payload["graph"]), map_location=self.device).eval()
+                try:
+                    self._module = torch.jit.load(io.BytesIO(payload["graph"]), map_location=self.device).eval()
+                except Exception as exc:  # torch's own error types for a graph it cannot read
+                    raise ModelFileError(f"exported model {path}: its TorchScript graph cannot be read "
+                                         f"({str(exc).splitlines()[0][:200]})") from None
         else:
             raise ModelFileError(f"exported model {path}: unknown graph format {self.graph_format!r}")
 
@@ -182,7 +204,7 @@ def export_model(model: PatchCore, graph_format: str, out: str | os.PathLike, ch
              "max_absolute_difference": float(np.abs(eager.scores.astype(np.float64) - exported.scores).max()),
              "worst_image": eager.paths[worst], "rtol": rtol, "graph_bytes": len(payload["graph"]),
              "seconds": time.perf_counter() - start}
-    if check["max_relative_difference"] > rtol:
+    if not check["max_relative_difference"] <= rtol:  # a NaN difference (or tolerance) fails too
         raise ModelFileError(
             f"exported {graph_format} model not written: the score of {eager.paths[worst]} differs from the eager "
             f"model's by {check['max_relative_difference']:.3g} relative ({exported.scores[worst]:.6g} vs "

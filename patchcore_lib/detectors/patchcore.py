@@ -19,11 +19,11 @@ from patchcore_lib.components.backbones import check_layers, get_spec
 from patchcore_lib.data import IMAGENET_MEAN, IMAGENET_STD, make_loader
 from patchcore_lib.detectors.base import (DETECTORS, Predictions, check_geometry, predict_images, predict_over_dataset,
                                          resolve_device, shared_option, shared_settings, state_fingerprint)
-from patchcore_lib.detectors.threshold import ThresholdOptions, calibrate
+from patchcore_lib.detectors.threshold import ThresholdOptions, calibrate, checked_threshold_record
 from patchcore_lib.errors import ConfigError, ModelFileError
 from patchcore_lib.components.features import PRECISIONS, PatchFeatureExtractor
 from patchcore_lib.utils.files import atomic_torch_save
-from patchcore_lib.utils.integrity import checksum_problem, seal
+from patchcore_lib.utils.integrity import CHECKSUM_KEY, checksum_problem, seal
 from patchcore_lib.utils.schema import check_fields, config_dict, config_from_dict, option
 from patchcore_lib.components.knn import BACKENDS, DISTANCES, NearestNeighbourSearch
 from patchcore_lib.components.knn_ivfpq import OFFICIAL_IVFPQ, IVFPQSearch
@@ -358,7 +358,7 @@ class PatchCore:
             raise ModelFileError(f"model file {path}: memory bank shape {tuple(bank.shape)} does not match its config")
         model.memory_bank = bank.to(model.device)
         model.search.fit(model.memory_bank)
-        model.threshold = state.get("threshold")
+        model.threshold = checked_threshold_record(state.get("threshold"), path)
         return model
 
     @classmethod
@@ -383,6 +383,10 @@ def read_model_file(path: Path, expected_format: str) -> dict[str, Any]:
         payload = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ModelFileError(f"model file {path} is truncated or not a patchcore_lib model ({type(exc).__name__}: {exc})") from exc
+    if isinstance(payload, dict) and CHECKSUM_KEY in payload:  # damage first: a flipped bit may hit the format
+        problem = checksum_problem(payload)
+        if problem is not None:
+            raise ModelFileError(f"model file {path} is damaged ({problem}); re-fit or copy it again")
     if not isinstance(payload, dict) or payload.get("format") != expected_format:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise ModelFileError(f"model file {path} has format {found!r}; this version reads {expected_format!r} "

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,7 @@ from tqdm.auto import tqdm
 
 from patchcore_lib.components.knn import NearestNeighbourSearch
 from patchcore_lib.components.sampling import make_sampler
-from patchcore_lib.errors import ConfigError
+from patchcore_lib.errors import ConfigError, ModelFileError
 from patchcore_lib.utils.schema import check_fields, option
 
 METHOD = "out-of-fold conformal quantile"
@@ -146,3 +147,21 @@ def threshold_rates(scores: np.ndarray, labels: np.ndarray, threshold: float) ->
             "miss_rate": float((~flagged[labels]).mean()) if anomalous else float("nan"),
             "false_alarms": int(flagged[~labels].sum()), "misses": int((~flagged[labels]).sum()),
             "num_normal": normal, "num_anomalous": anomalous}
+
+
+def checked_threshold_record(record: Any, path: Path | str) -> dict[str, Any] | None:
+    """A model file's threshold record (None, or a dict whose ``threshold`` and ``f1.threshold`` are finite numbers);
+    ModelFileError naming the file otherwise (a NaN threshold would mark every image normal)."""
+    if record is None:
+        return None
+    if not isinstance(record, dict):
+        raise ModelFileError(f"model file {path}: the threshold record is a {type(record).__name__}, not a mapping")
+    values = [("threshold", record.get("threshold"))]
+    if record.get("f1") is not None:
+        if not isinstance(record["f1"], dict):
+            raise ModelFileError(f"model file {path}: the F1 record is a {type(record['f1']).__name__}, not a mapping")
+        values.append(("F1-optimal threshold", record["f1"].get("threshold")))
+    for where, value in values:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ModelFileError(f"model file {path}: the {where} is {value!r}, not a finite number; re-fit the model")
+    return record

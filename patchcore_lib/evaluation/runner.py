@@ -151,6 +151,10 @@ def evaluate_category(detector: Detector, data_root: str | Path, category: str, 
                   "code_fingerprint": evaluation_code()}
         atomic_write_text(folder / "metrics.json", json.dumps(record, indent=2, default=float))
         outputs = [folder / name for name in ("scores.csv", "metrics.json", "model.pt") if (folder / name).is_file()]
+        if dataset_fingerprint(data_root, category) != fingerprint:  # edited while it ran: not recorded as done
+            print(f"warning: the data of {category} changed while it was evaluated; its results are written but "
+                  "not recorded as done (a re-run evaluates it again)", file=sys.stderr)
+            return row, predictions
         Store.beside(out_dir).save(EVALUATION, evaluation_key(config, options, category, layout, fingerprint), row,
                                    outputs, slot=category)
     return row, predictions
@@ -221,6 +225,7 @@ def evaluate(detector: Detector, data_root: str | Path, categories: Sequence[str
     and the evaluation ``options`` (mask convention, few-shot draw)."""
     config = detector.config
     options = options or EvaluationOptions()
+    categories = list(dict.fromkeys(categories))  # a category named twice is evaluated (and averaged) once
     layouts = {category: resolve_layout(data_root, category, layout) for category in categories}
     for category in categories:
         check = getattr(LAYOUTS.get(layouts[category]), "check", None)

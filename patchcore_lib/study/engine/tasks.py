@@ -9,6 +9,7 @@ atomically: a worker that dies mid-task leaves nothing behind in the reports fol
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -101,6 +102,14 @@ def _relative(path: Path, root: Path) -> str:
     return PurePosixPath(path.relative_to(root)).as_posix()
 
 
+def _escaped(path: bytes, suffix: str) -> bytes:
+    """``path`` as it must appear inside a file of type ``suffix``: JSON-escaped in JSON files (a ``"`` or ``\\``
+    in the reports path would otherwise break them), as is elsewhere."""
+    if suffix in (".ipynb", ".json"):
+        return json.dumps(path.decode())[1:-1].encode()
+    return path
+
+
 def _staged_files(stage: Path, inputs: dict[str, bytes], old: bytes, new: bytes) -> dict[str, bytes]:
     """Files under ``stage`` that the run wrote (not unchanged inputs, no temporary files), paths fixed."""
     files = {}
@@ -110,7 +119,7 @@ def _staged_files(stage: Path, inputs: dict[str, bytes], old: bytes, new: bytes)
             continue
         data = path.read_bytes()
         if path.suffix in TEXT_SUFFIXES:
-            data = data.replace(old, new)
+            data = data.replace(old, _escaped(new, path.suffix))
         if inputs.get(rel) == data:
             continue
         files[rel] = data
@@ -129,6 +138,28 @@ def apply_task_threads() -> int | None:
     return int(value)
 
 
+#: staging folders of tasks: ``<tmp>/patchcore-task-<pid of the worker>-<random>``
+STAGE_PREFIX = "patchcore-task-"
+
+
+def remove_stale_stages(folder: str | Path | None = None) -> list[Path]:
+    """Remove the staging folders that workers killed while running a task left behind (their process is gone);
+    returns them."""
+    removed = []
+    for stage in Path(folder or tempfile.gettempdir()).glob(f"{STAGE_PREFIX}*-*"):
+        pid = stage.name[len(STAGE_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(stage, ignore_errors=True)
+            removed.append(stage)
+        except PermissionError:
+            continue  # alive, another user's
+    return removed
+
+
 def execute_notebook_task(task: NotebookTask) -> dict[str, Any]:
     """Run ``task`` in a private staging folder; return ``files`` (``{relative path: bytes}``), ``error``
     (None, or the last line of the failure), ``seconds``, ``worker``, ``host`` and ``pid``.
@@ -137,7 +168,8 @@ def execute_notebook_task(task: NotebookTask) -> dict[str, Any]:
     """
     start = time.perf_counter()
     apply_task_threads()
-    stage = Path(tempfile.mkdtemp(prefix="patchcore-task-"))
+    remove_stale_stages()
+    stage = Path(tempfile.mkdtemp(prefix=f"{STAGE_PREFIX}{os.getpid()}-"))
     try:
         for rel, data in task.inputs.items():
             target = stage / rel
@@ -160,7 +192,7 @@ def execute_notebook_task(task: NotebookTask) -> dict[str, Any]:
             error = f"{type(exc).__name__}: {text.splitlines()[-1] if text else ''}"
         old, new = str(stage).encode(), str(task.reports_dir).encode()
         if ipynb.is_file():
-            ipynb.write_bytes(ipynb.read_bytes().replace(old, new))
+            ipynb.write_bytes(ipynb.read_bytes().replace(old, _escaped(new, ".ipynb")))
             try:
                 render_html(ipynb, stage / task.html, str(task.parameters.get("data_root") or ""))
             except Exception as exc:  # rendering a broken partial notebook must not hide the real error
