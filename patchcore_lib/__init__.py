@@ -9,6 +9,7 @@ import importlib
 import sys
 from typing import Any
 
+from patchcore_lib.utils.log import LOGGER_NAME  # noqa: F401  (the package logger, with its NullHandler)
 from patchcore_lib.utils.signals import quiet_interrupts_at_startup
 from patchcore_lib.version import __version__
 

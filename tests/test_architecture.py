@@ -31,10 +31,12 @@ MODULES = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
 
 def _exports(module: str) -> dict[str, str]:
-    """name -> defining module for the ``from patchcore_lib.x import name`` lines of a package __init__."""
+    """name -> defining module for the ``from patchcore_lib.x import name`` lines of a package __init__ (also those
+    under ``if TYPE_CHECKING:``, the names a package loads on first use: patchcore_lib/utils/lazy.py)."""
     path = MODULES[module]
     names = {}
-    for node in ast.parse(path.read_text()).body:
+    body = ast.parse(path.read_text()).body
+    for node in body + [line for top in body if isinstance(top, ast.If) for line in top.body]:
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("patchcore_lib"):
             for alias in node.names:
                 names[alias.asname or alias.name] = node.module

@@ -160,9 +160,10 @@ def test_killed_study_resumes_without_redoing_finished_categories(three_categori
     finished_a = (out / "cat_a" / "metrics.json").read_text()
     rows = list(csv.DictReader(open(out / "results.csv")))  # never a half-written file
     assert rows[0]["category"] == "cat_a" and rows[-1]["category"] == "mean"
-    result = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    # without --quiet: "already done" is an INFO message, which --quiet leaves out
+    result = subprocess.run([a for a in args if a != "--quiet"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert "cat_a: already done" in result.stderr
+    assert "patchcore: cat_a: already done" in result.stderr
     assert (out / "cat_a" / "metrics.json").read_text() == finished_a
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert [r["category"] for r in rows] == ["cat_a", "cat_b", "cat_c", "mean"]
@@ -180,7 +181,7 @@ def test_second_study_into_the_same_directory_is_refused(tmp_path):
         code = ("import sys; from pathlib import Path; from patchcore_lib.utils.files import output_lock\n"
                 "with output_lock(Path(sys.argv[1])): pass\n")
         result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
-        assert result.returncode != 0 and "is in use by another study (pid" in result.stderr
+        assert result.returncode != 0 and "is in use by another run (pid" in result.stderr
     with output_lock(tmp_path):  # released: usable again
         pass
     assert not (tmp_path / ".lock").exists()

@@ -117,3 +117,18 @@ def test_a_file_that_is_not_onnx_is_one_model_error(synthetic_root, tmp_path, ca
     assert main(["predict", "--model", str(junk), str(image), "--out", str(tmp_path / "o")]) == 4
     errors = [l for l in capsys.readouterr().err.splitlines() if l.startswith("error:")]
     assert len(errors) == 1 and "model.onnx" in errors[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("export_format", ["onnx", "torchscript"])
+def test_the_export_check_labels_its_two_progress_bars_apart(export_format, fitted, synthetic_root, tmp_path, capsys):
+    from patchcore_lib.detectors.export import CHECK_EAGER, CHECK_EXPORTED
+    from patchcore_lib.detectors.onnx_pipeline import CHECK_PIPELINE
+
+    assert main(["export", "--model", str(fitted), "--format", export_format, "--out", str(tmp_path / "model.out"),
+                 "--images", str(synthetic_root / "tiny" / "test" / "good")]) == 0  # progress bars shown
+    err = capsys.readouterr().err
+    exported = CHECK_PIPELINE if export_format == "onnx" else CHECK_EXPORTED["torchscript"]
+    assert CHECK_EAGER in err and exported in err and CHECK_EAGER != exported
+    assert "Scoring test images" not in err
+    assert err.index(CHECK_EAGER) < err.index(exported)  # the eager model is scored first

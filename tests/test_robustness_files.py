@@ -3,6 +3,7 @@ asked for being present and valid, model/cache checksums, non-finite banks, wron
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import resource
@@ -48,13 +49,14 @@ def _overwrite_defects_with_good_images(root: Path) -> None:
 
 
 # --- case 4: same-size content changes ------------------------------------------------------------------------
-def test_evaluate_recomputes_when_images_change_with_the_same_sizes(synthetic_root, tmp_path, capsys):
+def test_evaluate_recomputes_when_images_change_with_the_same_sizes(synthetic_root, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="patchcore_lib")  # "already done" is an INFO record of the package logger
     root = _bmp_copy(synthetic_root, tmp_path)
     first = evaluate(PatchCore(**FAST), root, ["tiny"], tmp_path / "out", show_progress=False)
     _overwrite_defects_with_good_images(root)  # the defect images are now normal ones: AUROC near 0.5
-    capsys.readouterr()
+    caplog.clear()
     second = evaluate(PatchCore(**FAST), root, ["tiny"], tmp_path / "out", show_progress=False)
-    assert "already done" not in capsys.readouterr().err
+    assert "already done" not in caplog.text
     # recomputed, not reused: a new run (run ids have microsecond resolution) with new metrics
     assert second[0]["run_id"] != first[0]["run_id"] and second[0]["image_auroc"] != first[0]["image_auroc"]
 
@@ -91,13 +93,14 @@ def test_model_of_another_configuration_does_not_stay_beside_new_metrics(synthet
     assert not model.exists() or PatchCore.load(model).config.coreset_ratio == 0.5
 
 
-def test_emptied_scores_csv_is_not_a_finished_category(synthetic_root, tmp_path, capsys):
+def test_emptied_scores_csv_is_not_a_finished_category(synthetic_root, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="patchcore_lib")  # "already done" is an INFO record of the package logger
     out = tmp_path / "out"
     evaluate(PatchCore(**FAST), synthetic_root, ["tiny"], out, show_progress=False)
     (out / "tiny" / "scores.csv").write_text("")
-    capsys.readouterr()
+    caplog.clear()
     rows = evaluate(PatchCore(**FAST), synthetic_root, ["tiny"], out, show_progress=False)
-    assert "already done" not in capsys.readouterr().err
+    assert "already done" not in caplog.text
     lines = (out / "tiny" / "scores.csv").read_text().splitlines()
     assert len(lines) == rows[0]["num_test"] + 1
 

@@ -138,7 +138,7 @@ def test_evaluate_refuses_an_out_that_overlaps_the_data(synthetic_root, tmp_path
     shutil.copytree(synthetic_root / "tiny", nest / "bottle" / "bottle")
     (nest / "bottle" / "model.pt").write_bytes(b"the user's model")
     assert main(["evaluate", "--data-root", str(nest / "bottle"), "--category", "bottle", *FAST,
-                 "--out", str(nest)]) == 2
+                 "--out", str(nest)]) == 5  # an output problem (exit code 5), refused before anything is written
     assert "is or contains the data" in _one_error_line(capsys)
     assert (nest / "bottle" / "model.pt").read_bytes() == b"the user's model"
 

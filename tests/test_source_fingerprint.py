@@ -1,6 +1,7 @@
 """Code fingerprints from the static import closure: a key changes with the code a computation can run, and
 only with that (notebook skip keys, the evaluation's resume key)."""
 import json
+import logging
 from pathlib import Path
 
 import nbformat
@@ -61,18 +62,21 @@ def test_each_notebook_key_covers_its_own_study_module(tmp_path):
     assert "patchcore_lib.study.baselines" in run_keys.notebook_modules(tmp_path / "bad.ipynb")
 
 
-def test_evaluation_result_of_other_code_is_computed_again(synthetic_root, tmp_path, capsys):
+def test_evaluation_result_of_other_code_is_computed_again(synthetic_root, tmp_path, caplog):
     from patchcore_lib.detectors import PatchCore
     from patchcore_lib.evaluation import evaluate
 
+    caplog.set_level(logging.INFO, logger="patchcore_lib")  # "already done" is an INFO record of the package logger
     model = PatchCore(backbone="resnet18", weights="random", resize=64, imagesize=64, coreset_ratio=0.2)
     first = evaluate(model, synthetic_root, ["tiny"], tmp_path, show_progress=False)[0]
+    caplog.clear()
     again = evaluate(model, synthetic_root, ["tiny"], tmp_path, show_progress=False)[0]
-    assert again["run_id"] == first["run_id"] and "already done" in capsys.readouterr().err
+    assert again["run_id"] == first["run_id"] and "already done" in caplog.text
+    caplog.clear()
     record_path = tmp_path / "tiny" / "metrics.json"
     record = json.loads(record_path.read_text())
     record["code_fingerprint"] = "0.1.0+written-by-other-code"  # same version number, other sources
     record_path.write_text(json.dumps(record))
     redone = evaluate(model, synthetic_root, ["tiny"], tmp_path, show_progress=False)[0]
-    assert redone["run_id"] != first["run_id"] and "already done" not in capsys.readouterr().err
+    assert redone["run_id"] != first["run_id"] and "already done" not in caplog.text
     assert json.loads(record_path.read_text())["code_fingerprint"] != record["code_fingerprint"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import torch
@@ -117,18 +118,20 @@ def test_file_parameter_is_content_for_files_and_the_value_otherwise(tmp_path):
 
 
 @pytest.mark.slow
-def test_evaluation_is_redone_when_the_weights_file_changes_at_the_same_path(synthetic_root, tmp_path, capsys):
+def test_evaluation_is_redone_when_the_weights_file_changes_at_the_same_path(synthetic_root, tmp_path, caplog):
     import torchvision
 
     from patchcore_lib.detectors import PatchCore
     from patchcore_lib.evaluation import evaluate
 
     weights = tmp_path / "resnet18.pth"
+    caplog.set_level(logging.INFO, logger="patchcore_lib")  # "already done" is an INFO record of the package logger
     runs = []
     for seed in (0, 0, 1):
         torch.manual_seed(seed)
         torch.save(torchvision.models.resnet18().state_dict(), weights)
         model = PatchCore(backbone="resnet18", weights=str(weights), resize=64, imagesize=64, coreset_ratio=0.2)
         evaluate(model, synthetic_root, ["tiny"], tmp_path / "out", show_progress=False)
-        runs.append("already done" in capsys.readouterr().err)
+        runs.append("already done" in caplog.text)
+        caplog.clear()
     assert runs == [False, True, False]  # same weights reused; other weights at the same path recomputed

@@ -85,7 +85,7 @@ def test_quick_study_on_two_workers_matches_in_process_and_locks_its_folder(sche
     deadline = time.time() + 60
     while not any(line.startswith("dask: scheduler") for line in lines) and time.time() < deadline:
         time.sleep(0.2)
-    with pytest.raises(OutputError, match="in use by another study"):  # a second client, same folder
+    with pytest.raises(OutputError, match="in use by another run"):  # a second client, same folder
         runner.run_study(preset, reports_dir=tmp_path / "dask", cluster=scheduler, **kwargs)
     thread.join(timeout=600)
     assert not errors, errors

@@ -205,7 +205,7 @@ def test_second_study_into_the_same_reports_folder_is_refused(tmp_path):
     reports = tmp_path / "reports"
     reports.mkdir()
     with output_lock(reports):  # as a running study holds it
-        with pytest.raises(OutputError, match="is in use by another study.*choose another --reports-dir"):
+        with pytest.raises(OutputError, match="is in use by another run.*choose another --reports-dir"):
             runner.run_study({"name": "t", "parameters": {}}, reports_dir=reports, notebooks_dir=notebooks,
                             log=lambda line: None)
     assert not list(reports.rglob("*.ipynb"))  # nothing was executed

@@ -4,12 +4,15 @@ Every model option is generated from the configuration schema (:class:`PatchCore
 detector's own options, :class:`ThresholdOptions`), so defaults, choices and checks live in one place.
 ``--config FILE.yaml`` gives options from a file (a preset's ``parameters``); the command line overrides it.
 Errors are printed to stderr as one line and the exit code says which kind (:data:`EXIT_CODES`, also in
-``patchcore --help``; ``--debug`` shows tracebacks).
+``patchcore --help``; ``--debug`` shows tracebacks). Messages of the library's logger and Python warnings go to
+stderr as ``patchcore: ...`` lines while a command runs: INFO and above by default, warnings only with
+``--quiet``, debug messages too with ``--verbose``; results go to stdout.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import signal
 import sys
 import threading
@@ -20,6 +23,7 @@ from patchcore_lib.cli.help import COMMAND_HELP, PROG, DefaultsFormatter
 from patchcore_lib.cli.exit_codes import EXIT_CODES, EXIT_ERROR, EXIT_PARTIAL, error_status, exit_codes_text
 from patchcore_lib.errors import PatchCoreError
 from patchcore_lib.utils.faiss_install import faiss_conflict, installed_faiss
+from patchcore_lib.utils.log import log_to_stderr, warnings_to_log
 from patchcore_lib.utils.signals import exit_status, interrupts_raise
 
 #: the sub-commands, each a module ``patchcore_lib.cli.<name>`` with ``add_parser(commands)`` and ``run(args)``
@@ -74,6 +78,14 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
+def log_level(args: argparse.Namespace) -> int:
+    """The level of the messages a command shows on stderr: DEBUG with ``--verbose``, WARNING with ``--quiet``,
+    else INFO."""
+    if getattr(args, "verbose", False):
+        return logging.DEBUG
+    return logging.WARNING if getattr(args, "quiet", False) else logging.INFO
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
@@ -83,7 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with interrupts_raise():  # SIGTERM as Ctrl-C: temporary files removed on the way out, one line
             args = parse(argv)
-            return args.run(args)
+            with log_to_stderr(log_level(args)), warnings_to_log():
+                return args.run(args)
     except PatchCoreError as exc:
         if debug:
             raise

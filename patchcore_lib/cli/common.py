@@ -11,7 +11,7 @@ import yaml
 
 from patchcore_lib.cli.exit_codes import exit_codes_text
 from patchcore_lib.cli.help import PROG, DefaultsFormatter, mark_required
-from patchcore_lib.detectors import DETECTORS, SHARED_SETTINGS, Detector, PatchCoreConfig, make_detector
+import patchcore_lib.detectors as detectors  # its names load when used (PEP 562): predict --model x.onnx needs no torch
 from patchcore_lib.errors import ConfigError
 from patchcore_lib.utils.schema import add_options, flag, options_from_args
 
@@ -20,36 +20,40 @@ PRESET_ONLY_KEYS = ("name", "notebook_parameters")
 
 
 def add_common_options(parser: argparse.ArgumentParser) -> None:
-    """``--config``, ``--quiet`` and ``--debug``, which every sub-command takes."""
+    """``--config``, ``--quiet``, ``--verbose`` and ``--debug``, which every sub-command takes."""
     parser.add_argument("--config", metavar="FILE.yaml", default=None,
                         help="options from a YAML file (the keys of a preset's 'parameters', e.g. params/quick.yaml); "
                              "options given on the command line override it")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument("--quiet", action="store_true",
+                          help="no progress bars and no progress messages on stderr (warnings and errors only)")
+    loudness.add_argument("-v", "--verbose", action="store_true",
+                          help="also debug messages on stderr (device, backbone weights, memory bank, timings)")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
 
 
-def _method_dest(cls: type, name: str) -> str:
+def _method_dest(cls: Any, name: str) -> str:
     return f"{cls.option_prefix}_{name}"
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> list[str]:
     """``--method`` plus every PatchCore option and every detector's own options (``--<prefix>-<name>``)."""
-    parser.add_argument("--method", default="patchcore", choices=DETECTORS.names(), help="detector")
+    parser.add_argument("--method", default="patchcore", choices=detectors.DETECTORS.names(), help="detector")
     names = add_options(parser.add_argument_group("PatchCore options (ensemble members share them)"),
-                        PatchCoreConfig)
-    for method, cls in DETECTORS.items():
+                        detectors.PatchCoreConfig)
+    for method, cls in detectors.DETECTORS.items():
         if cls.method_options:
             add_options(parser.add_argument_group(f"{method} options"), cls.options_class,
                         include=cls.method_options, prefix=cls.option_prefix)
     return names
 
 
-def detector_from_args(args: argparse.Namespace, patchcore_names: Sequence[str]) -> Detector:
+def detector_from_args(args: argparse.Namespace, patchcore_names: Sequence[str]) -> detectors.Detector:
     """The detector the options describe; options that do not apply to ``--method`` are an error."""
     given = options_from_args(args, patchcore_names)
-    cls = DETECTORS.get(args.method)
+    cls = detectors.DETECTORS.get(args.method)
     method_options: dict[str, Any] = {}
-    for method, other in DETECTORS.items():
+    for method, other in detectors.DETECTORS.items():
         for name in other.method_options:
             value = getattr(args, _method_dest(other, name), None)
             if value is None:
@@ -59,15 +63,15 @@ def detector_from_args(args: argparse.Namespace, patchcore_names: Sequence[str])
                                   f"not {args.method}")
             method_options[name] = value
     if args.method == "patchcore" or args.method == "patchcore_ensemble":
-        base = PatchCoreConfig(**given)
+        base = detectors.PatchCoreConfig(**given)
     else:
-        unused = sorted(set(given) - set(SHARED_SETTINGS) - {"layers"})
+        unused = sorted(set(given) - set(detectors.SHARED_SETTINGS) - {"layers"})
         if unused:
             raise ConfigError(f"option(s) {', '.join(flag(n) for n in unused)} do not apply to --method {args.method}")
         if "layers" in given:
             method_options.setdefault("layers", given.pop("layers"))
-        base = PatchCoreConfig(**{k: v for k, v in given.items() if k != "layers"})
-    return make_detector(args.method, base, **method_options)
+        base = detectors.PatchCoreConfig(**{k: v for k, v in given.items() if k != "layers"})
+    return detectors.make_detector(args.method, base, **method_options)
 
 
 def _option_dests(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
@@ -103,7 +107,7 @@ def config_file_defaults(path: str | Path, parser: argparse.ArgumentParser, comm
     else:
         values.update({k: v for k, v in data.items() if k not in PRESET_ONLY_KEYS})
     dests = _option_dests(parser)
-    model_fields = {f.name for f in dataclasses.fields(PatchCoreConfig)}
+    model_fields = {f.name for f in dataclasses.fields(detectors.PatchCoreConfig)}
     out: dict[str, Any] = {}
     for key, value in values.items():
         dest = str(key).replace("-", "_")

@@ -3,13 +3,11 @@ from __future__ import annotations
 
 import argparse
 import math
-from pathlib import Path
 
 from patchcore_lib.cli.help import COMMAND_HELP
 from patchcore_lib.cli.common import (DefaultsFormatter, add_common_options, add_model_options, detector_from_args,
                                       exit_codes_text, mark_required, require)
 from patchcore_lib.data import AUTO, LAYOUTS, resolve_common_root
-from patchcore_lib.errors import ConfigError
 from patchcore_lib.evaluation.options import EvaluationOptions
 from patchcore_lib.evaluation.runner import evaluate
 from patchcore_lib.utils.schema import add_options, options_from_args
@@ -43,21 +41,6 @@ def _metric(value: float) -> str:
     return f"{value:>11.4f}" if not math.isnan(float(value)) else f"{'n/a':>11}"
 
 
-def check_out_outside_data(out: str, data_root: str, categories: list[str]) -> None:
-    """Refuse an ``--out`` whose folder for a category is, or contains, the data root or that category's data
-    (its outputs would be written into, and its clean-up would touch, the dataset). An ``--out`` inside the data
-    root is refused by :func:`~patchcore_lib.evaluation.runner.evaluate`."""
-    root = Path(data_root).resolve()
-    for category in categories:
-        if Path(category).name != category or category in (".", ".."):
-            continue  # not a folder name: refused as such when the data is opened
-        target = (Path(out) / category).resolve()
-        for data in (root, (root / category).resolve()):
-            if target == data or target in data.parents:
-                raise ConfigError(f"--out {out}: its folder for category {category!r} ({target}) is or contains the "
-                                  f"data under --data-root {data_root}; choose an output folder outside the data")
-
-
 def run(args: argparse.Namespace) -> int:
     require(args, "category", "out")
     given = [args.category] if isinstance(args.category, str) else list(args.category)
@@ -69,7 +52,6 @@ def run(args: argparse.Namespace) -> int:
     options = EvaluationOptions(**options_from_args(args, args.evaluation_names))
     data_root = args.data_root or resolve_common_root(categories, download=not args.no_download,
                                                       show_progress=not args.quiet)
-    check_out_outside_data(args.out, data_root, categories)
     rows = evaluate(detector, data_root, categories, args.out, save_model=args.save_model,
                     show_progress=not args.quiet, resume=not args.no_resume, layout=args.layout, options=options)
     print(f"{'category':<16} {'image_auroc':>11} {'pixel_auroc':>11} {'pro':>7} {'fit_s':>7} {'s/img':>7}")

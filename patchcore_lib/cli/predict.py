@@ -14,10 +14,10 @@ from typing import Any
 from patchcore_lib.cli.exit_codes import EXIT_PARTIAL
 from patchcore_lib.cli.help import COMMAND_HELP
 from patchcore_lib.cli.common import DefaultsFormatter, add_common_options, exit_codes_text, mark_required, require
-from patchcore_lib.data import expand_inputs
-from patchcore_lib.detectors import load_detector
+import patchcore_lib.detectors as detectors  # load_detector (torch) is loaded for a saved model only (PEP 562)
+from patchcore_lib.data.image_files import expand_inputs
 from patchcore_lib.errors import ConfigError, DatasetError, ModelFileError
-from patchcore_lib.detectors.onnx_pipeline import OnnxPipelineModel, is_onnx_file
+from patchcore_lib.detectors.onnx_model import OnnxPipelineModel, is_onnx_file
 from patchcore_lib.detectors.predict_folder import file_hash, predict_to_folder, watch_folder
 
 
@@ -38,7 +38,8 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--save-raw-maps", action="store_true", help="also write the float maps as .npy")
     parser.add_argument("--no-maps", action="store_true", help="write no heat-map overlays")
     parser.add_argument("--device", default=None, help="auto, cpu or cuda[:N] (default: the model's setting)")
-    parser.add_argument("--batch-size", type=int, default=None, help="images per forward pass (default: the model's)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="images per forward pass (default: the model's; 1 for an ONNX model)")
     parser.add_argument("--flush-every", type=int, default=64, help="rewrite predictions.csv every N images")
     parser.add_argument("--no-resume", action="store_true", help="score every image again")
     parser.add_argument("--watch", action="store_true",
@@ -115,8 +116,14 @@ def check_out_outside_inputs(out: str, inputs: list[str]) -> None:
                               "scored as inputs on the next run; choose an output folder outside the inputs")
 
 
+def load_detector(path: str, device: str | None = None) -> Any:
+    """:func:`patchcore_lib.detectors.load_detector`, imported on first use (a saved model needs torch)."""
+    return detectors.load_detector(path, device=device)
+
+
 def load_model(path: str, device: str | None) -> Any:
-    """A saved detector or bundle (:func:`load_detector`), or a whole-pipeline ONNX file (run by onnxruntime)."""
+    """A saved detector or bundle (:func:`~patchcore_lib.detectors.load_detector`), or a whole-pipeline ONNX file
+    (run by onnxruntime; then torch is never imported)."""
     if is_onnx_file(path):
         if device not in (None, "auto", "cpu"):
             print(f"note: an ONNX model runs on the CPU here (--device {device} ignored)", file=sys.stderr)

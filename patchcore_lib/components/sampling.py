@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import abc
 import math
-from typing import Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -86,7 +86,8 @@ class Sampler(abc.ABC):
     @classmethod
     def build(cls, ratio: float, seed: int = 0, device: DeviceLike = None, show_progress: bool = True) -> "Sampler":
         """The sampler from the options every sampler accepts (subclasses drop what they do not use)."""
-        return cls(ratio, seed=seed, device=device, show_progress=show_progress)
+        factory: Any = cls  # a concrete subclass; the abstract base declares no constructor
+        return factory(ratio, seed=seed, device=device, show_progress=show_progress)
 
     def run(self, features: torch.Tensor) -> torch.Tensor:
         """``features [N, D]`` -> ``features[select(features)]`` ``[M, D]`` on the features' device."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from patchcore_lib.errors import ConfigError
-from patchcore_lib.components.knn import NearestNeighbourSearch
+from patchcore_lib.components.knn import KnnSearch, fitted_bank
 
 SCORE_MODES = ("max", "reweighted")
 
@@ -30,7 +30,7 @@ def image_scores_max(patch_scores: torch.Tensor) -> torch.Tensor:
 
 
 def reweighting_factors(test_features: torch.Tensor, nearest_bank_indices: torch.Tensor,
-                        search: NearestNeighbourSearch, neighbourhood: int) -> torch.Tensor:
+                        search: KnnSearch, neighbourhood: int) -> torch.Tensor:
     """Paper Eq. 7 weights w for B most-anomalous test patches.
 
     ``test_features`` [B, D] are the patches m^test,* with the largest score of each image and
@@ -46,7 +46,7 @@ def reweighting_factors(test_features: torch.Tensor, nearest_bank_indices: torch
     """
     if not isinstance(neighbourhood, int) or neighbourhood < 1:
         raise ConfigError(f"re-weighting neighbourhood b must be a positive integer, got {neighbourhood!r}")
-    bank = search.bank
+    bank = fitted_bank(search)
     if neighbourhood + 1 > len(bank):
         raise ConfigError(f"re-weighting neighbourhood b={neighbourhood} needs more than {len(bank)} memory-bank features")
     anchors = bank[nearest_bank_indices.to(bank.device)]  # [B, D]
@@ -67,7 +67,7 @@ def euclidean_distances(distances: torch.Tensor, distance: str) -> torch.Tensor:
 
 
 def image_scores_reweighted(nearest_distances: torch.Tensor, test_features: torch.Tensor, nn_indices: torch.Tensor,
-                            search: NearestNeighbourSearch, neighbourhood: int = 3) -> torch.Tensor:
+                            search: KnnSearch, neighbourhood: int = 3) -> torch.Tensor:
     """Paper Eq. 6 and 7: s = w * s*, with Euclidean distances throughout.
 
     ``nearest_distances`` [B, L] are the **Euclidean** distances of each test patch to its nearest memory-bank

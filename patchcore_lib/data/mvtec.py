@@ -8,22 +8,21 @@ Layout::
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from patchcore_lib.data.download import missing_dataset_message
-from patchcore_lib.data.layouts import LAYOUTS
+from patchcore_lib.data.layouts import LAYOUTS, SplitDataset
+from patchcore_lib.data.image_files import (IMAGE_EXTENSIONS, SYSTEM_FILES,  # noqa: F401 (re-exported)
+                                            is_hidden_or_system, list_images, load_mask, load_rgb)
 from patchcore_lib.data.preprocessing import (DEFAULT_CROP, DEFAULT_IMAGESIZE, DEFAULT_MASK_CONVENTION, DEFAULT_RESIZE,
-                                              IMAGE_EXTENSIONS, Preprocess, load_mask, load_rgb)
+                                              Preprocess)
 from patchcore_lib.errors import ConfigError, DatasetError
-from patchcore_lib.utils.fingerprint import manifest_fingerprint, tree_manifest
+from patchcore_lib.utils.fingerprint import files_under, manifest_fingerprint, tree_manifest
 
-SYSTEM_FILES = {".ds_store", "thumbs.db", "desktop.ini"}
 GOOD = "good"
 
 
@@ -36,25 +35,6 @@ class Sample:
     label: int
     defect_type: str
     mask_path: Path | None
-
-
-def _is_hidden_or_system(path: Path) -> bool:
-    return path.name.startswith(".") or path.name.lower() in SYSTEM_FILES
-
-
-def _list_images(folder: Path) -> list[Path]:
-    """Image files of ``folder`` (sorted); hidden/system files are skipped, other files are an error."""
-    images = []
-    for path in sorted(folder.iterdir()):
-        if _is_hidden_or_system(path) or path.is_dir():
-            continue
-        if path.suffix.lower() not in IMAGE_EXTENSIONS:
-            raise DatasetError(
-                f"{path}: not an image file (accepted extensions: {', '.join(IMAGE_EXTENSIONS)}); "
-                "remove it or move it out of the dataset folder"
-            )
-        images.append(path)
-    return images
 
 
 def list_categories(root: str | Path) -> list[str]:
@@ -98,16 +78,16 @@ def find_samples(root: str | Path, category: str, split: str) -> list[Sample]:
     folder = check_category(root, category)
     samples: list[Sample] = []
     if split == "train":
-        images = _list_images(folder / "train" / GOOD)
+        images = list_images(folder / "train" / GOOD)
         if not images:
             raise DatasetError(f"{folder / 'train' / GOOD} contains no images: PatchCore needs normal training images")
         return [Sample(p, 0, GOOD, None) for p in images]
     test_dir = folder / "test"
     if not test_dir.is_dir():
         raise DatasetError(f"{test_dir} does not exist: a category needs a test folder")
-    for defect_dir in sorted(p for p in test_dir.iterdir() if p.is_dir() and not _is_hidden_or_system(p)):
+    for defect_dir in sorted(p for p in test_dir.iterdir() if p.is_dir() and not is_hidden_or_system(p)):
         defect = defect_dir.name
-        for image in _list_images(defect_dir):
+        for image in list_images(defect_dir):
             if defect == GOOD:
                 samples.append(Sample(image, 0, GOOD, None))
                 continue
@@ -121,11 +101,6 @@ def find_samples(root: str | Path, category: str, split: str) -> list[Sample]:
     if not samples:
         raise DatasetError(f"{test_dir} contains no test images")
     return samples
-
-
-#: public names of the file checks, for the other layouts and image lists
-is_hidden_or_system = _is_hidden_or_system
-list_images = _list_images
 
 
 def find_mask(folder: Path, stem: str) -> Path | None:
@@ -143,7 +118,7 @@ def _find_mask(folder: Path, stem: str) -> Path | None:
 
 
 @LAYOUTS.register("mvtec")
-class MVTecDataset(torch.utils.data.Dataset):
+class MVTecDataset(SplitDataset):
     """One category and split of an MVTec-AD-layout dataset, preprocessed as the official code.
 
     Items are dicts: ``image`` [3, S, S] float, ``mask`` [1, S, S] float 0/1, ``label`` int,
@@ -197,9 +172,8 @@ def dataset_manifest(root: str | Path, category: str) -> dict[str, list]:
     """``{path relative to the category folder: [size, sha256]}`` of every file of a category (hidden and
     system files left out; folders reached through symbolic links followed)."""
     folder = Path(root) / category
-    files = [Path(dirpath) / name for dirpath, _, names in os.walk(folder, followlinks=True) for name in names]
-    files = [p for p in files if p.is_file() and not any(_is_hidden_or_system(Path(part))
-                                                         for part in p.relative_to(folder).parts)]
+    files = [p for p in files_under(folder) if not any(is_hidden_or_system(Path(part))
+                                                       for part in p.relative_to(folder).parts)]
     return tree_manifest(folder, files)
 
 

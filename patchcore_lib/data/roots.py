@@ -85,8 +85,9 @@ def resolve_data_root(data_root: str | os.PathLike | None, category: str | None,
     if data_root:
         if not category:
             raise DatasetError(f"category is empty but data_root {data_root} is given: name a category under it")
-        check_category(data_root, category)
-        return Path(data_root).expanduser(), category
+        root = Path(data_root).expanduser()  # checked where it is read from ("~/data" as the home's data)
+        check_category(root, category)
+        return root, category
     kind = synthetic_kind_of(category) if category else synthetic_kind
     if kind is not None:
         root, name = ensure_default_dataset(kind=kind)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, Sized, cast, runtime_checkable
 
 import numpy as np
 import torch
@@ -17,6 +16,7 @@ from patchcore_lib.components.anomaly_map import DEFAULT_SIGMA
 from patchcore_lib.components.backbones import BACKBONES, DEFAULT_BACKBONE, get_spec
 from patchcore_lib.data import (CROP_MODES, DEFAULT_BATCH_SIZE, DEFAULT_CROP, DEFAULT_IMAGESIZE, DEFAULT_RESIZE,
                                 ImageList, make_loader)
+from patchcore_lib.detectors.predictions import Predictions
 from patchcore_lib.errors import ConfigError
 from patchcore_lib.utils.registry import Registry
 from patchcore_lib.utils.schema import option
@@ -58,20 +58,6 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return resolved
 
 
-@dataclass
-class Predictions:
-    """Per-image results over a dataset. scores [N], maps [N, S, S] float32, masks [N, S, S] uint8."""
-
-    scores: np.ndarray
-    maps: np.ndarray
-    masks: np.ndarray
-    labels: np.ndarray
-    defect_types: list[str]
-    paths: list[str]
-    seconds: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
 def state_fingerprint(module: torch.nn.Module) -> str:
     """sha256 (16 hex digits) of a module's state dict: names and tensor bytes, in order."""
     digest = hashlib.sha256()
@@ -83,17 +69,18 @@ def state_fingerprint(module: torch.nn.Module) -> str:
 
 @torch.no_grad()
 def predict_over_dataset(predict: Any, dataset: torch.utils.data.Dataset, batch_size: int, imagesize: int,
-                         show_progress: bool = True) -> Predictions:
-    """Run ``predict(images [B, 3, S, S]) -> (scores [B], maps [B, S, S])`` over a test split."""
+                         show_progress: bool = True, desc: str = "Scoring test images") -> Predictions:
+    """Run ``predict(images [B, 3, S, S]) -> (scores [B], maps [B, S, S])`` over a test split (``desc``: the
+    progress bar's label)."""
     loader = make_loader(dataset, batch_size)
-    n = len(dataset)
+    n = len(cast(Sized, dataset))  # a map-style dataset (torch's Dataset declares no __len__)
     scores = np.empty(n, dtype=np.float32)
     maps = np.empty((n, imagesize, imagesize), dtype=np.float32)
     masks = np.empty((n, imagesize, imagesize), dtype=np.uint8)
     labels, defects, paths = [], [], []
     position = 0
     start = time.perf_counter()
-    for batch in tqdm(loader, desc="Scoring test images", disable=not show_progress, leave=False):
+    for batch in tqdm(loader, desc=desc, disable=not show_progress, leave=False):
         batch_scores, batch_maps = predict(batch["image"])
         count = len(batch_scores)
         scores[position:position + count] = batch_scores.numpy()
@@ -118,8 +105,10 @@ def predict_images(detector: Any, images: list[Any], show_progress: bool = False
 
 #: Detectors by name. ``@DETECTORS.register(name)`` on a class with ``options_class``,
 #: ``method_options`` (option names, CLI ``--<option_prefix>-<name>``), ``make_config(shared, **options)``,
-#: ``file_format`` and ``load(path, device, backbone)`` adds one to the CLI, the notebooks and the tests.
-DETECTORS: Registry[type] = Registry("detector")
+#: ``file_format`` and ``load(path, device, backbone)`` adds one to the CLI, the notebooks and the tests (entries
+#: typed Any: a protocol of those class attributes would need ClassVar declarations in every detector).
+DETECTORS: Registry[Any] = Registry("detector", providers=(  # the modules that register the detectors
+    "patchcore_lib.detectors.patchcore", "patchcore_lib.detectors.ensemble", "patchcore_lib.detectors.gaussian"))
 
 #: The declaration (default, help, checks) of each setting every detector shares, stated once: each detector
 #: configuration builds its field with :func:`shared_option`.

@@ -20,7 +20,7 @@ import dataclasses
 import os
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, Sized, cast
 
 import numpy as np
 import torch
@@ -161,15 +161,16 @@ class PatchCoreEnsemble:
         on the first ``calibration_images`` of them."""
         start = time.perf_counter()
         standardised = self.config.fusion == "standardised"
-        calibration = next(iter(make_loader(dataset, min(self.calibration_images, len(dataset)))))["image"] \
+        count = len(cast(Sized, dataset))  # a map-style dataset (torch's Dataset declares no __len__)
+        calibration = next(iter(make_loader(dataset, min(self.calibration_images, count))))["image"] \
             if standardised else None
         for index, member in enumerate(self.members):
             member.fit(dataset, show_progress=show_progress)
-            if standardised:
+            if calibration is not None:
                 _, maps = member.predict(calibration)
                 self.offsets[index] = maps.mean()
                 self.scales[index] = maps.std().clamp_min(1e-12)
-        self.memory_bank_size = sum(len(m.memory_bank) for m in self.members)
+        self.memory_bank_size = sum(m.memory_bank_size for m in self.members)
         self.timings["fit_seconds"] = time.perf_counter() - start
         return self
 
@@ -244,5 +245,5 @@ class PatchCoreEnsemble:
             raise ModelFileError(f"model file {path} holds an ensemble of {ensemble.config.backbone}, not {backbone!r}")
         ensemble.members = members
         ensemble.offsets, ensemble.scales = offsets, scales
-        ensemble.memory_bank_size = sum(len(m.memory_bank) for m in members)
+        ensemble.memory_bank_size = sum(m.memory_bank_size for m in members)
         return ensemble

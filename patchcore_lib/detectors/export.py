@@ -26,6 +26,8 @@ from torch import nn
 
 from patchcore_lib.components.knn import NearestNeighbourSearch
 from patchcore_lib.data import ImageList
+from patchcore_lib.detectors.base import predict_over_dataset
+from patchcore_lib.detectors.onnx_model import INSTALL_HINT
 from patchcore_lib.detectors.patchcore import PatchCore, PatchCoreConfig, read_model_file
 from patchcore_lib.detectors.threshold import checked_threshold_record
 from patchcore_lib.errors import ConfigError, ModelFileError
@@ -34,7 +36,10 @@ from patchcore_lib.utils.integrity import seal
 
 EXPORT_FORMAT = "patchcore_lib.exported/1"
 FORMATS = ("onnx", "torchscript")
-INSTALL_HINT = "install the export extra: pip install 'patchcore_lib[export]' (onnx, onnxruntime)"
+#: progress-bar labels of an export check: the eager model, then the exported graph, score the same check images
+CHECK_EAGER = "Scoring check images (eager torch model)"
+CHECK_EXPORTED = {"onnx": "Scoring check images (exported ONNX feature graph)",
+                  "torchscript": "Scoring check images (exported TorchScript feature graph)"}
 
 
 class _FeatureGraph(nn.Module):
@@ -54,9 +59,9 @@ def export_graph(model: PatchCore, graph_format: str) -> bytes:
         raise ConfigError(f"unknown export format {graph_format!r}; valid: {', '.join(FORMATS)}")
     extractor = model.extractor
     saved_device = next(extractor.parameters()).device
-    methods = [aggregation.method for aggregation in extractor.aggregations]
+    methods = [aggregation.method for aggregation in extractor.layer_aggregations]
     extractor.to("cpu")
-    for aggregation in extractor.aggregations:
+    for aggregation in extractor.layer_aggregations:
         aggregation.method = "conv"
     try:
         graph = _FeatureGraph(extractor).eval()
@@ -69,14 +74,15 @@ def export_graph(model: PatchCore, graph_format: str) -> bytes:
                     import onnx  # noqa: F401
                 except ImportError as exc:
                     raise ConfigError(f"ONNX export needs the onnx package; {INSTALL_HINT}") from exc
-                torch.onnx.export(graph, (example,), buffer, input_names=["images"], output_names=["features"],
+                torch.onnx.export(graph, (example,), buffer,  # type: ignore[arg-type]  # a file object works
+                                  input_names=["images"], output_names=["features"],
                                   dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}},
                                   opset_version=17, dynamo=False)
             else:
                 torch.jit.save(torch.jit.trace(graph, (example,), check_trace=False), buffer)
         return buffer.getvalue()
     finally:
-        for aggregation, method in zip(extractor.aggregations, methods):
+        for aggregation, method in zip(extractor.layer_aggregations, methods):
             aggregation.method = method
         extractor.to(saved_device)
 
@@ -100,7 +106,7 @@ class ExportedPatchCore(PatchCore):
 
     file_format = EXPORT_FORMAT
 
-    def __init__(self, payload: dict[str, Any], path: Path | str = "<memory>", device: str | None = None) -> None:
+    def __init__(self, payload: dict[str, Any], path: str | os.PathLike = "<memory>", device: str | None = None) -> None:
         # deliberately not PatchCore.__init__: no backbone (and no backbone weights) is needed
         bank, grid = payload.get("memory_bank"), payload.get("grid")
         if not isinstance(bank, torch.Tensor) or not bank.is_floating_point():
@@ -118,15 +124,15 @@ class ExportedPatchCore(PatchCore):
         self.config = dataclasses.replace(config, device=device or "cpu")
         self.device = torch.device(self.config.device if self.config.device != "auto" else "cpu")
         self.graph_format = payload.get("graph_format")
-        self.grid = tuple(int(v) for v in grid)
+        self.grid = (int(grid[0]), int(grid[1]))
         self.payload = payload
         if bank.ndim != 2 or bank.shape[1] != self.config.target_embed_dimension:
             raise ModelFileError(f"exported model {path}: memory bank shape {tuple(bank.shape)} does not match its config")
         self.memory_bank = bank.to(self.device)
         self.search = NearestNeighbourSearch(config.num_nn, config.distance, config.knn_backend).fit(self.memory_bank)
-        self.threshold = checked_threshold_record(payload.get("threshold"), path)
+        self.threshold = checked_threshold_record(payload.get("threshold"), Path(path))
         self.timings: dict[str, float] = {}
-        self.extractor = None
+        self.extractor = None  # type: ignore[assignment]  # the exported graph replaces it
         if self.graph_format == "onnx":
             try:
                 self._session = _onnx_session(payload["graph"], self.device)
@@ -192,15 +198,17 @@ def export_model(model: PatchCore, graph_format: str, out: str | os.PathLike, ch
         raise ConfigError("export needs at least one image to compare the exported and the eager model on")
     start = time.perf_counter()
     config = model.config
-    payload = {"format": EXPORT_FORMAT, "graph_format": graph_format, "graph": export_graph(model, graph_format),
+    payload: dict[str, Any] = {"format": EXPORT_FORMAT, "graph_format": graph_format, "graph": export_graph(model, graph_format),
                "config": config.to_dict(), "memory_bank": model.memory_bank.detach().cpu(),
                "grid": list(model.extractor.feature_grid(config.imagesize)), "threshold": model.threshold}
     images = ImageList(list(check_images), config.resize, config.imagesize, crop=config.crop)
-    eager = model.predict_dataset(images, show_progress)
-    exported = ExportedPatchCore(payload, out, device="cpu").predict_dataset(images, show_progress)
+    eager = predict_over_dataset(model.predict, images, config.batch_size, config.imagesize, show_progress, CHECK_EAGER)
+    exported_model = ExportedPatchCore(payload, out, device="cpu")
+    exported = predict_over_dataset(exported_model.predict, images, config.batch_size, config.imagesize, show_progress,
+                                    CHECK_EXPORTED[graph_format])
     differences = score_difference(eager.scores, exported.scores)
     worst = int(np.argmax(differences))
-    check = {"num_images": len(images), "max_relative_difference": float(differences.max()),
+    check: dict[str, Any] = {"num_images": len(images), "max_relative_difference": float(differences.max()),
              "max_absolute_difference": float(np.abs(eager.scores.astype(np.float64) - exported.scores).max()),
              "worst_image": eager.paths[worst], "rtol": rtol, "graph_bytes": len(payload["graph"]),
              "seconds": time.perf_counter() - start}

@@ -40,6 +40,7 @@ Here nothing per training image is kept:
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import time
 import zipfile
@@ -64,6 +65,7 @@ from patchcore_lib.detectors.gaussian_config import GaussianADConfig
 from patchcore_lib.detectors.patchcore import check_options
 
 GAUSSIAN_FORMAT = "patchcore_lib.gaussian/1"
+log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------------------- model
@@ -91,7 +93,7 @@ class GaussianAD:
                 settings.pop("d", None)
         else:
             settings = shared_settings(base)
-        return GaussianADConfig(method=cls.method, **{**settings, **options})
+        return GaussianADConfig(method=cls.method or "padim", **{**settings, **options})
 
     def __init__(self, config: GaussianADConfig | None = None, **overrides: Any) -> None:
         if config is None:
@@ -104,15 +106,16 @@ class GaussianAD:
             raise ConfigError(f"{type(self).__name__} needs method={self.method!r}, got {config.method!r}")
         self.config = config
         self.device = resolve_device(config.device)
+        log.debug("%s on %s: backbone %s, layers %s", type(self).__name__, self.device, config.backbone, config.layers)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)  # makes "random" backbone weights reproducible
             self.backbone = FeatureExtractor(config.backbone, config.layers, config.weights).to(self.device)
         total = config.total_channels
+        self.channel_index: torch.Tensor | None = None  # PaDiM's kept channels
+        self.projection: torch.Tensor | None = None  # OrthoAD's D x k matrix
         if config.method == "padim":
-            self.channel_index = random_channel_subset(total, config.d, config.seed)
-            self.projection = None
+            self.channel_index = random_channel_subset(total, config.reduced_dim, config.seed)
         else:
-            self.channel_index = None
             self.projection = semi_orthogonal_matrix(total, config.k, config.seed)
         self.mean: torch.Tensor | None = None  # [P, k] float32
         self.precision: torch.Tensor | None = None  # [P, k, k] float32
@@ -135,10 +138,10 @@ class GaussianAD:
         """
         images = images.to(self.device)
         maps = self.backbone(images)
-        grid = None
-        total = None
+        grid: tuple[int, int] | None = None
+        total: torch.Tensor | None = None
         offset = 0
-        for layer in self.config.layers:
+        for layer in self.config.layers or ():
             x = maps[layer].float()
             channels = x.shape[1]
             if grid is None:
@@ -148,6 +151,7 @@ class GaussianAD:
                 y = torch.einsum("bchw,ck->bkhw", x, weight)
             else:
                 index = self.channel_index
+                assert index is not None  # PaDiM's channel subset, set in __init__
                 local = index[(index >= offset) & (index < offset + channels)] - offset
                 y = x.index_select(1, local.to(x.device))
             offset += channels
@@ -160,6 +164,8 @@ class GaussianAD:
                 total = y if total is None else total + y
             else:
                 total = y if total is None else torch.cat([total, y], 1)
+        if total is None or grid is None:
+            raise ConfigError(f"{type(self).__name__}: no feature layers to embed (config.layers is empty)")
         return total.contiguous(), grid
 
     # ------------------------------------------------------------------ fit
@@ -186,7 +192,8 @@ class GaussianAD:
         k = self.config.reduced_dim
         chunk = self._chunk(k)
         loader, total_batches = self._batches(data)
-        mean = scatter = None
+        mean: torch.Tensor | None = None  # running mean [P, k] float64
+        scatter: torch.Tensor | None = None  # running scatter M2 [P, k, k] float32
         n = 0
         for batch in tqdm(loader, total=total_batches, desc=f"Fitting {self.config.method} Gaussians",
                           disable=not show_progress, leave=False):
@@ -195,7 +202,7 @@ class GaussianAD:
             b = features.shape[0]
             x = features.flatten(2).permute(2, 0, 1)  # [P, B, k]
             positions = x.shape[0]
-            if mean is None:
+            if mean is None or scatter is None:
                 self.grid = grid
                 mean = torch.zeros(positions, k, dtype=torch.float64, device=x.device)
                 scatter = torch.zeros(positions, k, k, dtype=torch.float32, device=x.device)
@@ -214,7 +221,7 @@ class GaussianAD:
                 scatter[p0:p1].baddbmm_(centred.transpose(1, 2), centred)
             mean += delta * (b / n_new)
             n = n_new
-        if mean is None:
+        if mean is None or scatter is None:
             raise ConfigError("no images to fit on")
         extracted = time.perf_counter()
         eye = torch.eye(k, dtype=torch.float64, device=scatter.device)
@@ -241,25 +248,27 @@ class GaussianAD:
         return self
 
     # ------------------------------------------------------------------ predict
-    def _require_fitted(self) -> None:
-        if self.precision is None:
+    def _require_fitted(self) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+        """(mean, precision, grid) of the fitted model; ConfigError before fit() or load()."""
+        if self.mean is None or self.precision is None or self.grid is None:
             raise ConfigError("the model is not fitted: call fit() or load() first")
+        return self.mean, self.precision, self.grid
 
     @torch.no_grad()
     def distance_maps(self, features: torch.Tensor) -> torch.Tensor:
         """Reduced features [B, k, h, w] -> Mahalanobis distance maps [B, h, w] (chunked over positions)."""
-        self._require_fitted()
+        fitted_mean, precision, fitted_grid = self._require_fitted()
         b, k, h, w = features.shape
-        if (h, w) != self.grid:
+        if (h, w) != fitted_grid:
             raise ConfigError(f"feature grid {(h, w)} differs from the fitted grid {self.grid}: predict with "
                               f"imagesize {self.config.imagesize} as at fit time")
         x = features.flatten(2).permute(2, 0, 1)  # [P, B, k]
         out = torch.empty(x.shape[0], b, dtype=torch.float32, device=x.device)
         chunk = self._chunk(k)
-        mean = self.mean.to(x.device)
+        mean = fitted_mean.to(x.device)
         for p0 in range(0, x.shape[0], chunk):
             p1 = min(p0 + chunk, x.shape[0])
-            out[p0:p1] = mahalanobis(x[p0:p1], mean[p0:p1], self.precision[p0:p1].to(x.device))
+            out[p0:p1] = mahalanobis(x[p0:p1], mean[p0:p1], precision[p0:p1].to(x.device))
         return out.T.reshape(b, h, w)
 
     @torch.no_grad()
@@ -270,7 +279,7 @@ class GaussianAD:
             images = images.unsqueeze(0)
         features, _ = self.embed(images)
         distances = self.distance_maps(features)
-        maps = anomaly_maps(distances, tuple(images.shape[-2:]), self.config.sigma)
+        maps = anomaly_maps(distances, (images.shape[-2], images.shape[-1]), self.config.sigma)
         scores = maps.flatten(1).max(1).values
         return scores.float().cpu(), maps.float().cpu()
 
@@ -290,15 +299,15 @@ class GaussianAD:
     # ------------------------------------------------------------------ save / load
     def save(self, path: str | os.PathLike) -> Path:
         """Write config, Gaussians (mean, float32 precision), reduction and backbone fingerprint atomically."""
-        self._require_fitted()
+        mean, precision, grid = self._require_fitted()
         payload = {
             "format": GAUSSIAN_FORMAT,
             "library_version": __version__,
             "config": self.config.to_dict(),
-            "grid": list(self.grid),
+            "grid": list(grid),
             "num_train": int(self.num_train),
-            "mean": self.mean.detach().cpu(),
-            "precision": self.precision.detach().cpu(),
+            "mean": mean.detach().cpu(),
+            "precision": precision.detach().cpu(),
             "channel_index": self.channel_index,
             "projection": self.projection,
             "backbone_fingerprint": state_fingerprint(self.backbone),
@@ -351,6 +360,8 @@ class GaussianAD:
             raise ModelFileError(f"model file {path}: the Gaussian parameters hold NaN or infinite values")
         stored = payload.get("projection") if config.method == "orthoad" else payload.get("channel_index")
         current = model.projection if config.method == "orthoad" else model.channel_index
+        if current is None:
+            raise ModelFileError(f"model file {path}: its config has no channel reduction for {config.method!r}")
         if not isinstance(stored, torch.Tensor) or not torch.equal(stored, current):
             # keep the stored reduction: it is what the Gaussians were estimated with
             if not isinstance(stored, torch.Tensor) or stored.shape != current.shape:

@@ -65,12 +65,14 @@ class GaussianADConfig:
     @property
     def total_channels(self) -> int:
         spec = get_spec(self.backbone)
-        return int(sum(spec.layers[layer][0] for layer in self.layers))
+        return sum(int(spec.layers[layer][0]) for layer in self.layers or ())
 
     @property
     def reduced_dim(self) -> int:
         """Dimension of the modelled features: d (PaDiM) or k (OrthoAD)."""
-        return int(self.d if self.method == "padim" else self.k)
+        dim = self.d if self.method == "padim" else self.k
+        assert dim is not None  # d is set by __post_init__
+        return int(dim)
 
     def to_dict(self) -> dict[str, Any]:
         return config_dict(self)

@@ -12,12 +12,12 @@ Metadata: the ONNX ``metadata_props`` entry :data:`METADATA_KEY` and a side file
 ``config``, ``grid``, ``inputs`` / ``outputs`` and the export-time ``check``.
 
 :func:`export_onnx_pipeline` refuses to write the file when a check image's score differs from the eager model's
-by more than ``rtol`` (relative). :class:`OnnxPipelineModel` runs such a file for ``patchcore predict``.
-Not imported by :mod:`patchcore_lib.detectors` (only the CLI and users who export need onnx / onnxruntime).
+by more than ``rtol`` (relative). :class:`~.onnx_model.OnnxPipelineModel` runs such a file for ``patchcore
+predict``; it lives in :mod:`.onnx_model`, which imports no torch (re-exported here). Not imported by
+:mod:`patchcore_lib.detectors` (only the CLI and users who export need onnx / onnxruntime).
 """
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import os
@@ -32,18 +32,20 @@ from torch import nn
 
 from patchcore_lib.components.anomaly_map import anomaly_maps
 from patchcore_lib.data import ImageList
-from patchcore_lib.detectors.base import Predictions, predict_images, predict_over_dataset
-from patchcore_lib.detectors.export import INSTALL_HINT, ExportedPatchCore, score_difference
-from patchcore_lib.detectors.patchcore import PatchCore, PatchCoreConfig, preprocessing_record
+from patchcore_lib.detectors.base import predict_over_dataset
+from patchcore_lib.detectors.export import CHECK_EAGER, INSTALL_HINT, ExportedPatchCore, score_difference
+from patchcore_lib.detectors.onnx_model import (METADATA_KEY, ONNX_FORMAT,  # noqa: F401 (re-exported)
+                                                OnnxPipelineModel, is_onnx_file, read_metadata)
+from patchcore_lib.detectors.patchcore import PatchCore, preprocessing_record
 from patchcore_lib.errors import ConfigError, ModelFileError
 from patchcore_lib.utils.files import atomic_write_bytes, atomic_write_text
 from patchcore_lib.version import __version__
 
-ONNX_FORMAT = "patchcore_lib.onnx-pipeline/1"
 OPSET = 17
-METADATA_KEY = "patchcore_lib"
 #: protobuf's limit on one ONNX file (the memory bank is stored inside it)
 MAX_ONNX_BYTES = 2 * 1024 ** 3 - 64 * 1024 ** 2
+#: progress-bar label of the exported model in the export check (the eager model's is export.CHECK_EAGER)
+CHECK_PIPELINE = "Scoring check images (exported ONNX pipeline in onnxruntime)"
 
 
 def bank_neighbourhoods(bank: torch.Tensor, neighbourhood: int, chunk: int = 1024) -> torch.Tensor:
@@ -61,10 +63,16 @@ def bank_neighbourhoods(bank: torch.Tensor, neighbourhood: int, chunk: int = 102
 class PipelineGraph(nn.Module):
     """image [N, 3, S, S] -> (score [N], anomaly_map [N, S, S]): a fitted PatchCore's whole scoring path."""
 
+    bank: torch.Tensor  # buffers (register_buffer below)
+    bank_sq: torch.Tensor
+    support: torch.Tensor
+
     def __init__(self, model: PatchCore) -> None:
         super().__init__()
         config = model.config
         self.extractor = model.extractor
+        if model.memory_bank is None:
+            raise ConfigError("the ONNX pipeline needs a fitted PatchCore model")
         bank = model.memory_bank.detach().float().cpu()
         self.register_buffer("bank", bank)
         self.register_buffer("bank_sq", (bank * bank).sum(1))
@@ -109,22 +117,15 @@ def _onnx() -> Any:
     return onnx
 
 
-def _onnxruntime() -> Any:
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        raise ConfigError(f"running an ONNX model needs the onnxruntime package; {INSTALL_HINT}") from exc
-    return onnxruntime
-
 
 def onnx_pipeline_bytes(model: PatchCore) -> bytes:
     """The serialised ONNX model of ``model``'s whole pipeline (traced on CPU, dynamic batch)."""
     _onnx()
     extractor = model.extractor
     saved_device = next(extractor.parameters()).device
-    methods = [aggregation.method for aggregation in extractor.aggregations]
+    methods = [aggregation.method for aggregation in extractor.layer_aggregations]
     extractor.to("cpu")
-    for aggregation in extractor.aggregations:
+    for aggregation in extractor.layer_aggregations:
         aggregation.method = "conv"  # the sparse (CSR) path does not trace; the convolution is the same sum
     try:
         graph = PipelineGraph(model).eval()
@@ -132,11 +133,12 @@ def onnx_pipeline_bytes(model: PatchCore) -> bytes:
         buffer = io.BytesIO()
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # tracer warnings about shapes (constant for a fixed imagesize)
-            torch.onnx.export(graph, (example,), buffer, input_names=["image"], output_names=["score", "anomaly_map"],
+            torch.onnx.export(graph, (example,), buffer,  # type: ignore[arg-type]  # a file object works
+                              input_names=["image"], output_names=["score", "anomaly_map"],
                               dynamic_axes={"image": {0: "batch"}, "score": {0: "batch"}, "anomaly_map": {0: "batch"}},
                               opset_version=OPSET, dynamo=False)
     finally:
-        for aggregation, method in zip(extractor.aggregations, methods):
+        for aggregation, method in zip(extractor.layer_aggregations, methods):
             aggregation.method = method
         extractor.to(saved_device)
     return buffer.getvalue()
@@ -154,13 +156,6 @@ def with_metadata(graph: bytes, metadata: dict[str, Any]) -> bytes:
         entry.key, entry.value = key, value
     return proto.SerializeToString()
 
-
-def _session(source: bytes | str | os.PathLike) -> Any:
-    onnxruntime = _onnxruntime()
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3
-    return onnxruntime.InferenceSession(source if isinstance(source, bytes) else os.fspath(source), options,
-                                        providers=["CPUExecutionProvider"])
 
 
 def export_onnx_pipeline(model: PatchCore, out: str | os.PathLike, check_images: Sequence[Any], rtol: float = 1e-4,
@@ -186,13 +181,14 @@ def export_onnx_pipeline(model: PatchCore, out: str | os.PathLike, check_images:
     }
     graph = onnx_pipeline_bytes(model)
     images = ImageList(list(check_images), config.resize, config.imagesize, crop=config.crop)
-    eager = model.predict_dataset(images, show_progress)
-    exported = OnnxPipelineModel(with_metadata(graph, metadata), "<export check>").predict_dataset(images,
-                                                                                              show_progress)
+    eager = predict_over_dataset(model.predict, images, config.batch_size, config.imagesize, show_progress, CHECK_EAGER)
+    exported_model = OnnxPipelineModel(with_metadata(graph, metadata), "<export check>")
+    exported = predict_over_dataset(exported_model.predict, images, config.batch_size, config.imagesize, show_progress,
+                                    CHECK_PIPELINE)
     differences = score_difference(eager.scores, exported.scores)
     worst = int(np.argmax(differences))
     map_scale = max(float(np.abs(eager.maps).max()), 1e-12)
-    check = {"num_images": len(images), "max_relative_difference": float(differences.max()),
+    check: dict[str, Any] = {"num_images": len(images), "max_relative_difference": float(differences.max()),
              "max_absolute_difference": float(np.abs(eager.scores.astype(np.float64) - exported.scores).max()),
              "max_map_difference_relative_to_map_max": float(np.abs(eager.maps - exported.maps).max() / map_scale),
              "worst_image": eager.paths[worst], "rtol": rtol, "onnx_bytes": len(graph),
@@ -208,56 +204,3 @@ def export_onnx_pipeline(model: PatchCore, out: str | os.PathLike, check_images:
     atomic_write_text(Path(f"{out}.json"), json.dumps(metadata, indent=2, default=str) + "\n")
     return check
 
-
-def read_metadata(session: Any, path: str | os.PathLike) -> dict[str, Any]:
-    """The :data:`METADATA_KEY` JSON of an ONNX session's model (ModelFileError when absent or not ours)."""
-    found = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
-    try:
-        metadata = json.loads(found) if found else None
-    except json.JSONDecodeError:
-        metadata = None
-    if not isinstance(metadata, dict) or metadata.get("format") != ONNX_FORMAT:
-        raise ModelFileError(f"{path}: an ONNX model without patchcore_lib metadata ({METADATA_KEY!r}); export it "
-                             "with patchcore export --format onnx")
-    return metadata
-
-
-def is_onnx_file(path: str | os.PathLike) -> bool:
-    """True for a file named ``*.onnx`` that is not a torch zip (a bundle of an older export is a zip)."""
-    path = Path(path)
-    if path.suffix.lower() != ".onnx" or not path.is_file():
-        return False
-    with open(path, "rb") as handle:
-        return handle.read(2) != b"PK"
-
-
-class OnnxPipelineModel:
-    """A whole-pipeline ONNX file run by onnxruntime, with the interface ``patchcore predict`` uses
-    (``config``, ``threshold``, :meth:`predict`, :meth:`predict_dataset`, :meth:`predict_images`)."""
-
-    def __init__(self, source: bytes | str | os.PathLike, path: str | os.PathLike | None = None) -> None:
-        path = path if path is not None else source
-        try:
-            self._session = _session(source)
-        except ConfigError:
-            raise
-        except Exception as exc:  # onnxruntime raises its own types for unreadable or invalid files
-            raise ModelFileError(f"{path}: not a readable ONNX model ({str(exc).splitlines()[0][:200]})") from None
-        metadata = read_metadata(self._session, path)
-        self.metadata = metadata
-        self.config = dataclasses.replace(PatchCoreConfig.from_dict(metadata["config"]), device="cpu")
-        self.threshold = metadata.get("threshold")
-
-    def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images [B, 3, S, S] (preprocessed) -> (scores [B], maps [B, S, S]) as CPU tensors."""
-        if images.ndim == 3:
-            images = images.unsqueeze(0)
-        scores, maps = self._session.run(None, {"image": np.ascontiguousarray(images.detach().cpu().float().numpy())})
-        return torch.from_numpy(scores), torch.from_numpy(maps)
-
-    def predict_dataset(self, dataset: Any, show_progress: bool = True) -> Predictions:
-        return predict_over_dataset(self.predict, dataset, self.config.batch_size, self.config.imagesize,
-                                    show_progress)
-
-    def predict_images(self, images: list[Any], show_progress: bool = False) -> Predictions:
-        return predict_images(self, images, show_progress)

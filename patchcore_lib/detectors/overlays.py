@@ -39,7 +39,8 @@ def map_to_image(amap: np.ndarray, width: int, height: int, resize: int, imagesi
     left, top, right, bottom = crop_box(width, height, resize, imagesize, crop)
     x0, y0 = int(round(left)), int(round(top))
     w, h = max(1, int(round(right)) - x0), max(1, int(round(bottom)) - y0)
-    resized = np.asarray(Image.fromarray(np.asarray(amap, dtype=np.float32), mode="F").resize((w, h), Image.BILINEAR))
+    values_f = Image.fromarray(np.asarray(amap, dtype=np.float32), mode="F")
+    resized = np.asarray(values_f.resize((w, h), Image.Resampling.BILINEAR))
     values = np.zeros((height, width), dtype=np.float32)
     seen = np.zeros((height, width), dtype=bool)
     x1, y1 = min(width, x0 + w), min(height, y0 + h)
@@ -76,11 +77,15 @@ def render_overlay(image: Image.Image, amap: np.ndarray, resize: int, imagesize:
                    low: float, high: float, threshold: float | None, alpha: float = 0.5) -> np.ndarray:
     """uint8 RGB [H, W + bar, 3]: ``amap`` coloured with 'jet' on [low, high] over the original ``image`` (H x W),
     areas outside the crop dimmed, and the colour bar with the threshold at the right."""
-    rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
+    rgb = np.array(image.convert("RGB"), dtype=np.float32)
     height, width = rgb.shape[:2]
     values, seen = map_to_image(amap, width, height, resize, imagesize, crop)
     levels = np.clip((values - low) * (255.0 / max(high - low, 1e-12)) + 0.5, 0, 255).astype(np.uint8)
-    heat = JET[levels].astype(np.float32)
-    blended = np.where(seen[..., None], alpha * heat + (1 - alpha) * rgb, DIMMED * rgb)
-    out = (blended + 0.5).astype(np.uint8)
-    return np.concatenate([out, colour_bar(height, low, high, threshold)], axis=1)
+    # alpha * heat + (1 - alpha) * rgb where seen, else DIMMED * rgb: in place (the overlay of every predicted image)
+    heat = np.take(JET, levels, axis=0).astype(np.float32)
+    heat *= alpha
+    heat += (1 - alpha) * rgb
+    rgb *= DIMMED
+    np.copyto(rgb, heat, where=seen[..., None])
+    rgb += 0.5
+    return np.concatenate([rgb.astype(np.uint8), colour_bar(height, low, high, threshold)], axis=1)

@@ -4,11 +4,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 import io
+import logging
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sized
 
 import torch
 from tqdm.auto import tqdm
@@ -32,6 +33,7 @@ from patchcore_lib.components.scoring import (SCORE_MODES, euclidean_distances, 
                                              image_scores_reweighted, patch_scores_from_distances)
 
 MODEL_FORMAT = "patchcore_lib.model/1"
+log = logging.getLogger(__name__)
 
 
 #: nearest-neighbour searches (:func:`make_search`): exact, or approximate FAISS IVF-PQ
@@ -166,6 +168,7 @@ class PatchCore:
                                                    config.pretrain_embed_dimension, config.target_embed_dimension,
                                                    weights=config.weights, patch_stride=config.patch_stride,
                                                    precision=config.precision).to(self.device)
+        log.debug("PatchCore on %s: backbone %s, layers %s", self.device, config.backbone, config.layers)
         self.search = make_search(config)
         self.memory_bank: torch.Tensor | None = None
         self.threshold: dict[str, Any] | None = None  # the calibrated threshold record (detectors/threshold.py)
@@ -191,8 +194,7 @@ class PatchCore:
         clone.config = config
         clone.search = make_search(config)
         clone.memory_bank = None
-        clone.threshold = None
-        clone.timings = {}
+        clone.threshold, clone.timings = None, {}
         return clone if bank is None else clone.fit(bank, show_progress=False)
 
     # ------------------------------------------------------------------ features
@@ -208,7 +210,8 @@ class PatchCore:
         loader = make_loader(data, self.config.batch_size) if isinstance(data, torch.utils.data.Dataset) else data
         chunks: list[torch.Tensor] = []
         out: torch.Tensor | None = None
-        total_images = len(loader.dataset) if hasattr(loader, "dataset") else None
+        dataset = getattr(loader, "dataset", None)  # a DataLoader's: its size preallocates the features
+        total_images = len(dataset) if isinstance(dataset, Sized) else None
         position = 0
         for batch in tqdm(loader, desc=desc, disable=not show_progress, leave=False):
             images = batch["image"] if isinstance(batch, dict) else batch
@@ -247,6 +250,7 @@ class PatchCore:
         end = time.perf_counter()
         self.timings.update(extract_seconds=extracted - start, coreset_seconds=selected - extracted,
                             index_seconds=end - selected, fit_seconds=end - start)
+        log.debug("memory bank of %d features; coreset selected in %.2f s", self.memory_bank_size, selected - extracted)
         self.threshold = None  # a threshold of another memory bank is stale
         if calibration is not None and calibration.calibration_folds:
             self.calibrate(features, calibration, show_progress)
@@ -269,9 +273,10 @@ class PatchCore:
         return self.threshold
 
     # ------------------------------------------------------------------ predict
-    def _require_fitted(self) -> None:
+    def _require_fitted(self) -> torch.Tensor:
         if self.memory_bank is None:
             raise ConfigError("the model is not fitted: call fit() or load() first")
+        return self.memory_bank
 
     @torch.no_grad()
     def score_features(self, features: torch.Tensor, grid: tuple[int, int], image_size: tuple[int, int]
@@ -297,7 +302,7 @@ class PatchCore:
         if images.ndim == 3:
             images = images.unsqueeze(0)
         features, grid = self.embed(images)
-        return self.score_features(features, grid, tuple(images.shape[-2:]))
+        return self.score_features(features, grid, (images.shape[-2], images.shape[-1]))
 
     def predict_dataset(self, dataset: torch.utils.data.Dataset, show_progress: bool = True) -> Predictions:
         """Scores, maps, masks and labels for every image of ``dataset`` (an MVTecDataset test split)."""
@@ -315,8 +320,8 @@ class PatchCore:
     # ------------------------------------------------------------------ save / load
     def state(self) -> dict[str, Any]:
         """Config, memory bank (cpu) and backbone fingerprint: what a model file holds."""
-        self._require_fitted()
-        return {"config": self.config.to_dict(), "memory_bank": self.memory_bank.detach().cpu(),
+        bank = self._require_fitted()
+        return {"config": self.config.to_dict(), "memory_bank": bank.detach().cpu(),
                 "backbone_fingerprint": state_fingerprint(self.extractor.backbone), "threshold": self.threshold,
                 "preprocessing": preprocessing_record(self.config)}
 
@@ -342,13 +347,11 @@ class PatchCore:
         except (KeyError, TypeError, ValueError, ConfigError) as exc:
             raise ModelFileError(f"model file {path} has an invalid configuration: {exc}") from exc
         if backbone is not None and backbone != config.backbone:
-            raise ModelFileError(f"model file {path} was fitted with backbone {config.backbone!r}, "
-                                 f"not {backbone!r}")
+            raise ModelFileError(f"model file {path} was fitted with backbone {config.backbone!r}, not {backbone!r}")
         if device is not None:
             config = dataclasses.replace(config, device=device)
         model = cls(config)
-        fingerprint = state_fingerprint(model.extractor.backbone)
-        if fingerprint != state["backbone_fingerprint"]:
+        if state_fingerprint(model.extractor.backbone) != state["backbone_fingerprint"]:
             raise ModelFileError(f"model file {path}: the {config.backbone} weights found on this machine differ "
                                  "from those the model was fitted with; scores would be wrong")
         if state.get("preprocessing", preprocessing_record(config)) != preprocessing_record(config):

@@ -23,6 +23,7 @@ import datetime
 import functools
 import io
 import json
+import logging
 import sys
 import warnings
 from pathlib import Path
@@ -41,6 +42,8 @@ from patchcore_lib.utils.source_fingerprint import code_fingerprint
 from patchcore_lib.evaluation.metrics import (anomaly_pixel_auroc, anomaly_pro_score, image_auroc,
                                               per_defect_image_auroc, pixel_auroc, pro_score)
 from patchcore_lib.evaluation.options import EvaluationOptions
+
+log = logging.getLogger(__name__)
 
 RESULT_COLUMNS = ["category", "image_auroc", "pixel_auroc", "pro", "anomaly_pixel_auroc", "anomaly_pro",
                   "fit_seconds", "predict_seconds", "predict_seconds_per_image", "memory_bank_size", "num_train",
@@ -111,6 +114,8 @@ def evaluate_category(detector: Detector, data_root: str | Path, category: str, 
     test = open_split(data_root, category, "test", config.resize, config.imagesize, layout=layout,
                       mask_convention=options.mask_convention, crop=config.crop)
     method = method_name(detector)
+    log.debug("%s: %d training and %d test images (layout %s) under %s", category, len(train), len(test), layout,
+              data_root)
     if out_dir is not None and fingerprint is None:  # before scoring: data edited meanwhile is not "done"
         fingerprint = dataset_fingerprint(data_root, category)
     detector.fit(train, show_progress=show_progress)
@@ -152,8 +157,8 @@ def evaluate_category(detector: Detector, data_root: str | Path, category: str, 
         atomic_write_text(folder / "metrics.json", json.dumps(record, indent=2, default=float))
         outputs = [folder / name for name in ("scores.csv", "metrics.json", "model.pt") if (folder / name).is_file()]
         if dataset_fingerprint(data_root, category) != fingerprint:  # edited while it ran: not recorded as done
-            print(f"warning: the data of {category} changed while it was evaluated; its results are written but "
-                  "not recorded as done (a re-run evaluates it again)", file=sys.stderr)
+            warnings.warn(f"the data of {category} under {data_root} changed while it was evaluated; its results "
+                          "are written but not recorded as done (a re-run evaluates it again)", stacklevel=2)
             return row, predictions
         Store.beside(out_dir).save(EVALUATION, evaluation_key(config, options, category, layout, fingerprint), row,
                                    outputs, slot=category)
@@ -217,6 +222,24 @@ def evaluation_key(config: Any, options: EvaluationOptions, category: str, layou
                                "layout": layout})
 
 
+def check_out_outside_data(out_dir: str | Path, data_root: str | Path, categories: Sequence[str]) -> None:
+    """Refuse (:class:`OutputError`) an output folder inside the data root, or whose folder for a category is, or
+    contains, the data root or that category's data: its outputs would be written into, and its clean-up would
+    touch, the dataset."""
+    root = Path(data_root).resolve()
+    if Path(out_dir).resolve().is_relative_to(root):
+        raise OutputError(f"output directory {out_dir} is inside the data root {data_root}; "
+                          "choose an --out outside the dataset")
+    for category in categories:
+        if Path(category).name != category or category in (".", ".."):
+            continue  # not a folder name: refused as such when the data is opened
+        target = (Path(out_dir) / category).resolve()
+        for data in (root, (root / category).resolve()):
+            if target == data or target in data.parents:
+                raise OutputError(f"output directory {out_dir}: its folder for category {category!r} ({target}) "
+                                  f"is or contains the data under {data_root}; choose an --out outside the data")
+
+
 def evaluate(detector: Detector, data_root: str | Path, categories: Sequence[str], out_dir: str | Path,
              save_model: bool = False, show_progress: bool = True, resume: bool = True,
              layout: str = "auto", options: EvaluationOptions | None = None) -> list[dict[str, Any]]:
@@ -231,9 +254,7 @@ def evaluate(detector: Detector, data_root: str | Path, categories: Sequence[str
         check = getattr(LAYOUTS.get(layouts[category]), "check", None)
         if check is not None:
             check(data_root, category)
-    if Path(out_dir).resolve().is_relative_to(Path(data_root).resolve()):
-        raise OutputError(f"output directory {out_dir} is inside the data root {data_root}; "
-                          "choose an --out outside the dataset")
+    check_out_outside_data(out_dir, data_root, categories)
     created = not Path(out_dir).exists()
     out = check_writable_dir(out_dir)
     fingerprints = {c: dataset_fingerprint(data_root, c) for c in categories}
@@ -264,8 +285,8 @@ def evaluate(detector: Detector, data_root: str | Path, categories: Sequence[str
                 done = (store.lookup(EVALUATION, key, require=[out / category / "model.pt"] if save_model else [])
                         if resume else None)
                 if done is not None:
-                    print(f"{category}: already done with the same settings, reusing "
-                          f"{out / category / 'metrics.json'}", file=sys.stderr)
+                    log.info("%s: already done with the same settings, reusing %s", category,
+                             out / category / "metrics.json")
                     run_info["reused"][category] = done.get("run_id", "")
                     rows.append(done)
                 else:

@@ -2,6 +2,7 @@
 MVTec AD means (MVTec AD categories only), with quality, time and model size in one figure."""
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -13,21 +14,24 @@ import pandas as pd
 from patchcore_lib.detectors import GaussianADConfig, PatchCoreConfig, make_detector
 from patchcore_lib.evaluation import prediction_metrics
 from patchcore_lib.evaluation.metrics import legacy_pixel_auroc
-from patchcore_lib.study.display import method_colour
+from patchcore_lib.study.cached_scoring import summarise_seeds
+from patchcore_lib.study.display import mean_sd_text, method_colour
 from patchcore_lib.study.params import config_from_params
 
 #: the columns of the baselines table (ours and the published rows; metrics in percent)
-COLUMNS = ["scope", "source", "method", "run", "backbone", "k_or_d", "image_auroc", "pixel_auroc",
-           "pixel_auroc_legacy", "pro", "fit_seconds", "predict_seconds_per_image", "model_bytes", "stored_items"]
+COLUMNS = ["scope", "source", "method", "run", "backbone", "k_or_d", "seeds", "image_auroc", "image_auroc_sd",
+           "pixel_auroc", "pixel_auroc_sd", "pixel_auroc_legacy", "pixel_auroc_legacy_sd", "pro", "pro_sd",
+           "fit_seconds", "predict_seconds_per_image", "model_bytes", "stored_items"]
 #: the metric columns (fractions in the runs and metrics.json, percent in the table and figure)
 PERCENT_COLUMNS = ("image_auroc", "pixel_auroc", "pixel_auroc_legacy", "pro")
 #: display headers and formats of those columns (the model file in MB)
 HEADERS = {"k_or_d": "k / d", "image_auroc": "image AUROC (%)", "pixel_auroc": "pixel AUROC (%)",
            "pixel_auroc_legacy": "pixel AUROC, legacy code (%)", "pro": "PRO (%)", "fit_seconds": "fit (s)",
            "predict_seconds_per_image": "predict (s / image)", "model_bytes": "model file (MB)",
-           "stored_items": "stored items"}
+           "stored_items": "stored items", "seeds": "seeds"}
 FORMATS = {**{c: "{:.1f}" for c in PERCENT_COLUMNS}, "fit_seconds": "{:.1f}", "predict_seconds_per_image": "{:.3f}",
-           "model_bytes": lambda v: f"{v / 1e6:,.1f}", "stored_items": "{:,.0f}", "k_or_d": "{:.0f}"}
+           "model_bytes": lambda v: f"{v / 1e6:,.1f}", "stored_items": "{:,.0f}", "k_or_d": "{:.0f}",
+           "seeds": "{:.0f}"}
 _QUALITY = (("image_auroc", "image AUROC"), ("pixel_auroc", "pixel AUROC"), ("pro", "PRO"))
 
 
@@ -74,61 +78,85 @@ def _model_bytes(detector: Any) -> int:
         return detector.save(Path(tmp) / "model.pt").stat().st_size
 
 
+def run_seeds(params: dict[str, Any]) -> list[int]:
+    """The seeds every run is repeated with: ``params["seeds"]``, else ``[params["seed"]]``. A seed changes the
+    PatchCore coreset (projection and start), PaDiM's channel subset and OrthoAD's projection."""
+    seeds = params.get("seeds") or [params.get("seed", 0)]
+    return [int(s) for s in seeds]
+
+
 def run_baselines(plan: list[dict[str, Any]], config: PatchCoreConfig, train: Any, test: Any,
                   params: dict[str, Any], log: Callable[[str], None] | None = print
-                  ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Fit and predict every planned run; returns (one row per run, predictions by run label)."""
-    rows, all_predictions = [], {}
+                  ) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame]:
+    """Fit and predict every planned run once per seed (:func:`run_seeds`).
+
+    Returns (one row per run: every number the mean over the seeds, ``<number>_sd`` its sample sd and ``seeds``
+    the seeds; predictions of the first seed by run label; one row per run and seed).
+    """
+    seeds = run_seeds(params)
+    rows: list[dict[str, Any]] = []
+    all_predictions: dict[str, Any] = {}
     for run in plan:
-        detector = make_detector(run["method"], config, **run["options"])
-        detector.fit(train, show_progress=False)
-        predictions = detector.predict_dataset(test, show_progress=False)
-        metrics = prediction_metrics(predictions)
-        rows.append({"scope": f"ours: {params['category']}", "source": "this run", "method": run["method"],
-                     "run": run["label"], "backbone": params["backbone"], "k_or_d": run["k_or_d"],
-                     "image_auroc": metrics["image_auroc"], "pixel_auroc": metrics["pixel_auroc"],
-                     "pixel_auroc_legacy": legacy_pixel_auroc(predictions.masks, predictions.maps),
-                     "pro": metrics["pro"], "fit_seconds": detector.timings["fit_seconds"],
-                     "predict_seconds_per_image": predictions.seconds / len(test),
-                     "model_bytes": _model_bytes(detector), "stored_items": detector.memory_bank_size})
-        all_predictions[run["label"]] = predictions
-        if log is not None:
-            log(f"{run['label']:<14} image AUROC {metrics['image_auroc']:.2%}  pixel AUROC "
-                f"{metrics['pixel_auroc']:.2%}  PRO {metrics['pro']:.2%}  fit {detector.timings['fit_seconds']:.1f} s")
-        del detector
-    return pd.DataFrame(rows), all_predictions
+        for seed in seeds:
+            detector = make_detector(run["method"], dataclasses.replace(config, seed=seed), **run["options"])
+            detector.fit(train, show_progress=False)
+            predictions = detector.predict_dataset(test, show_progress=False)
+            metrics = prediction_metrics(predictions)
+            rows.append({"scope": f"ours: {params['category']}", "source": "this run", "method": run["method"],
+                         "run": run["label"], "backbone": params["backbone"], "k_or_d": run["k_or_d"],
+                         "seed": seed, "image_auroc": metrics["image_auroc"], "pixel_auroc": metrics["pixel_auroc"],
+                         "pixel_auroc_legacy": legacy_pixel_auroc(predictions.masks, predictions.maps),
+                         "pro": metrics["pro"], "fit_seconds": detector.timings["fit_seconds"],
+                         "predict_seconds_per_image": predictions.seconds / len(test),
+                         "model_bytes": _model_bytes(detector), "stored_items": detector.memory_bank_size})
+            all_predictions.setdefault(run["label"], predictions)
+            if log is not None:
+                log(f"{run['label']:<14} seed {seed}: image AUROC {metrics['image_auroc']:.2%}  pixel AUROC "
+                    f"{metrics['pixel_auroc']:.2%}  PRO {metrics['pro']:.2%}  fit {detector.timings['fit_seconds']:.1f} s")
+            del detector
+    per_seed = pd.DataFrame(rows)
+    ours = summarise_seeds(per_seed, ["run"], [*PERCENT_COLUMNS, "fit_seconds", "predict_seconds_per_image"])
+    ours["seeds"] = [seeds] * len(ours)
+    return ours, all_predictions, per_seed
 
 
 # =========================================================================== tables
 def baselines_table(ours: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
     """Our rows and the published ones (``paper.reference.baseline_reference_table(category)``: none for
-    a dataset other than MVTec AD) in one table (:data:`COLUMNS`), metrics in percent (2 decimals)."""
+    a dataset other than MVTec AD) in one table (:data:`COLUMNS`), metrics and their sds over the seeds in percent
+    (full precision; :func:`style_baselines` shows one decimal)."""
     parts = [ours, reference] if len(reference) else [ours]
     table = pd.concat(parts, ignore_index=True).reindex(columns=COLUMNS)
-    table[list(PERCENT_COLUMNS)] = (100 * table[list(PERCENT_COLUMNS)].astype(float)).round(2)
+    percent = [c for c in COLUMNS if c.removesuffix("_sd") in PERCENT_COLUMNS]
+    table[percent] = 100 * table[percent].astype(float)
+    table["seeds"] = [len(s) if isinstance(s, (list, tuple)) else np.nan for s in table["seeds"]]
     return table
 
 
 def style_baselines(table: pd.DataFrame) -> Any:
-    """A pandas Styler of :func:`baselines_table`: short headers (:data:`HEADERS`), display formats, no index."""
-    formats = {HEADERS.get(k, k): v for k, v in FORMATS.items() if k in table.columns}
-    return table.rename(columns=HEADERS).style.format(formats, na_rep="-").hide(axis="index")
+    """A pandas Styler of :func:`baselines_table`: each metric as ``mean ± sd`` over the seeds (one decimal), short
+    headers (:data:`HEADERS`), display formats, no index."""
+    shown = table.drop(columns=[c for c in table.columns if c.endswith("_sd")])
+    for column in PERCENT_COLUMNS:
+        sds = table[f"{column}_sd"] if f"{column}_sd" in table else [None] * len(table)
+        shown[column] = [mean_sd_text(m, sd) for m, sd in zip(table[column], sds)]
+    formats = {HEADERS.get(k, k): v for k, v in FORMATS.items() if k in shown.columns and k not in PERCENT_COLUMNS}
+    return shown.rename(columns=HEADERS).style.format(formats, na_rep="-").hide(axis="index")
 
 
 def legacy_comparison(ours: pd.DataFrame) -> pd.DataFrame:
     """Pixel AUROC (%) by scikit-learn vs by the original OrthoAD code's computation, and their difference
     (percentage points)."""
     sklearn, legacy = 100 * ours["pixel_auroc"].astype(float), 100 * ours["pixel_auroc_legacy"].astype(float)
-    return pd.DataFrame({"run": ours["run"], "pixel AUROC, sklearn (%)": sklearn.round(2),
-                         "pixel AUROC, legacy OrthoAD code (%)": legacy.round(2),
-                         "legacy - sklearn (points)": (legacy - sklearn).round(2)})
+    return pd.DataFrame({"run": ours["run"], "pixel AUROC, sklearn (%)": sklearn,
+                         "pixel AUROC, legacy OrthoAD code (%)": legacy, "legacy - sklearn (points)": legacy - sklearn})
 
 
 def baselines_record(params: dict[str, Any], total_channels: int, ours: pd.DataFrame, skipped: list[str],
                      reference: pd.DataFrame) -> dict[str, Any]:
     """The metrics.json content of notebook 06."""
     return {"category": params["category"], "backbone": params["backbone"], "total_channels": total_channels,
-            "runs": ours.to_dict(orient="records"), "skipped": skipped,
+            "seeds": run_seeds(params), "runs": ours.to_dict(orient="records"), "skipped": skipped,
             "reference_mvtec_means": reference.to_dict(orient="records"),
             "note": ("reference rows are MVTec AD means over 15 categories, not values for this category"
                      if len(reference) else "no published values for this dataset")}
@@ -158,7 +186,12 @@ def _plot_quality(ax: Any, ours: pd.DataFrame, reference: pd.DataFrame, category
     for k, (_, run) in enumerate(ours.iterrows()):
         position = x + (k - (len(ours) - 1) / 2) * width
         values = [100 * float(run[c]) for c, _ in _QUALITY]
-        ax.bar(position, values, width * 0.95, color=method_colour(run["run"]), label=f"ours: {run['run']}")
+        sds = [100 * float(run[f"{c}_sd"]) if f"{c}_sd" in run and pd.notna(run[f"{c}_sd"]) else 0.0
+               for c, _ in _QUALITY]
+        seeds = len(run["seeds"]) if isinstance(run.get("seeds"), (list, tuple)) else 1
+        ax.bar(position, values, width * 0.95, color=method_colour(run["run"]), yerr=sds, capsize=3,
+               error_kw={"elinewidth": 1}, label=f"ours: {run['run']}" + (f" (mean ± sd, {seeds} seeds)"
+                                                                          if seeds > 1 else ""))
         bars.append((position, values))
         refs = reference[reference["method"] == run["method"]]
         for j, (_, ref) in enumerate(refs.iterrows()):  # spread over the bar's width: none hides another
@@ -216,13 +249,16 @@ def _plot_sizes(ax: Any, ours: pd.DataFrame) -> None:
 
 
 def plot_baselines(ours: pd.DataFrame, reference: pd.DataFrame, params: dict[str, Any], num_train: int,
-                   num_test: int) -> Any:
-    """Three panels: quality per metric (the published MVTec AD means of each method as black markers, each
+                   num_test: int, setting: str = "") -> Any:
+    """Three panels (title: ``setting``, the PatchCore setting name): quality per metric, mean over the seeds with
+    ± sd error bars (the published MVTec AD means of each method as black markers, each
     source named in the legend), fit/predict time, model size; one colour per method in all of them
     (``study.display.METHOD_COLOURS``)."""
     fig, axes = plt.subplots(1, 3, figsize=(16, 5.2), layout="constrained")
     _plot_quality(axes[0], ours, reference, params["category"])
     _plot_times(axes[1], ours)
     _plot_sizes(axes[2], ours)
-    fig.suptitle(f"{params['backbone']}, {params['imagesize']} px, {num_train} train / {num_test} test images")
+    name = setting or f"{params['backbone']}, {params['imagesize']} px"
+    fig.suptitle(f"{params['category']}, {name} (PatchCore setting; PaDiM / OrthoAD: same backbone and geometry), "
+                 f"{num_train} train / {num_test} test images")
     return fig

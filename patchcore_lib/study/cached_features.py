@@ -39,7 +39,7 @@ def content_digest(*arrays: torch.Tensor | np.ndarray) -> str:
     for array in arrays:
         data = np.ascontiguousarray(array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else array)
         digest.update(f"{data.shape}|{data.dtype}|".encode())
-        digest.update(memoryview(data).cast("B"))
+        digest.update(data.data.cast("B"))  # the array's own buffer, not a copy
     return digest.hexdigest()
 
 

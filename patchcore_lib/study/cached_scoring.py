@@ -99,8 +99,8 @@ def coverage_radius(features: torch.Tensor, bank: torch.Tensor, backend: str = "
 # =========================================================================== repeated over seeds
 def seed_statistics(values: Sequence[float]) -> tuple[float, float]:
     """(mean, sample standard deviation with ddof=1) of per-seed values; sd NaN for a single value."""
-    values = np.asarray(values, dtype=float)
-    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+    array = np.asarray(values, dtype=float)
+    return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else float("nan")
 
 
 def summarise_seeds(per_seed: pd.DataFrame, by: Sequence[str], columns: Sequence[str]) -> pd.DataFrame:
@@ -186,7 +186,7 @@ def _test_features(model: PatchCore, dataset: Any, show_progress: bool
         labels.extend(batch["label"].tolist())
         defects.extend(batch["defect_type"])
         paths.extend(batch["path"])
-    return torch.cat(chunks), tuple(grid), SplitTargets(np.asarray(labels), np.concatenate(masks), defects, paths)
+    return torch.cat(chunks), (int(grid[0]), int(grid[1])), SplitTargets(np.asarray(labels), np.concatenate(masks), defects, paths)
 
 
 def reseeded(config: Any, seed: int) -> Any:
@@ -235,9 +235,12 @@ def evaluate_over_seeds(detector: Detector, data_root: str | Path, category: str
         seconds = extract_test + time.perf_counter() - start
         predictions = Predictions(scores, maps, targets.masks, targets.labels, list(targets.defect_types),
                                   list(targets.paths), seconds)
+        score_seconds = seconds - extract_test
         model.timings.update(extract_seconds=extract_train, fit_seconds=extract_train + model.timings["fit_seconds"],
                              predict_seconds=seconds)
+        start = time.perf_counter()
         metrics = prediction_metrics(predictions, has_masks)
+        metrics_seconds = time.perf_counter() - start
         row = {"category": category, **{k: metrics[k] for k in ("image_auroc", "pixel_auroc", "pro",
                                                                 "anomaly_pixel_auroc", "anomaly_pro")},
                "fit_seconds": model.timings["fit_seconds"], "predict_seconds": seconds,
@@ -245,6 +248,11 @@ def evaluate_over_seeds(detector: Detector, data_root: str | Path, category: str
                "num_train": len(train), "num_test": len(test),
                "anomalous_pixels": int(targets.masks.astype(bool).sum()) if has_masks else "",
                "method": method_name(model), "mask_convention": options.mask_convention, "layout": layout,
-               "note": "" if has_masks else NO_MASKS_NOTE}
+               "note": "" if has_masks else NO_MASKS_NOTE,
+               # stage times (s): the extraction is shared by the seeds, the rest is this seed's own
+               "extract_train_seconds": extract_train, "extract_test_seconds": extract_test,
+               "coreset_seconds": model.timings.get("coreset_seconds", 0.0),
+               "index_seconds": model.timings.get("index_seconds", 0.0), "score_seconds": score_seconds,
+               "metrics_seconds": metrics_seconds}
         runs.append(SeedRun(int(seed), row, predictions, model))
     return runs, train_features

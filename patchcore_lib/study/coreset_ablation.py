@@ -311,8 +311,8 @@ def seed_spread(model: PatchCore, train_features: torch.Tensor, test_features: t
     rows = []
     for seed in seeds:
         done = known[(known.sampler == sampler) & np.isclose(known.ratio, ratio) & (known.seed == int(seed))
-                     & known.status.str.startswith("ok")] if known is not None else []
-        if len(done):
+                     & known.status.str.startswith("ok")] if known is not None else None
+        if done is not None and len(done):
             rows.append({"seed": int(seed), "sampler": sampler, "ratio": float(ratio),
                          **done.iloc[0][["bank_features", "selection_seconds", *METRIC_NAMES]].to_dict()})
             continue

@@ -75,7 +75,8 @@ def place_labels(ax: Any, points: list[tuple[float, float]], texts: list[str], c
     offsets = [(5, 4), (5, -11), (-5, 4), (-5, -11), (5, 14), (5, -21), (-5, 14), (-5, -21), (5, 24), (5, -31),
                (-5, 24), (-5, -31), (5, 34), (5, -41)]
     renderer = ax.figure.canvas.get_renderer()
-    placed, boxes = [], []
+    placed: list[Any] = []
+    boxes: list[Any] = []
     for i, ((x, y), text) in enumerate(zip(points, texts)):
         for dx, dy in offsets:
             label = ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=fontsize,

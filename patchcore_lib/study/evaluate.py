@@ -98,7 +98,7 @@ def setting_name(config: dict[str, Any]) -> str:
 
 def metrics_record(row: dict[str, Any], predictions: Any, config: Any) -> dict[str, Any]:
     """The metrics.json content of one evaluation: the row, per-defect AUROC and the full config."""
-    record = {key: row[key] for key in ("category", "image_auroc", "pixel_auroc", "pro", "anomaly_pixel_auroc",
+    record: dict[str, Any] = {key: row[key] for key in ("category", "image_auroc", "pixel_auroc", "pro", "anomaly_pixel_auroc",
                                         "anomaly_pro", "fit_seconds", "predict_seconds", "predict_seconds_per_image",
                                         "memory_bank_size", "num_train", "num_test", "mask_convention") if key in row}
     record["per_defect_image_auroc"] = per_defect_image_auroc(predictions.defect_types, predictions.labels,
@@ -380,8 +380,8 @@ def plot_threshold(check: dict[str, Any], predictions: Any, title: str = "") -> 
     fig, ax = plt.subplots(figsize=(7, 4))
     scores, labels = np.asarray(predictions.scores), np.asarray(predictions.labels)
     bins = np.linspace(scores.min(), scores.max(), 40)
-    ax.hist(scores[labels == 0], bins=bins, alpha=0.6, color="C0", label="normal test images")
-    ax.hist(scores[labels == 1], bins=bins, alpha=0.6, color="C3", label="defect test images")
+    ax.hist(scores[labels == 0], bins=bins.tolist(), alpha=0.6, color="C0", label="normal test images")
+    ax.hist(scores[labels == 1], bins=bins.tolist(), alpha=0.6, color="C3", label="defect test images")
     if check:
         measured = check["measured"]
         ax.axvline(check["record"]["threshold"], color="k", lw=2,

@@ -100,6 +100,8 @@ def effective_receptive_field(extractor: Any, images: torch.Tensor, location: tu
         if not features.requires_grad:
             raise RuntimeError("patch features carry no gradient: cannot compute the receptive field")
         features[:, row * grid[1] + col].sum().backward()
+    if x.grad is None:
+        raise RuntimeError("no gradient reached the input images: cannot compute the receptive field")
     heat = x.grad.detach().abs().sum(1).mean(0).cpu().numpy()
     return heat / heat.max() if heat.max() > 0 else heat
 

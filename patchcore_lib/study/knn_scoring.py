@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from patchcore_lib.detectors import PatchCore, PatchCoreConfig
+from patchcore_lib.errors import ConfigError
 from patchcore_lib.study.cached_scoring import SplitTargets, evaluate_scores, mean_sd, score_split, summarise_seeds
 from patchcore_lib.study.display import METRIC_NAMES, draw_contour, metric_range
 
@@ -31,7 +32,7 @@ def scoring_variants(k_values: Sequence[int], b_values: Sequence[int], distances
                      sigmas: Sequence[float], default: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """One-factor-at-a-time variants around ``default``: dicts with factor, value, changes (config fields)."""
     base = dict(DEFAULT_SCORING if default is None else default)
-    out = []
+    out: list[dict[str, Any]] = []
     for k in k_values:
         out.append({"factor": "k (neighbours)", "value": f"k={k}", "changes": {**base, "num_nn": int(k)}})
     out.append({"factor": "image score", "value": "max", "changes": {**base, "score": "max"}})
@@ -89,10 +90,10 @@ def knn_scoring_ablation(model: PatchCore, bank: torch.Tensor, test_features: to
             if log is not None:
                 log(f"{label:>32}: image AUROC {metrics['image_auroc']:.2%}, pixel AUROC "
                     f"{metrics['pixel_auroc']:.2%}, PRO {metrics['pro']:.2%} ({seconds:.1f}s)")
-        metrics, scores, maps = done[key]
+        metrics, scores, kept_maps = done[key]
         scores_by[label] = scores
-        if want_maps:
-            maps_by["default" if item["is_default"] and "default" in keep_maps else label] = maps
+        if want_maps and kept_maps is not None:  # kept when wanted (computed again above otherwise)
+            maps_by["default" if item["is_default"] and "default" in keep_maps else label] = kept_maps
         c = item["changes"]
         rows.append({"factor": item["factor"], "value": item["value"], "default": item["is_default"],
                      "k": c["num_nn"], "score": c["score"],
@@ -119,13 +120,18 @@ def knn_scoring_over_seeds(model: PatchCore, train_features: torch.Tensor, test_
     tables, first = [], None
     for seed in seeds:
         fitted = model.with_bank(seed=int(seed)).fit(flat, show_progress=False)
+        bank = fitted.memory_bank
+        if bank is None:  # fit() sets it
+            raise ConfigError(f"seed {seed}: fitting left no memory bank")
         if log is not None:
-            log(f"seed {seed}: memory bank {tuple(fitted.memory_bank.shape)}, selected in "
+            log(f"seed {seed}: memory bank {tuple(bank.shape)}, selected in "
                 f"{fitted.timings['coreset_seconds']:.1f}s")
-        table, scores, maps = knn_scoring_ablation(fitted, fitted.memory_bank, test_features, grid, targets, variants,
+        table, scores, maps = knn_scoring_ablation(fitted, bank, test_features, grid, targets, variants,
                                                    keep_maps=keep_maps if first is None else (), log=log)
         tables.append(table.assign(seed=int(seed)))
         first = first or (scores, maps, fitted)
+    if first is None:
+        raise ConfigError("knn_scoring_over_seeds needs at least one seed")
     per_seed = pd.concat(tables, ignore_index=True)
     summary = summarise_seeds(per_seed, ["factor", "value"], SEED_COLUMNS)
     summary["b"] = summary["b"].astype("Int64")

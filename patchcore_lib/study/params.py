@@ -52,9 +52,10 @@ class StudyParameters:
     reports_dir: str | None = option(None, "output folder; None: reports/ of the checkout")
     run_id: str | None = option(None, "run folder name; None: <category>-<hash of the parameters>")
     cache_dir: str | None = option(None, "store of features and ablation rows; None: $PATCHCORE_CACHE/store")
-    seeds: tuple[int, ...] = option((0, 1, 2), "seeds of the repeated runs (02-04): every number is the mean over "
-                                    "them with its sample standard deviation; only the coreset selection depends "
-                                    "on the seed (features are extracted once)", minimum=0)
+    seeds: tuple[int, ...] = option((0, 1, 2), "seeds of the repeated runs (02-04, 06-08): every number is the mean over "
+                                    "them with its sample standard deviation; the seed changes the coreset selection "
+                                    "(06: also PaDiM's channel subset and OrthoAD's projection), never the "
+                                    "features (extracted once)", minimum=0)
     # 01 feature extraction
     ratios: tuple[float, ...] = option((0.01, 0.1, 0.25, 1.0), "coreset ratios", exclusive_minimum=0, maximum=1)
     bank_imagesizes: tuple[int, ...] = option((224, 256, 320), "image sizes of the memory-bank table", minimum=1)

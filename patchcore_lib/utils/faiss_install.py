@@ -19,7 +19,7 @@ def installed_faiss(prefix: str | Path | None = None) -> list[str]:
     ``['conda:faiss-gpu', 'pip:faiss-cpu']``."""
     found = set()
     for distribution in metadata.distributions():
-        name = (distribution.metadata.get("Name") or "").lower().replace("_", "-")
+        name = str((distribution.metadata.get_all("Name") or [""])[0]).lower().replace("_", "-")
         if name.startswith(_FAISS):
             installer = (distribution.read_text("INSTALLER") or "pip").strip().lower()
             found.add(f"{'conda' if installer == 'conda' else 'pip'}:{name}")

@@ -6,6 +6,7 @@ with SIGKILL leaves them behind, and the next run that takes the folder's lock r
 permissions of the user's umask (``0666 & ~umask``), as with a plain ``open``."""
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -14,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
-import torch
+import filelock  # output-folder locks on POSIX and Windows (a dependency; installed with torch too)
 
 from patchcore_lib.errors import OutputError
 
@@ -59,7 +60,7 @@ class _Recorder:
         return getattr(self.handle, name)
 
 
-def _atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
+def _atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
     """Call ``write(handle)`` on a temporary file beside ``path``, fsync, then rename it onto ``path``."""
     path = Path(path)
     try:
@@ -99,7 +100,9 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """Atomically write ``torch.save(obj)``, streamed to the temporary file (no in-memory copy)."""
+    """Atomically write ``torch.save(obj)``, streamed to the temporary file (no in-memory copy). torch is
+    imported here, not with this module: writing CSV and JSON (``patchcore predict`` with an ONNX model) needs none."""
+    torch = importlib.import_module("torch")
     return _atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
@@ -127,38 +130,41 @@ def check_writable_dir(path: str | os.PathLike) -> Path:
 
 @contextmanager
 def output_lock(out_dir: Path, option: str = "--out") -> Iterator[None]:
-    """Hold an exclusive lock on ``out_dir`` for the duration of a study; refuse clearly if held
+    """Hold an exclusive lock on ``out_dir`` (its ``.lock`` file, through :mod:`filelock`: ``flock`` on
+    POSIX, ``msvcrt`` on Windows) for the duration of a run; refuse clearly if another process holds it
     (``option`` is the command-line option that chooses the folder, named in the message)."""
-    import fcntl
-
-    path = out_dir / ".lock"
+    path = Path(out_dir) / ".lock"
     while True:
-        handle = open(path, "a+")
+        try:  # the holder's note, read before trying (a contender's open may truncate the file)
+            holder = path.read_text().strip()
+        except (OSError, UnicodeDecodeError):
+            holder = ""
+        lock = filelock.FileLock(str(path), timeout=0)
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            handle.close()
-            raise OutputError(f"output directory {out_dir} is in use by another study ({holder}); "
+            lock.acquire()
+        except filelock.Timeout:
+            raise OutputError(f"output directory {out_dir} is in use by another run ({holder or 'pid unknown'}); "
                               f"wait for it to finish or choose another {option}") from None
-        try:  # the holder removes the file when it finishes: make sure ours is still the one at `path`
-            if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
-                break
-        except FileNotFoundError:
-            pass
-        handle.close()
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"pid {os.getpid()}")
-    handle.flush()
+        if path.exists():  # the previous holder removes the file as it finishes: ours must still be at `path`
+            break
+        lock.release()
+    try:
+        with open(path, "w") as note:
+            note.write(f"pid {os.getpid()}")
+    except OSError:
+        pass
     remove_stale_temporaries(out_dir)  # only we write here now: temporaries are leftovers of killed runs
     try:
         yield
     finally:
-        path.unlink(missing_ok=True)  # while still holding the lock: no stale .lock is left behind
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
+        if os.name == "posix":  # removed while still held: no stale .lock is left behind
+            path.unlink(missing_ok=True)
+        lock.release()
+        if os.name != "posix":  # Windows cannot remove a locked file
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:
+                pass
 
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:

@@ -55,6 +55,13 @@ def _read_cache(path: Path, folder: Path) -> dict[str, list]:
     return files if isinstance(files, dict) else {}
 
 
+def files_under(folder: str | os.PathLike) -> list[Path]:
+    """Every regular file under ``folder``, folders reached through symbolic links followed (``os.walk`` with
+    ``followlinks``: ``Path.rglob`` does not follow them on Python 3.11)."""
+    files = (Path(dirpath) / name for dirpath, _, names in os.walk(Path(folder), followlinks=True) for name in names)
+    return [path for path in files if path.is_file()]
+
+
 def tree_manifest(folder: str | os.PathLike, files: Iterable[Path], use_cache: bool = True) -> dict[str, list]:
     """``{relative path: [size, sha256]}`` of each of ``files`` (all under ``folder``), in path order; file hashes
     come from the on-disk cache while a file's stat is unchanged."""

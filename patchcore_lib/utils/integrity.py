@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from typing import Any
-
-import torch
 
 CHECKSUM_KEY = "checksum"
 
 
 def _update(digest: "hashlib._Hash", value: Any) -> None:
-    if isinstance(value, torch.Tensor):
+    torch = sys.modules.get("torch")  # a tensor exists only once torch is imported: JSON records need no torch
+    if torch is not None and isinstance(value, torch.Tensor):
         tensor = value.detach().cpu().contiguous()
         digest.update(f"tensor {tensor.dtype} {tuple(tensor.shape)}\n".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")

@@ -20,16 +20,15 @@ next to outputs holds one record per output, never a stale one beside it.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import io
 import json
 import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-import torch
-
 from patchcore_lib.utils.files import atomic_torch_save, atomic_write_text, read_json_or_none
-from patchcore_lib.utils.fingerprint import cache_base, file_sha256, tree_fingerprint
+from patchcore_lib.utils.fingerprint import cache_base, file_sha256, files_under, tree_fingerprint
 from patchcore_lib.utils.integrity import checksum_problem, seal
 
 STORE_FORMAT = "patchcore_lib.store/1"
@@ -58,8 +57,7 @@ def path_fingerprint(path: str | os.PathLike | None) -> str:
     if target.is_file():
         return "file:" + file_sha256(target)
     if target.is_dir():
-        files = [Path(dirpath) / name for dirpath, _, names in os.walk(target, followlinks=True) for name in names]
-        return "tree:" + tree_fingerprint(target, [f for f in files if f.is_file()])
+        return "tree:" + tree_fingerprint(target, files_under(target))
     return "missing"
 
 
@@ -171,6 +169,7 @@ class Store:
         """The tensor payload of ``key`` (its record valid, its own checksum and key matching), else None."""
         if self.record(kind, key) is None:
             return None
+        torch = importlib.import_module("torch")  # here: records without tensors (predictions, runs) need none
         try:
             payload = torch.load(io.BytesIO(self._path(kind, key, ".pt").read_bytes()), map_location="cpu",
                                  weights_only=True)

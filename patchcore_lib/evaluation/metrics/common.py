@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -99,7 +100,8 @@ def _as_labels_scores(labels: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]
 
 def _undefined(message: str) -> float:
     """Warn that a metric is undefined (attributed to the first caller outside this package); return NaN."""
-    frame, level = sys._getframe(1), 2
+    frame: FrameType | None = sys._getframe(1)
+    level = 2
     while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == _PACKAGE_DIR:
         frame, level = frame.f_back, level + 1
     warnings.warn(message, UndefinedMetricWarning, stacklevel=level)

@@ -28,6 +28,7 @@ from patchcore_lib.components.features import SparseAggregation, aggregate_stage
 from patchcore_lib.components.sampling import make_sampler
 from patchcore_lib.data import dataset_fingerprint, make_loader, open_split
 from patchcore_lib.detectors import PatchCoreConfig, state_fingerprint
+from patchcore_lib.errors import ConfigError
 from patchcore_lib.evaluation.metrics import image_auroc, pixel_auroc
 from patchcore_lib.study.cached_features import extraction_code, feature_store
 from patchcore_lib.study.cached_scoring import SplitTargets, split_targets
@@ -93,7 +94,7 @@ def extract_stage_maps(params: dict[str, Any], config: PatchCoreConfig) -> Stage
     """The stage outputs of hierarchy levels 1-3 and of ``config``'s layers for both splits (one backbone pass
     per split, kept in the store: a second run, or another notebook 08 run with other dimensions, patch sizes or
     coreset ratios, reads them back)."""
-    layers = tuple(dict.fromkeys(level_layers(config.backbone).values())) + tuple(config.layers)
+    layers = tuple(dict.fromkeys(level_layers(config.backbone).values())) + tuple(config.layers or ())
     extractor = FeatureExtractor(config.backbone, layers, config.weights)
     out: dict[str, Any] = {}
     cached, seconds = {}, {}
@@ -116,13 +117,16 @@ def aggregate(maps: dict[str, torch.Tensor], layers: Sequence[str], channels: Se
     aggregations = [SparseAggregation(k.reshape(k.shape[0], -1), c, patch_size, stride)
                     for k, c in zip(kernels, channels)]
     count = len(maps[layers[0]])
-    out, grid = None, (0, 0)
+    out: torch.Tensor | None = None
+    grid = (0, 0)
     for start in range(0, count, batch):
         features, grid = aggregate_stage_maps({layer: maps[layer][start:start + batch] for layer in layers}, layers,
                                               aggregations, target_dim)
         if out is None:
             out = torch.empty(count, *features.shape[1:])
         out[start:start + len(features)] = features
+    if out is None:
+        raise ConfigError(f"no images in the stage outputs of {', '.join(layers)}")
     return out, grid
 
 
@@ -132,7 +136,7 @@ def variant_features(stage: StageMaps, layers: Sequence[str], patch_size: int, s
     spec, config = get_spec(stage.config.backbone), stage.config
     layers = tuple(sorted(layers, key=list(spec.layers).index))
     channels = [spec.layers[layer][0] for layer in layers]
-    dims = (config.pretrain_embed_dimension, config.target_embed_dimension)
+    dims = (int(config.pretrain_embed_dimension or 0), int(config.target_embed_dimension or 0))  # set by the config
     train, grid = aggregate(stage.train, layers, channels, patch_size, stride, *dims)
     test, _ = aggregate(stage.test, layers, channels, patch_size, stride, *dims)
     return train, test, grid

@@ -59,7 +59,7 @@ class AblationRuns:
 
     def is_default(self, layers: tuple[str, ...], patch_size: int, stride: int) -> bool:
         config = self.stage.config
-        return tuple(layers) == tuple(config.layers) and patch_size == config.patch_size and stride == 1
+        return tuple(layers) == tuple(config.layers or ()) and patch_size == config.patch_size and stride == 1
 
     def run(self, layers: Sequence[str], patch_size: int, stride: int = 1) -> list[dict[str, Any]]:
         """One row per seed (or one skipped row) of a variant; computed once per key."""
@@ -73,7 +73,7 @@ class AblationRuns:
         patches = images * self._grid_side(layers, patch_size, stride) ** 2
         config = self.stage.config
         limit = None if self.max_patch_factor is None else max(
-            self.always_run_patches, self.max_patch_factor * images * self._grid_side(config.layers, config.patch_size, 1) ** 2)
+            self.always_run_patches, self.max_patch_factor * images * self._grid_side(config.layers or (), config.patch_size, 1) ** 2)
         if limit is not None and patches > limit:
             self.rows[key] = [{**base, "seed": None, "train_patches": patches, "bank_size": np.nan,
                                **{m: np.nan for m in METRICS}, "seconds": np.nan,
@@ -83,9 +83,9 @@ class AblationRuns:
         start = time.perf_counter()
         train, test, grid = variant_features(self.stage, layers, patch_size, stride)
         aggregate_seconds = time.perf_counter() - start
-        keep = self.is_default(layers, patch_size, stride)
-        if keep:
-            self.default = DefaultRun(train, test, grid)
+        default = DefaultRun(train, test, grid) if self.is_default(layers, patch_size, stride) else None
+        if default is not None:
+            self.default = default
         rows = []
         for seed in self.seeds:
             start = time.perf_counter()
@@ -95,8 +95,8 @@ class AblationRuns:
             rows.append({**base, "seed": int(seed), "train_patches": patches, "bank_size": len(bank),
                          **auroc_metrics(self.stage.targets, result),
                          "seconds": aggregate_seconds / len(self.seeds) + time.perf_counter() - start, "note": ""})
-            if keep:
-                self.default.banks[int(seed)], self.default.results[int(seed)] = bank, result
+            if default is not None:
+                default.banks[int(seed)], default.results[int(seed)] = bank, result
         self.rows[key] = rows
         return rows
 
@@ -114,7 +114,7 @@ def _section(runs: AblationRuns, jobs: list[tuple[str, tuple[str, ...], int, int
 
 def patch_size_runs(runs: AblationRuns, patch_sizes: Sequence[int] = PATCH_SIZES) -> pd.DataFrame:
     """Section 1: the config's layers, stride 1, each patch size p."""
-    layers = tuple(runs.stage.config.layers)
+    layers = tuple(runs.stage.config.layers or ())
     return _section(runs, [(f"p={p}", layers, int(p), 1) for p in patch_sizes], "patch sizes")
 
 
@@ -127,7 +127,7 @@ def level_runs(runs: AblationRuns, level_sets: Sequence[str] = LEVEL_SETS) -> pd
 def stride_runs(runs: AblationRuns, settings: Sequence[tuple[int, int]] = STRIDE_SETTINGS) -> pd.DataFrame:
     """Section 3: (patch size, stride) pairs on the config's layers: p x p aggregation at stride 1, p = 1 (no
     aggregation) at stride 1, and strided patch grids (every s-th position per axis, paper Eq. 3)."""
-    layers = tuple(runs.stage.config.layers)
+    layers = tuple(runs.stage.config.layers or ())
     return _section(runs, [(f"p={p}, s={s}", layers, int(p), int(s)) for p, s in settings], "aggregation / stride")
 
 
@@ -153,7 +153,7 @@ def display_table(summary_table: pd.DataFrame, runs: AblationRuns, category: str
     config = runs.stage.config
     rows = []
     for _, r in summary_table.iterrows():
-        default = r.layers == "+".join(config.layers) and r.patch_size == config.patch_size and r.stride == 1
+        default = r.layers == "+".join(config.layers or ()) and r.patch_size == config.patch_size and r.stride == 1
         row = {"variant": r.variant, "layers": r.layers, "patch_size": r.patch_size, "stride": r.stride,
                "bank_size": "n/a" if pd.isna(r.bank_size) else int(round(r.bank_size))}
         for metric in METRICS:

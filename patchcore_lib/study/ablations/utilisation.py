@@ -60,8 +60,10 @@ def search_rows(runs: AblationRuns, ratios: Sequence[float], searches: Sequence[
     minimum, skipped banks)."""
     default = runs.default
     if default is None:
-        runs.run(runs.stage.config.layers, runs.stage.config.patch_size, 1)
+        runs.run(runs.stage.config.layers or (), runs.stage.config.patch_size, 1)
         default = runs.default
+    if default is None:  # run() keeps the default variant's features
+        raise ConfigError("the default variant was not run (its features are needed for the search rows)")
     targets, config = runs.stage.targets, runs.stage.config
     good, defect = patch_labels(targets, default.grid)
     total = default.train.shape[0] * default.train.shape[1]

@@ -126,7 +126,7 @@ def open_client(cluster: str, workers: int | None = None, threads: int | None = 
         try:
             info = client.scheduler_info()
             n = len(info.get("workers", {}))
-            log(f"dask: scheduler {client.scheduler.address}, {n} worker(s)"
+            log(f"dask: scheduler {info.get('address', cluster)}, {n} worker(s)"
                 f"{' (local processes)' if local is not None else ''}; dashboard: {client.dashboard_link}")
             yield client
         finally:

@@ -15,6 +15,7 @@ Points run as Dask tasks (:mod:`.cluster`) or, with ``--cluster none``, one afte
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import itertools
 import json
@@ -53,7 +54,7 @@ def load_sweep(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     data = read_yaml_mapping(path, "sweep file", SWEEP_KEYS)
     fields = schema_fields(PatchCoreConfig)
-    sweep = {"name": data.get("name") or path.stem, "data_root": data.get("data_root") or "",
+    sweep: dict[str, Any] = {"name": data.get("name") or path.stem, "data_root": data.get("data_root") or "",
              "categories": list(data.get("categories") or []), "parameters": dict(data.get("parameters") or {}),
              "grid": dict(data.get("grid") or {}), "results": data.get("results") or ""}
     for section in ("parameters", "grid"):
@@ -218,7 +219,7 @@ def run_sweep(sweep: dict[str, Any], *, reports_dir: str | Path | None = None, c
             with open_client(cluster, workers, threads, dashboard, log) as client:
                 gpu = cluster_has_gpus(client)
                 by_key = {p.key: p for p in todo}
-                units = [Unit(p.key, evaluate_point, (lambda p=p: p), (), _gpu_resources(p, gpu), p.label)
+                units = [Unit(p.key, evaluate_point, functools.partial(_same, p), (), _gpu_resources(p, gpu), p.label)
                          for p in todo]
                 run_units(client, units, lambda u, r: on_result(by_key[u.key], r),
                           lambda u, e: on_error(by_key[u.key], e), log)
@@ -229,6 +230,11 @@ def run_sweep(sweep: dict[str, Any], *, reports_dir: str | Path | None = None, c
     if failed:
         raise ConfigError(f"{len(failed)} sweep point(s) failed: {'; '.join(failed)} (a re-run retries them)")
     return read_results(path)
+
+
+def _same(point: SweepPoint) -> SweepPoint:
+    """A sweep unit's argument: its point."""
+    return point
 
 
 def _gpu_resources(point: SweepPoint, cluster_gpus: bool) -> dict[str, float] | None:

@@ -3,7 +3,11 @@ approximate search vs inference time (Table 5), each beside the paper's numbers.
 
 Features are extracted once per (backbone, image size) through the study's feature cache; the features of the
 notebook's own backbone and size are kept in memory (:class:`FeatureSet`) and re-used by the few-shot and
-search sections, and so are the memory banks already selected (keyed by coreset ratio).
+search sections, and so are the memory banks already selected (keyed by coreset ratio and seed).
+
+Seeds (parameter ``seeds``): sections 1 and 3 run every coreset once per seed and report the mean over the seeds
+with its sample sd (ddof=1; :func:`~patchcore_lib.study.cached_scoring.summarise_seeds`); a seed changes only the
+approximate greedy coreset (its random projection and start), so a 100 % bank is computed once for every seed.
 
 * :mod:`.features`: what the sections share (features, banks, one evaluation);
 * :mod:`.backbones` (section 1), :mod:`.few_shot` (section 2), :mod:`.search` (section 3).
@@ -17,19 +21,21 @@ import pandas as pd
 from patchcore_lib.paper.ablations import BACKBONES_S6, FEW_SHOT_PADIM_S5, FEW_SHOT_S5, SEARCH_TABLE5
 from patchcore_lib.paper.reference import is_mvtec_category
 from patchcore_lib.study.paper_experiments.backbones import (backbone_comparison, backbone_size_table,
-                                                             plot_backbone_sizes)
-from patchcore_lib.study.paper_experiments.features import (PROBE_IMAGES, FeatureSet, bank_for, device_label,
-                                                            evaluate_bank, extract_feature_set, missing_weights,
-                                                            pair_config, resize_for)
+                                                             backbone_summary, plot_backbone_sizes)
+from patchcore_lib.study.paper_experiments.features import (FULL_BANK_NOTE, PROBE_IMAGES, FeatureSet, bank_for,
+                                                            bank_key, device_label, evaluate_bank, evaluate_seeds,
+                                                            extract_feature_set, missing_weights, pair_config,
+                                                            resize_for, seed_free)
 from patchcore_lib.study.paper_experiments.few_shot import (draw_shots, few_shot_comparison, few_shot_summary,
                                                             few_shot_table, plot_few_shot)
 from patchcore_lib.study.outputs import records
-from patchcore_lib.study.paper_experiments.search import plot_search, search_comparison, search_table
+from patchcore_lib.study.paper_experiments.search import plot_search, search_comparison, search_summary, search_table
 
-__all__ = ["backbone_comparison", "backbone_size_table", "plot_backbone_sizes", "PROBE_IMAGES", "FeatureSet",
-           "bank_for", "device_label", "evaluate_bank", "extract_feature_set", "missing_weights", "pair_config",
-           "resize_for", "draw_shots", "few_shot_comparison", "few_shot_summary", "few_shot_table", "plot_few_shot",
-           "plot_search", "search_comparison", "search_table", "paper_values", "records"]
+__all__ = ["backbone_comparison", "backbone_size_table", "backbone_summary", "plot_backbone_sizes", "FULL_BANK_NOTE",
+           "PROBE_IMAGES", "FeatureSet", "bank_for", "bank_key", "device_label", "evaluate_bank", "evaluate_seeds",
+           "extract_feature_set", "missing_weights", "pair_config", "resize_for", "seed_free", "draw_shots",
+           "few_shot_comparison", "few_shot_summary", "few_shot_table", "plot_few_shot", "plot_search",
+           "search_comparison", "search_summary", "search_table", "paper_values", "records"]
 
 
 def paper_values(category: str) -> dict[str, pd.DataFrame | None]:

@@ -1,6 +1,11 @@
 """Notebook 07 (paper experiments), what its three sections share: patch features of one (backbone, image size)
 through the study's feature cache, with their extraction time (:class:`FeatureSet`), memory banks (kept per
-coreset ratio) and one evaluation of a bank with exact or approximate search."""
+coreset ratio and seed) and one evaluation of a bank with exact or approximate search.
+
+Seeds (parameter ``seeds``): the features do not depend on them (extracted once per backbone and image size); a
+seed changes the coreset only (the approximate greedy's random projection and start). A 100 % bank has no
+selection, so it is the same for every seed: selected and evaluated once, its row stands for every seed
+(:data:`FULL_BANK_NOTE`; sd 0 by construction)."""
 from __future__ import annotations
 
 import time
@@ -23,6 +28,8 @@ from patchcore_lib.study.cached_scoring import SplitTargets, evaluate_scores, sc
 
 #: images whose extraction is timed when a split's features come from the cache
 PROBE_IMAGES = 8
+#: the note of a row on a 100 % bank: no selection, so no seed dependence
+FULL_BANK_NOTE = "100% bank: no selection, the same for every seed (computed once; sd 0 by construction)"
 
 
 def resize_for(imagesize: int, crop: str = "center") -> int:
@@ -57,7 +64,8 @@ def pair_config(params: dict[str, Any], backbone: str, imagesize: int) -> PatchC
 @dataclass
 class FeatureSet:
     """Cached patch features of one (backbone, image size): train [N, h*w, D], test [M, h*w, D] on CPU;
-    extraction seconds per image of each split; memory banks selected so far {ratio: ([K, D], seconds)}."""
+    extraction seconds per image of each split; memory banks selected so far {(ratio, seed): ([K, D], seconds)}
+    (the 100 % bank once, under seed None: :func:`bank_key`)."""
 
     model: PatchCore
     train: torch.Tensor
@@ -67,7 +75,7 @@ class FeatureSet:
     seconds_per_image: dict[str, float]
     timing: str
     cached: dict[str, bool]
-    banks: dict[float, tuple[torch.Tensor, float]] = field(default_factory=dict)
+    banks: dict[tuple[float, int | None], tuple[torch.Tensor, float]] = field(default_factory=dict)
 
 
 def _open(params: dict[str, Any], config: PatchCoreConfig, split: str) -> Any:
@@ -110,21 +118,38 @@ def extract_feature_set(config: PatchCoreConfig, params: dict[str, Any],
                       timing, cached)
 
 
-def bank_for(fs: FeatureSet, ratio: float, images: Sequence[int] | None = None) -> tuple[torch.Tensor, float]:
-    """Memory bank [K, D] of the training images ``images`` (None: all; only those banks are kept in ``fs``)
-    with the config's sampler at ``ratio`` (1.0: every patch, no selection) and the selection seconds."""
-    if images is None and ratio in fs.banks:
-        return fs.banks[ratio]
+def seed_free(ratio: float) -> bool:
+    """Whether a bank at ``ratio`` is the same for every seed (1.0: every patch, no selection)."""
+    return float(ratio) >= 1.0
+
+
+def bank_key(fs: FeatureSet, ratio: float, seed: int | None = None) -> tuple[float, int | None]:
+    """The :attr:`FeatureSet.banks` key of the bank at ``ratio`` selected with ``seed`` (None: the config's seed);
+    seed None for a 100 % bank (:func:`seed_free`)."""
+    if seed_free(ratio):
+        return 1.0, None
+    return float(ratio), int(fs.model.config.seed if seed is None else seed)
+
+
+def bank_for(fs: FeatureSet, ratio: float, seed: int | None = None, images: Sequence[int] | None = None
+             ) -> tuple[torch.Tensor, float]:
+    """Memory bank [K, D] of the training images ``images`` (None: all; only those banks are kept in ``fs``, per
+    :func:`bank_key`) with the config's sampler at ``ratio``, seeded by ``seed`` (None: the config's seed; 1.0:
+    every patch, no selection, the same for every seed) and the selection seconds."""
+    key = bank_key(fs, ratio, seed)
+    if images is None and key in fs.banks:
+        return fs.banks[key]
     train = fs.train if images is None else fs.train[torch.as_tensor(list(images))]
     flat = train.reshape(-1, train.shape[-1])
     start = time.perf_counter()
-    if ratio < 1.0:
+    if not seed_free(ratio):
         config = fs.model.config
-        sampler = make_sampler(config.sampler, ratio, seed=config.seed, device=fs.model.device, show_progress=False)
+        sampler = make_sampler(config.sampler, ratio, seed=int(config.seed if seed is None else seed),
+                               device=fs.model.device, show_progress=False)
         flat = flat[sampler.select(flat.to(fs.model.device)).cpu()].contiguous()
     result = (flat, time.perf_counter() - start)
     if images is None:
-        fs.banks[ratio] = result
+        fs.banks[key] = result
     return result
 
 
@@ -149,6 +174,24 @@ def evaluate_bank(fs: FeatureSet, bank: torch.Tensor, search: str = "exact") -> 
     scores, maps = score_split(scorer, fs.test, fs.grid, fs.targets.image_size)
     out["search_seconds_per_image"] = (time.perf_counter() - start) / len(fs.test)
     out.update(evaluate_scores(fs.targets, scores, maps))
+    return out
+
+
+def evaluate_seeds(fs: FeatureSet, ratio: float, seeds: Sequence[int], search: str = "exact"
+                   ) -> list[tuple[int, torch.Tensor, float, dict[str, Any]]]:
+    """(seed, bank, selection seconds, :func:`evaluate_bank` result) per seed of the bank of all training images
+    at ``ratio``; a 100 % bank is evaluated once and that result (note :data:`FULL_BANK_NOTE`) stands for every
+    seed."""
+    out: list[tuple[int, torch.Tensor, float, dict[str, Any]]] = []
+    for seed in seeds:
+        if seed_free(ratio) and out:
+            out.append((int(seed), *out[0][1:]))
+            continue
+        bank, seconds = bank_for(fs, ratio, seed)
+        result = evaluate_bank(fs, bank, search)
+        if seed_free(ratio):
+            result["note"] = "; ".join(n for n in (FULL_BANK_NOTE, result["note"]) if n)
+        out.append((int(seed), bank, seconds, result))
     return out
 
 

@@ -11,39 +11,58 @@ from tqdm.auto import tqdm
 
 from patchcore_lib.paper.ablations import MVTEC_WR50, SEARCH_TABLE5
 from patchcore_lib.paper.reference import PAPER_METRICS
-from patchcore_lib.study.paper_experiments.features import FeatureSet, bank_for, device_label, evaluate_bank
-from patchcore_lib.study.display import SOURCE_MARKERS, method_colour, metric_range, percent_table, place_labels
+from patchcore_lib.study.cached_scoring import mean_sd, summarise_seeds
+from patchcore_lib.study.paper_experiments.features import FeatureSet, device_label, evaluate_seeds
+from patchcore_lib.study.display import SOURCE_MARKERS, method_colour, metric_range, place_labels
 
 
-def search_table(fs: FeatureSet, ratios: Sequence[float], searches: Sequence[str]) -> pd.DataFrame:
-    """One row per (ratio, search): bank selected once per ratio (1.0: all patches), scored with each search;
-    inference seconds per image = feature extraction + search (this machine)."""
+def search_table(fs: FeatureSet, ratios: Sequence[float], searches: Sequence[str],
+                 seeds: Sequence[int] | None = None) -> pd.DataFrame:
+    """One row per (ratio, search, seed of ``seeds``; None: the config's seed): the bank selected once per
+    (ratio, seed) (1.0: all patches, evaluated once and repeated per seed with a note), scored with each search;
+    inference seconds per image = feature extraction + search (this machine). :func:`search_summary`: mean ± sd."""
     rows = []
+    seeds = [fs.model.config.seed] if seeds is None else list(seeds)
     jobs = [(float(r), s) for r in ratios for s in searches]
-    for ratio, search in tqdm(jobs, desc="ratio x search"):
-        bank, _ = bank_for(fs, ratio)
-        result = evaluate_bank(fs, bank, search)
-        extract = fs.seconds_per_image["test"]
-        rows.append({"ratio": ratio, "search": search, **result, "extract_seconds_per_image": extract,
-                     "inference_seconds_per_image": extract + result["search_seconds_per_image"],
-                     "device": device_label(fs)})
+    for ratio, search in tqdm(jobs, desc=f"ratio x search ({len(seeds)} seeds)"):
+        for seed, _, _, result in evaluate_seeds(fs, ratio, seeds, search):
+            extract = fs.seconds_per_image["test"]
+            rows.append({"ratio": ratio, "search": search, "seed": seed, **result, "extract_seconds_per_image": extract,
+                         "inference_seconds_per_image": extract + result["search_seconds_per_image"],
+                         "device": device_label(fs)})
     return pd.DataFrame(rows)
 
 
-def search_comparison(table: pd.DataFrame, label: str) -> pd.DataFrame:
-    """Ours beside Table 5, metrics in percent (1 decimal), seconds per image (3 decimals)."""
-    ours = table.assign(source=label, method=[f"ours-{100 * r:g}%" + (" + IVFPQ" if s == "ivfpq" else "")
-                                              for r, s in zip(table.ratio, table.search)])
-    paper = SEARCH_TABLE5.frame().assign(source=f"{SEARCH_TABLE5.source} ({SEARCH_TABLE5.scope})",
-                                         inference_seconds_per_image=lambda t: t.seconds_per_image, note="")
-    columns = ["source", "method", "ratio", "search", *PAPER_METRICS, "inference_seconds_per_image", "note"]
-    for column in ("bank_size", "search_seconds_per_image", "extract_seconds_per_image"):
-        columns.insert(-1, column)
-        paper[column] = np.nan
-    shown = percent_table(pd.concat([ours[columns], paper[columns]], ignore_index=True), 1)
-    seconds = [c for c in columns if c.endswith("seconds_per_image")]
-    shown[seconds] = shown[seconds].astype(float).round(3)
-    return shown
+#: the columns of a per-seed row that vary with the seed: mean and ``<column>_sd`` in :func:`search_summary`
+SEED_COLUMNS = (*PAPER_METRICS, "bank_size", "index_seconds", "search_seconds_per_image", "extract_seconds_per_image",
+                "inference_seconds_per_image")
+SECONDS = ("search_seconds_per_image", "extract_seconds_per_image", "inference_seconds_per_image")
+
+
+def search_summary(per_seed: pd.DataFrame) -> pd.DataFrame:
+    """One row per (ratio, search) of :func:`search_table`'s per-seed rows: every :data:`SEED_COLUMNS` value as
+    the mean over the seeds followed by ``<column>_sd`` (sample sd, ddof=1; NaN for one seed; 0 for a 100 % bank,
+    the same for every seed), ``seeds``."""
+    return summarise_seeds(per_seed, ["ratio", "search"], SEED_COLUMNS)
+
+
+def search_comparison(summary: pd.DataFrame, label: str) -> pd.DataFrame:
+    """Ours (mean ± sd over the seeds, :func:`search_summary`) beside Table 5, metrics in percent (1 decimal),
+    seconds per image (3 decimals)."""
+    rows = []
+    for _, r in summary.iterrows():
+        method = f"ours-{100 * r.ratio:g}%" + (" + IVFPQ" if r.search == "ivfpq" else "")
+        rows.append({"source": label, "method": method, "ratio": r.ratio, "search": r.search,
+                     **{m: mean_sd(r[m], r.get(f"{m}_sd")) for m in PAPER_METRICS},
+                     "bank_size": pd.NA if pd.isna(r.bank_size) else int(round(r.bank_size)),
+                     **{c: mean_sd(r[c], r.get(f"{c}_sd"), percent=False, decimals=3) for c in SECONDS},
+                     "seeds": int(r.seeds), "note": r.note})
+    for _, r in SEARCH_TABLE5.frame().iterrows():
+        rows.append({"source": f"{SEARCH_TABLE5.source} ({SEARCH_TABLE5.scope})", "method": r.method, "ratio": r.ratio,
+                     "search": r.search, **{m: mean_sd(r[m]) for m in PAPER_METRICS}, "bank_size": pd.NA,
+                     **{c: "" for c in SECONDS[:-1]}, SECONDS[-1]: f"{r.seconds_per_image:.3f}", "seeds": pd.NA,
+                     "note": ""})
+    return pd.DataFrame(rows).astype({"bank_size": "Int64", "seeds": "Int64"})
 
 
 def _seconds_axis(ax: Any, values: Sequence[float]) -> None:
@@ -63,22 +82,28 @@ def _seconds_axis(ax: Any, values: Sequence[float]) -> None:
     ax.set_xlim(min(inside[0], low) / 1.2, max(inside[-1], high) * 1.2)
 
 
-def plot_search(table: pd.DataFrame, title: str = "", paper: pd.DataFrame | None = None) -> Any:
-    """Inference seconds per image vs image AUROC: one marker per (ratio, search); the paper's Table 5
-    (``paper``, see :func:`paper_values`) in another colour."""
+def plot_search(summary: pd.DataFrame, title: str = "", paper: pd.DataFrame | None = None) -> Any:
+    """Inference seconds per image vs image AUROC: one marker per (ratio, search) at the mean over the seeds with
+    ± 1 sd error bars on both axes (:func:`search_summary`); the paper's Table 5 (``paper``, see
+    :func:`paper_values`) in another colour."""
     fig, ax = plt.subplots(figsize=(8, 5), layout="constrained")
     colour = method_colour("PatchCore")  # ours and the paper's PatchCore: one colour; markers tell them apart
-    ran = table[np.isfinite(table.image_auroc.astype(float))]
+    ran = summary[np.isfinite(summary.image_auroc.astype(float))]
+    sd = {c: ran[f"{c}_sd"].astype(float).fillna(0.0) if f"{c}_sd" in ran else 0.0 * ran[c]
+          for c in ("image_auroc", "inference_seconds_per_image")}
     points, texts, colours = [], [], []
     for search, marker in (("exact", "o"), ("ivfpq", "D")):
         part = ran[ran.search == search]
-        ax.scatter(part.inference_seconds_per_image, 100 * part.image_auroc, marker=marker, s=60,
-                   color=colour, label=f"ours, {search} ({part.device.iloc[0] if len(part) else ''})")
+        seeds = int(part.seeds.max()) if len(part) else 0
+        ax.errorbar(part.inference_seconds_per_image, 100 * part.image_auroc, xerr=sd["inference_seconds_per_image"][
+            part.index], yerr=100 * sd["image_auroc"][part.index], fmt=marker, ms=7, capsize=3, color=colour,
+            label=f"ours, {search} ({part.device.iloc[0] if len(part) else ''}; mean ± sd, {seeds} seeds)")
         for _, r in part.iterrows():
             points.append((r.inference_seconds_per_image, 100 * r.image_auroc))
             texts.append(f"{100 * r.ratio:g}%" + (" IVFPQ" if search == "ivfpq" else ""))
             colours.append("black")
-    auroc, seconds = [ran.image_auroc], [*ran.inference_seconds_per_image]
+    auroc = [ran.image_auroc - sd["image_auroc"], ran.image_auroc + sd["image_auroc"]]
+    seconds = [*ran.inference_seconds_per_image]
     if paper is not None:
         ax.scatter(paper.seconds_per_image, 100 * paper.image_auroc, marker=SOURCE_MARKERS["paper"], s=140,
                    facecolors="none", edgecolors=colour, linewidths=1.2,

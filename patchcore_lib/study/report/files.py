@@ -27,7 +27,7 @@ def markdown_table(table: pd.DataFrame, float_format: str = "{:.1f}", signed: bo
         for c in columns:
             value = row[c]
             if isinstance(value, (float, np.floating)):
-                cells.append("-" if math.isnan(value) else (("{:+.1f}".format(value))
+                cells.append("-" if math.isnan(value) else (("{:+.1f}".format(float(value)))
                                                             if signed or str(c).startswith("diff_")
                                                             else float_format.format(value)))
             else:
