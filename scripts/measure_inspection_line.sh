@@ -42,6 +42,23 @@ patchcore export --model "$out/model.pt" --format onnx --out "$out/model.onnx" \
     --data-root "$root" --category "$category" --quiet 2>&1 | tee "$out/export.txt"
 echo "export_seconds $(seconds "$start")" | tee -a "$out/times.txt"
 
+# the exported ONNX model through `patchcore predict` (onnxruntime, no torch on that path): its scores against the
+# .pt model's predictions above, image by image, and its images/s with overlays
+start=$(date +%s.%N)
+patchcore predict --model "$out/model.onnx" "$root/$category/test" --out "$out/predict_onnx" --no-resume --quiet
+onnx_seconds=$(seconds "$start")
+python - "$out" "$onnx_seconds" <<'PY' | tee "$out/onnx_predict.json"
+import csv, json, sys
+from pathlib import Path
+out, seconds = Path(sys.argv[1]), float(sys.argv[2])
+torch_rows = {r["sha256"]: float(r["score"]) for r in csv.DictReader(open(out / "predict" / "predictions.csv"))}
+onnx_rows = {r["sha256"]: float(r["score"]) for r in csv.DictReader(open(out / "predict_onnx" / "predictions.csv"))}
+assert torch_rows.keys() == onnx_rows.keys(), "the two predict runs scored different images"
+worst = max(abs(onnx_rows[k] - v) / max(abs(v), 1e-12) for k, v in torch_rows.items())
+print(json.dumps({"onnx_predict_images": len(onnx_rows), "onnx_predict_max_relative_difference": worst,
+                  "onnx_predict_images_per_second_with_overlays": len(onnx_rows) / seconds}, indent=2))
+PY
+
 python -m benchmarks.reweighted_distances --model "$out/model.pt" --data-root "$root" \
     --category "$category" | tee "$out/reweighted_distances.json"
 
@@ -56,6 +73,7 @@ export = re.search(r"checked (\d+) images: largest score difference ([0-9.e+-]+)
 summary = {"category": category, **{k: float(v) for k, v in times.items()}, **rates,
            "export_format": "onnx", "export_images": int(export.group(1)),
            "export_max_relative_difference": float(export.group(2)),
+           **json.loads((out / "onnx_predict.json").read_text()),
            **json.loads((out / "reweighted_distances.json").read_text())}
 (out / "summary.json").write_text(json.dumps(summary, indent=2))
 print(json.dumps(summary, indent=2))

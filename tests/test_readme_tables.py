@@ -56,7 +56,8 @@ def _reports(tmp_path: Path) -> Path:
         {"category": "bottle", "fit_seconds": 30.2, "threshold": 5686.0, "false_alarms": 1, "normal_images": 20,
          "false_alarm_rate": 0.05, "misses": 0, "defect_images": 63, "miss_rate": 0.0,
          "images_per_second_with_overlays": 3.5, "export_max_relative_difference": 2.4e-6, "export_images": 83,
-         "settings": SETTINGS}))
+         "onnx_predict_images": 83, "onnx_predict_max_relative_difference": 2.5e-6,
+         "onnx_predict_images_per_second_with_overlays": 4.25, "settings": SETTINGS}))
     return reports
 
 
@@ -67,7 +68,8 @@ VARIANT = ("| B_none224 | magnetic_tile | whole image to 224² | 1024-384 | offi
 EQ7 = "image AUROC 80.00 with `distance=sqeuclidean`, 80.00 with `euclidean`"
 SETTINGS = {"backbone": "efficientnet_lite0", "resize": 256, "imagesize": 224, "coreset_ratio": 0.1,
             "pretrain_embed_dimension": 1024, "target_embed_dimension": 1024}
-INSPECTION = f"| bottle | `{setting_name(SETTINGS)}` | 30 s | 5686.0 | 1/20 = 5.0% | 0/63 = 0.0% | 3.50 | 2.4e-06 (83 images) |"
+INSPECTION = (f"| bottle | `{setting_name(SETTINGS)}` | 30 s | 5686.0 | 1/20 = 5.0% | 0/63 = 0.0% | 3.50 | 4.25 | "
+              "2.4e-06 (83 images) | 2.5e-06 (83 images) |")
 
 
 def test_blocks_from_reports(tmp_path):
