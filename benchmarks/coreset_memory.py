@@ -2,16 +2,22 @@
 
     python -m benchmarks.coreset_memory --n 1000000 --dim 1024 --ratio 0.001
     python -m benchmarks.coreset_memory --n 163856 --dim 384 --ratio 0.1 --clusters 200 --reference-iters 500
+
+Memory (GiB, :class:`benchmarks.memory.PeakMemory`): the features' own peak, and the selection's peak with what it
+added above the RSS it started with (the projected bank, its block-ordered copy, the per-selection buffers).
+``--out F.json`` writes the numbers.
 """
 from __future__ import annotations
 
 import argparse
-import resource
+import json
 import sys
 import time
+from pathlib import Path
 
 import torch
 
+from benchmarks.memory import PeakMemory
 from patchcore_lib.components.sampling import ApproximateGreedyCoresetSampler
 
 
@@ -64,27 +70,36 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     parser.add_argument("--reference-iters", type=int, default=0, help="also time this many plain-loop iterations")
     parser.add_argument("--progress", action="store_true")
+    parser.add_argument("--out", default=None, help="write the numbers as JSON here")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    features = make_features(args.n, args.dim, args.clusters, args.seed)
-    rss_features = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    with PeakMemory() as features_memory:
+        features = make_features(args.n, args.dim, args.clusters, args.seed)
     sampler = ApproximateGreedyCoresetSampler(args.ratio, seed=args.seed, show_progress=args.progress)
-    t0 = time.perf_counter()
-    indices = sampler.select(features)
-    seconds = time.perf_counter() - t0
+    with PeakMemory() as select_memory:
+        t0 = time.perf_counter()
+        indices = sampler.select(features)
+        seconds = time.perf_counter() - t0
     stats = getattr(sampler, "last_stats", {})
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # ru_maxrss is KiB on Linux
     print(f"features {args.n} x {args.dim} float32 ({features.numel() * 4 / 1024**3:.2f} GiB), "
           f"selected {indices.numel()} (ratio {args.ratio}), threads {torch.get_num_threads()}")
     print(f"approx_greedy seconds: {seconds:.2f}  {stats}")
-    print(f"peak RSS: {peak:.2f} GiB (after creating the features: {rss_features:.2f} GiB)")
+    print(f"peak RSS while selecting: {select_memory.peak_gib:.2f} GiB, of which the selection added "
+          f"{select_memory.peak_above_start_gib:.2f} GiB (creating the features: peak {features_memory.peak_gib:.2f} "
+          f"GiB, +{features_memory.peak_above_start_gib:.2f})")
+    record = {"n": args.n, "dim": args.dim, "ratio": args.ratio, "selected": int(indices.numel()),
+              "seconds": seconds, "stats": stats, "features": features_memory.as_dict(),
+              "select": select_memory.as_dict()}
     if args.reference_iters:
         timings = reference_seconds_per_iter(sampler, features, args.reference_iters)
         for name, per_iter in zip(("(X*s).sum", "X @ s"), timings):
             print(f"plain reference loop [{name}]: {per_iter * 1e3:.2f} ms/iteration -> "
                   f"{per_iter * indices.numel():.1f} s extrapolated for {indices.numel()} iterations")
+        record["reference_seconds_per_iteration"] = dict(zip(("(X*s).sum", "X @ s"), timings))
+    if args.out:
+        Path(args.out).write_text(json.dumps(record, indent=2, default=str) + "\n")
     sys.stdout.flush()
 
 

@@ -6,6 +6,9 @@ model file (``patchcore fit``), scores the category's test split under each dist
 AUROCs and the largest relative difference of the image scores.
 
     python -m benchmarks.reweighted_distances --model mt.pt --data-root ../shared/data --category magnetic_tile
+
+Each distance's row carries the peak memory of loading the model and scoring the split (GiB,
+:class:`benchmarks.memory.PeakMemory`): ``memory_<distance>`` with ``peak_rss_gib`` and ``peak_rss_above_start_gib``.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.memory import PeakMemory
 from patchcore_lib.data.layouts import open_split
 from patchcore_lib.detectors.patchcore import MODEL_FORMAT, PatchCore, read_model_file
 from patchcore_lib.evaluation.metrics import image_auroc
@@ -34,12 +38,15 @@ def main() -> None:
         config = dict(state["config"], distance=distance, score="reweighted")
         if args.neighbourhood is not None:
             config["reweight_neighbourhood"] = args.neighbourhood
-        model = PatchCore.from_state(dict(state, config=config), args.model)
-        test = open_split(args.data_root, args.category, "test", model.config.resize, model.config.imagesize)
-        predictions = model.predict_dataset(test, show_progress=True)
+        with PeakMemory() as memory:
+            model = PatchCore.from_state(dict(state, config=config), args.model)
+            test = open_split(args.data_root, args.category, "test", model.config.resize, model.config.imagesize)
+            predictions = model.predict_dataset(test, show_progress=True)
+        results[f"memory_{distance}"] = memory.as_dict()
         scores[distance] = predictions.scores
         results[f"image_auroc_reweighted_{distance}"] = image_auroc(predictions.labels, predictions.scores)
         results["reweight_neighbourhood"] = model.config.reweight_neighbourhood
+        del model, predictions  # the next distance's row starts without this one's model
     difference = np.abs(scores["sqeuclidean"] - scores["euclidean"]) / np.abs(scores["euclidean"]).clip(1e-12)
     results["largest_relative_score_difference"] = float(difference.max())
     results["images"] = int(len(scores["euclidean"]))

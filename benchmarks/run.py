@@ -3,6 +3,7 @@
 Dataset mode (one process, one run)::
 
     python -m benchmarks.run --data-root DIR --category NAME --backbone NAME [--device cpu|cuda] [--out F.json]
+        [--layout auto|mvtec|folder] [--crop center|none] [--resize 256] [--imagesize 224] [--coreset-ratio 0.1]
 
 Synthetic-workload mode (no dataset; scaling of fit/predict with N and image size)::
 
@@ -15,10 +16,19 @@ MVTec-sized workload (15 categories, 3,629 train + 1,725 test images, WideResNet
 Limits measured in the same run: backbone forward-only images/s on the same inputs, dense matmul
 GFLOP/s, memory copy GB/s. Ratios: feature throughput / forward-only throughput, kNN effective GFLOP/s /
 matmul GFLOP/s, coreset bytes touched per second / copy GB/s.
+
+Memory (GiB): every row and stage carries its own peak, measured by :class:`benchmarks.memory.PeakMemory` around
+it: ``peak_rss_gib`` (the process's resident set at its highest while the row ran) and
+``peak_rss_above_start_gib`` (what the row added to the RSS it started with); on CUDA also ``peak_gpu_gib``.
+Dataset mode: ``memory`` holds them per stage (``fit``, ``predict``, ``features``, ``coreset``, ``knn``) and
+``fit_peak_rss_gib`` / ``predict_peak_rss_gib`` repeat the two main ones; mvtec-workload mode: each category row
+(``fit_*`` / ``predict_*`` keys); synthetic mode: each row. The top-level ``peak_rss_gib`` of the dataset and
+mvtec-workload results stays the whole process's lifetime peak (``ru_maxrss``), also as ``process_peak_rss_gib``.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import resource
 import sys
@@ -28,8 +38,11 @@ from typing import Any, Callable
 
 import torch
 
+from benchmarks.memory import PeakMemory
+
 
 def peak_rss_gib() -> float:
+    """The process's lifetime peak RSS in GiB (``ru_maxrss``, KiB on Linux); a row's own peak: PeakMemory."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB on Linux
 
 
@@ -74,43 +87,55 @@ def copy_gbps(device: torch.device, mib: int = 512) -> float:
 
 # ---------------------------------------------------------------- dataset mode
 def bench_dataset(args: argparse.Namespace) -> dict[str, Any]:
-    from patchcore_lib.data import MVTecDataset
+    from patchcore_lib.data import open_split
     from patchcore_lib.components.knn import NearestNeighbourSearch
     from patchcore_lib.detectors.patchcore import PatchCore, PatchCoreConfig
     from patchcore_lib.components.sampling import make_sampler
 
     config = PatchCoreConfig(backbone=args.backbone, weights=args.weights, resize=args.resize, imagesize=args.imagesize,
-                             coreset_ratio=args.coreset_ratio, device=args.device, batch_size=args.batch_size,
-                             precision=args.precision)
+                             crop=args.crop, coreset_ratio=args.coreset_ratio, device=args.device,
+                             batch_size=args.batch_size, precision=args.precision)
     model = PatchCore(config)
     device = model.device
     result: dict[str, Any] = {"mode": "dataset", "config": config.to_dict(), "device": str(device),
                               "torch_threads": torch.get_num_threads(), "category": args.category}
+    memory: dict[str, dict[str, float]] = {}
+    result["memory"] = memory
 
     # End-to-end fit and predict, exactly as users run them (data loading included).
-    train = MVTecDataset(args.data_root, args.category, "train", config.resize, config.imagesize)
-    test = MVTecDataset(args.data_root, args.category, "test", config.resize, config.imagesize)
+    train = open_split(args.data_root, args.category, "train", config.resize, config.imagesize, layout=args.layout,
+                       crop=config.crop)
+    test = open_split(args.data_root, args.category, "test", config.resize, config.imagesize, layout=args.layout,
+                      crop=config.crop)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    start = time.perf_counter()
-    model.fit(train, show_progress=False)
-    result["fit_seconds"] = time.perf_counter() - start
+    with PeakMemory() as meter:
+        start = time.perf_counter()
+        model.fit(train, show_progress=False)
+        result["fit_seconds"] = time.perf_counter() - start
+    memory["fit"] = meter.as_dict()
     result["fit_stages"] = dict(model.timings)
-    predictions = model.predict_dataset(test, show_progress=False)
+    with PeakMemory() as meter:
+        predictions = model.predict_dataset(test, show_progress=False)
+    memory["predict"] = meter.as_dict()
+    result["fit_peak_rss_gib"] = memory["fit"]["peak_rss_gib"]
+    result["predict_peak_rss_gib"] = memory["predict"]["peak_rss_gib"]
     result["predict_seconds_per_image"] = predictions.seconds / len(test)
     result["num_train"], result["num_test"] = len(train), len(test)
     result["memory_bank_bytes"] = model.memory_bank.numel() * model.memory_bank.element_size()
     result["memory_bank_shape"] = list(model.memory_bank.shape)
 
     # Stage throughputs on preloaded inputs (decoding excluded from both sides of each ratio).
-    batch = torch.stack([train[i]["image"] for i in range(min(len(train), 4 * config.batch_size))])
-    batch = batch.to(device)
-    chunks = batch.split(config.batch_size)
-    with torch.no_grad():  # interleaved, best of several: both sides see the same machine state
-        forward = features = float("inf")
-        for _ in range(3):
-            forward = min(forward, best_time(lambda: [model.extractor.backbone(c) for c in chunks], device))
-            features = min(features, best_time(lambda: [model.extractor(c) for c in chunks], device))
+    with PeakMemory() as meter:
+        batch = torch.stack([train[i]["image"] for i in range(min(len(train), 4 * config.batch_size))])
+        batch = batch.to(device)
+        chunks = batch.split(config.batch_size)
+        with torch.no_grad():  # interleaved, best of several: both sides see the same machine state
+            forward = features = float("inf")
+            for _ in range(3):
+                forward = min(forward, best_time(lambda: [model.extractor.backbone(c) for c in chunks], device))
+                features = min(features, best_time(lambda: [model.extractor(c) for c in chunks], device))
+    memory["throughput"] = meter.as_dict()
     result["forward_only_images_per_s"] = len(batch) / forward
     result["feature_images_per_s"] = len(batch) / features
     start = time.perf_counter()
@@ -118,27 +143,35 @@ def bench_dataset(args: argparse.Namespace) -> dict[str, Any]:
         train[i]
     result["decode_images_per_s"] = min(len(train), 32) / (time.perf_counter() - start)
 
-    all_features = model.extract_features(train, show_progress=False)
+    with PeakMemory() as meter:
+        all_features = model.extract_features(train, show_progress=False)
+    memory["features"] = meter.as_dict()
     sampler = make_sampler("approx_greedy", config.coreset_ratio, seed=config.seed, device=device, show_progress=False)
-    start = time.perf_counter()
-    indices = sampler.select(all_features)
-    coreset_seconds = time.perf_counter() - start
+    with PeakMemory() as meter:
+        start = time.perf_counter()
+        indices = sampler.select(all_features)
+        coreset_seconds = time.perf_counter() - start
+    memory["coreset"] = meter.as_dict()
     stats = getattr(sampler, "last_stats", {}) or {}
     result["coreset_seconds"] = coreset_seconds
     result["coreset_iterations_per_s"] = len(indices) / coreset_seconds
     rows = stats.get("rows_processed", len(all_features) * len(indices))
+    projection_dim = getattr(sampler, "projection_dim", 128)
     # each processed row: its projected vector (P floats), its squared norm and running distance read + written
-    bytes_touched = rows * (sampler.projection_dim + 3) * 4
+    bytes_touched = rows * (projection_dim + 3) * 4
     result["coreset_bytes_touched_per_s"] = bytes_touched / coreset_seconds
     # what the plain loop (every row, every iteration) would have to stream per second to be as fast
-    plain_bytes = len(all_features) * len(indices) * (sampler.projection_dim + 3) * 4
+    plain_bytes = len(all_features) * len(indices) * (projection_dim + 3) * 4
     result["coreset_plain_equivalent_bytes_per_s"] = plain_bytes / coreset_seconds
     result["coreset_stats"] = stats
+    del all_features
 
-    queries, _ = model.embed(torch.stack([test[i]["image"] for i in range(min(len(test), 8))]))
-    queries = queries.reshape(-1, queries.shape[-1])
-    search = NearestNeighbourSearch(config.num_nn, config.distance, config.knn_backend).fit(model.memory_bank)
-    knn_seconds = best_time(lambda: search.query(queries), device)
+    with PeakMemory() as meter:
+        queries, _ = model.embed(torch.stack([test[i]["image"] for i in range(min(len(test), 8))]))
+        queries = queries.reshape(-1, queries.shape[-1])
+        search = NearestNeighbourSearch(config.num_nn, config.distance, config.knn_backend).fit(model.memory_bank)
+        knn_seconds = best_time(lambda: search.query(queries), device)
+    memory["knn"] = meter.as_dict()
     bank, dim = model.memory_bank.shape
     result["knn_backend"] = search.backend
     result["knn_queries_per_s"] = len(queries) / knn_seconds
@@ -154,9 +187,10 @@ def bench_dataset(args: argparse.Namespace) -> dict[str, Any]:
         "coreset_vs_copy": result["coreset_bytes_touched_per_s"] / 1e9 / limits["copy_gbps"],
         "coreset_plain_equivalent_vs_copy": result["coreset_plain_equivalent_bytes_per_s"] / 1e9 / limits["copy_gbps"],
     }
-    result["peak_rss_gib"] = peak_rss_gib()
-    if device.type == "cuda":
-        result["peak_gpu_gib"] = torch.cuda.max_memory_allocated(device) / 1024**3
+    result["peak_rss_gib"] = result["process_peak_rss_gib"] = peak_rss_gib()
+    if device.type == "cuda":  # each PeakMemory resets torch's peak: the run's peak is the largest of them
+        result["peak_gpu_gib"] = max([torch.cuda.max_memory_allocated(device) / 1024**3]
+                                     + [m.get("peak_gpu_gib", 0.0) for m in memory.values()])
     return result
 
 
@@ -179,20 +213,23 @@ def bench_synthetic(args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     rows = []
     for n in args.n:
-        features = clustered_features(n, args.dim, args.clusters, 0, device)
-        sampler = make_sampler("approx_greedy", args.coreset_ratio, device=device, show_progress=False)
-        start = time.perf_counter()
-        indices = sampler.select(features)
-        _sync(device)
-        coreset = time.perf_counter() - start
-        bank = features[indices.to(device)]
-        del features
-        search = NearestNeighbourSearch(1, "sqeuclidean").fit(bank)
-        queries = clustered_features(args.queries, args.dim, args.clusters, 1, device)
-        knn = best_time(lambda: search.query(queries), device, repeats=1)
+        with PeakMemory() as meter:  # the row: its features, coreset, bank, index and queries
+            features = clustered_features(n, args.dim, args.clusters, 0, device)
+            sampler = make_sampler("approx_greedy", args.coreset_ratio, device=device, show_progress=False)
+            start = time.perf_counter()
+            indices = sampler.select(features)
+            _sync(device)
+            coreset = time.perf_counter() - start
+            bank = features[indices.to(device)]
+            del features
+            search = NearestNeighbourSearch(1, "sqeuclidean").fit(bank)
+            queries = clustered_features(args.queries, args.dim, args.clusters, 1, device)
+            knn = best_time(functools.partial(search.query, queries), device, repeats=1)
+        # peak_rss_gib: this row's own peak (before: the process's lifetime peak, now process_peak_rss_gib)
         rows.append({"n": n, "dim": args.dim, "coreset_ratio": args.coreset_ratio, "bank": len(bank),
                      "fit_seconds": coreset, "predict_seconds_per_image": knn * args.patches_per_image / args.queries,
-                     "peak_rss_gib": peak_rss_gib()})
+                     **meter.as_dict(), "process_peak_rss_gib": peak_rss_gib()})
+        del bank, search, queries, indices  # the next row starts from the same baseline
         print(json.dumps(rows[-1]), flush=True)
     return {"mode": "synthetic", "device": str(device), "rows": rows, "copy_gbps": copy_gbps(device),
             "matmul_gflops": matmul_gflops(device, k=args.dim)}
@@ -230,17 +267,21 @@ def bench_mvtec_workload(args: argparse.Namespace) -> dict[str, Any]:
         n_test = max(2, round(MVTEC_TEST[category] * args.scale))
         train = torch.randn(n_train, 3, args.imagesize, args.imagesize, generator=generator)
         test = torch.randn(n_test, 3, args.imagesize, args.imagesize, generator=generator)
-        model.fit(list({"image": b} for b in train.split(config.batch_size)), show_progress=False)
+        with PeakMemory() as fit_memory:
+            model.fit(list({"image": b} for b in train.split(config.batch_size)), show_progress=False)
         for key in ("extract_seconds", "coreset_seconds", "index_seconds"):
             stages[key] += model.timings[key]
-        start = time.perf_counter()
-        for batch in test.split(config.batch_size):
-            model.predict(batch)
-        _sync(device)
-        seconds = time.perf_counter() - start
+        with PeakMemory() as predict_memory:
+            start = time.perf_counter()
+            for batch in test.split(config.batch_size):
+                model.predict(batch)
+            _sync(device)
+            seconds = time.perf_counter() - start
         stages["predict_seconds"] += seconds
         per_category.append({"category": category, "train": n_train, "test": n_test,
-                             "fit_seconds": model.timings["fit_seconds"], "predict_seconds": seconds})
+                             "fit_seconds": model.timings["fit_seconds"], "predict_seconds": seconds,
+                             **fit_memory.as_dict("fit_"), **predict_memory.as_dict("predict_")})
+        del train, test
         print(json.dumps(per_category[-1]), flush=True)
     total = time.perf_counter() - total_start
     n_train = sum(r["train"] for r in per_category)
@@ -250,15 +291,19 @@ def bench_mvtec_workload(args: argparse.Namespace) -> dict[str, Any]:
               "train_images_per_s": n_train / stages["extract_seconds"],
               "test_images_per_s": n_test / stages["predict_seconds"], "per_category": per_category,
               "limits": {"matmul_gflops": matmul_gflops(device), "copy_gbps": copy_gbps(device)},
-              "peak_rss_gib": peak_rss_gib()}
+              "peak_rss_gib": peak_rss_gib(), "process_peak_rss_gib": peak_rss_gib(),
+              "fit_peak_rss_gib": max(r["fit_peak_rss_gib"] for r in per_category),
+              "predict_peak_rss_gib": max(r["predict_peak_rss_gib"] for r in per_category)}
     images = torch.randn(config.batch_size, 3, args.imagesize, args.imagesize, device=device)
     with torch.no_grad():
         forward = best_time(lambda: model.extractor.backbone(images), device)
         features = best_time(lambda: model.extractor(images), device)
     result["limits"]["forward_only_images_per_s"] = config.batch_size / forward
     result["feature_images_per_s"] = config.batch_size / features
-    if device.type == "cuda":
-        result["peak_gpu_gib"] = torch.cuda.max_memory_allocated(device) / 1024**3
+    if device.type == "cuda":  # each PeakMemory resets torch's peak: the run's peak is the largest of them
+        result["peak_gpu_gib"] = max([torch.cuda.max_memory_allocated(device) / 1024**3]
+                                     + [r.get(f"{stage}_peak_gpu_gib", 0.0) for r in per_category
+                                        for stage in ("fit", "predict")])
     return result
 
 
@@ -271,12 +316,19 @@ def print_table(result: dict[str, Any]) -> None:
         print(f"  feature images/s {result['feature_images_per_s']:.1f} vs forward-only "
               f"{result['limits']['forward_only_images_per_s']:.1f}; matmul {result['limits']['matmul_gflops']:.0f} GFLOP/s; "
               f"copy {result['limits']['copy_gbps']:.1f} GB/s")
+        gpu = "peak_gpu_gib" in result
+        print(f"  {'category':<12} {'fit s':>7} {'fit RSS':>8} {'(+added)':>9} {'predict RSS':>12}"
+              + (f" {'fit GPU':>8}" if gpu else "") + "   (GiB)")
+        for row in result["per_category"]:
+            print(f"  {row['category']:<12} {row['fit_seconds']:>7.1f} {row['fit_peak_rss_gib']:>8.2f} "
+                  f"{row['fit_peak_rss_above_start_gib']:>+9.2f} {row['predict_peak_rss_gib']:>12.2f}"
+                  + (f" {row.get('fit_peak_gpu_gib', float('nan')):>8.2f}" if gpu else ""))
         return
     if result["mode"] == "synthetic":
-        print(f"{'N':>9} {'bank':>7} {'fit s':>8} {'s/img':>7} {'RSS GiB':>8}")
+        print(f"{'N':>9} {'bank':>7} {'fit s':>8} {'s/img':>7} {'RSS GiB':>8} {'(+added)':>9}")
         for row in result["rows"]:
             print(f"{row['n']:>9} {row['bank']:>7} {row['fit_seconds']:>8.1f} {row['predict_seconds_per_image']:>7.3f} "
-                  f"{row['peak_rss_gib']:>8.2f}")
+                  f"{row['peak_rss_gib']:>8.2f} {row.get('peak_rss_above_start_gib', float('nan')):>+9.2f}")
         return
     lines = [
         ("fit seconds", result["fit_seconds"]), ("predict s / image", result["predict_seconds_per_image"]),
@@ -288,8 +340,14 @@ def print_table(result: dict[str, Any]) -> None:
         ("ratio kNN/matmul", result["ratios"]["knn_vs_matmul"]),
         ("ratio coreset/copy", result["ratios"]["coreset_vs_copy"]),
         ("ratio coreset plain-equivalent/copy", result["ratios"]["coreset_plain_equivalent_vs_copy"]),
-        ("peak RSS GiB", result["peak_rss_gib"]), ("memory bank MiB", result["memory_bank_bytes"] / 2**20),
+        ("peak RSS GiB (whole process)", result["peak_rss_gib"]),
+        ("memory bank MiB", result["memory_bank_bytes"] / 2**20),
     ]
+    for stage, values in result.get("memory", {}).items():
+        lines.append((f"peak RSS GiB: {stage}", values["peak_rss_gib"]))
+        lines.append((f"  added by {stage}", values["peak_rss_above_start_gib"]))
+        if "peak_gpu_gib" in values:
+            lines.append((f"peak GPU GiB: {stage}", values["peak_gpu_gib"]))
     for name, value in lines:
         print(f"{name:<36} {value:>10.3f}")
 
@@ -324,6 +382,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("--weights", default=None)
         parser.add_argument("--resize", type=int, default=256)
         parser.add_argument("--imagesize", type=int, default=224)
+        parser.add_argument("--crop", default="center", help="center (official) or none (whole image)")
+        parser.add_argument("--layout", default="auto", help="dataset layout of --data-root (auto, mvtec, folder)")
         parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args(argv)
     runner = {"synthetic": bench_synthetic, "mvtec-workload": bench_mvtec_workload, "dataset": bench_dataset}[mode]

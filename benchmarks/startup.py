@@ -4,6 +4,8 @@
     python -m benchmarks.startup [--repeat 5] [--out benchmarks/results/startup.json]
 
 Targets: import < 1.5 s, ``--version`` / ``--help`` < 1 s (torch is imported only when a command needs it).
+Each row also carries the median peak resident set of those processes (``peak_rss_gib``,
+:func:`benchmarks.memory.run_child`).
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.memory import run_child
+
 CASES = {
     "import patchcore_lib": [sys.executable, "-c", "import patchcore_lib"],
     "import torch (for scale)": [sys.executable, "-c", "import torch"],
@@ -26,13 +30,17 @@ CASES = {
 TARGETS = {"import patchcore_lib": 1.5, "patchcore --version": 1.0, "patchcore --help": 1.0}
 
 
-def measure(command: list[str], repeat: int) -> list[float]:
-    times = []
+def measure(command: list[str], repeat: int) -> tuple[list[float], list[float]]:
+    """Wall seconds and peak RSS (GiB) of ``repeat`` fresh runs of ``command``."""
+    times, peaks = [], []
     for _ in range(repeat):
         start = time.perf_counter()
-        subprocess.run(command, check=True, capture_output=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        result, peak = run_child(command, env={**os.environ, "PYTHONWARNINGS": "ignore"})
         times.append(time.perf_counter() - start)
-    return times
+        if result.returncode != 0:
+            raise subprocess.CalledProcessError(result.returncode, command, result.stdout, result.stderr)
+        peaks.append(peak)
+    return times, peaks
 
 
 def main() -> int:
@@ -43,12 +51,13 @@ def main() -> int:
     rows = []
     for name, command in CASES.items():
         measure(command, 1)  # warm the file cache
-        times = measure(command, args.repeat)
+        times, peaks = measure(command, args.repeat)
         median = statistics.median(times)
         target = TARGETS.get(name)
         rows.append({"case": name, "median_seconds": round(median, 3), "min_seconds": round(min(times), 3),
-                     "target_seconds": target, "meets_target": None if target is None else median < target})
-        print(f"{name:<28} {median:6.2f} s (min {min(times):.2f})"
+                     "target_seconds": target, "meets_target": None if target is None else median < target,
+                     "peak_rss_gib": round(statistics.median(peaks), 4)})
+        print(f"{name:<28} {median:6.2f} s (min {min(times):.2f}) {statistics.median(peaks):5.2f} GiB"
               + ("" if target is None else f"  target < {target} s: {'yes' if median < target else 'NO'}"))
     result = {"machine": f"{os.cpu_count()} CPU cores", "repeat": args.repeat, "rows": rows}
     if args.out:

@@ -330,3 +330,125 @@ def test_undefined_metric_warnings_name_the_caller_outside_the_metrics_package()
         roc_points([1, 1], [0.1, 0.2])
     assert len(caught) == 3
     assert all(w.category is UndefinedMetricWarning and w.filename == __file__ for w in caught)
+
+
+# --------------------------------------------------------------------------- every pixel metric from one sort
+
+
+def _pro_score_as_first_written(masks, maps, max_fpr=0.3):
+    """The vectorised PRO before the shared ranking (its own argsort, tie groups by ``not_equal``): the new code
+    must give these numbers bit for bit."""
+    structure = np.zeros((3, 3, 3), dtype=bool)
+    structure[1] = True
+    labeled, n_regions = ndimage.label(np.asarray(masks, dtype=bool), structure=structure)
+    labeled = labeled.ravel()
+    n_neg = int(labeled.size - np.count_nonzero(labeled))
+    sizes = np.bincount(labeled, minlength=n_regions + 1).astype(np.float64)
+    inv_size = np.zeros(n_regions + 1)
+    inv_size[1:] = 1.0 / sizes[1:]
+    scores = np.asarray(maps).ravel()
+    order = np.argsort(scores)[::-1]
+    sorted_scores, sorted_labels = scores[order], labeled[order]
+    fp_count = np.cumsum(sorted_labels == 0, dtype=np.int64)
+    overlap_sum = np.cumsum(inv_size[sorted_labels])
+    last = np.empty(sorted_scores.size, dtype=bool)
+    np.not_equal(sorted_scores[1:], sorted_scores[:-1], out=last[:-1])
+    last[-1] = True
+    fpr, pro = fp_count[last] / n_neg, np.minimum(overlap_sum[last] / n_regions, 1.0)
+    fpr[-1] = pro[-1] = 1.0
+    fpr, pro = np.concatenate(([0.0], fpr)), np.concatenate(([0.0], pro))
+    ins = int(np.searchsorted(fpr, max_fpr, side="right"))
+    x, y = fpr[:ins], pro[:ins]
+    if x[-1] < max_fpr:
+        y_at = pro[ins - 1] + (pro[ins] - pro[ins - 1]) * (max_fpr - fpr[ins - 1]) / (fpr[ins] - fpr[ins - 1])
+        x, y = np.append(x, max_fpr), np.append(y, y_at)
+    return min(max(float(np.sum(0.5 * (y[1:] + y[:-1]) * np.diff(x))) / max_fpr, 0.0), 1.0)
+
+
+def _blob_masks(rng, n, h, w):
+    """Masks with several regions of different sizes per anomalous image (rectangles, some touching diagonally,
+    scattered single pixels); every third image is good."""
+    masks = np.zeros((n, h, w), dtype=bool)
+    for i in range(n):
+        if i % 3 == 0:
+            continue
+        for _ in range(int(rng.integers(1, 4))):
+            top, left = int(rng.integers(0, h - 4)), int(rng.integers(0, w - 4))
+            masks[i, top:top + int(rng.integers(1, 5)), left:left + int(rng.integers(1, 5))] = True
+        masks[i] |= rng.random((h, w)) < 0.02
+    return masks
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_pixel_metrics_equal_sklearn_and_the_first_pro_bit_for_bit(seed):
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    from patchcore_lib.evaluation.metrics import anomaly_pixel_auroc, anomaly_pro_score, pixel_metrics
+
+    rng = np.random.default_rng(seed)
+    n, h, w = 9, 20, 24
+    masks = _blob_masks(rng, n, h, w)
+    labels = masks.reshape(n, -1).any(1).astype(int)
+    maps = (rng.random((n, h, w)) + 0.4 * masks).astype(np.float32)
+    if seed % 2:
+        maps = np.round(maps * 8) / 8  # few levels: long runs of ties across regions and normal pixels
+    if seed % 4 == 3:
+        maps = maps.astype(np.float64)
+    result = pixel_metrics(masks, maps, labels)
+    anomalous = labels == 1
+    assert result.pixel_auroc == roc_auc_score(masks.ravel(), maps.ravel())
+    assert result.anomaly_pixel_auroc == roc_auc_score(masks[anomalous].ravel(), maps[anomalous].ravel())
+    fpr, tpr, _ = roc_curve(masks.ravel(), maps.ravel())
+    assert np.array_equal(result.roc[0], fpr) and np.array_equal(result.roc[1], tpr)
+    assert result.pro == _pro_score_as_first_written(masks, maps)
+    assert result.anomaly_pro == _pro_score_as_first_written(masks[anomalous], maps[anomalous])
+    assert result.pro == pytest.approx(_slow_pro_score(masks, maps, 0.3), abs=1e-12)
+    # the separate functions: the same numbers, the same curves
+    assert (pixel_auroc(masks, maps), pro_score(masks, maps), anomaly_pixel_auroc(labels, masks, maps),
+            anomaly_pro_score(labels, masks, maps)) == (result.pixel_auroc, result.pro, result.anomaly_pixel_auroc,
+                                                         result.anomaly_pro)
+    for num in (None, 300):
+        assert all(np.array_equal(a, b) for a, b in zip(result.pro_curve(num), pro_curve(masks, maps, 0.3, num)))
+    other = pixel_metrics(masks, maps, max_fpr=0.05)  # no labels: the anomalous-images metrics are NaN
+    assert other.pro == pro_score(masks, maps, max_fpr=0.05) and math.isnan(other.anomaly_pro)
+
+
+def test_pixel_metrics_ties_across_regions_of_the_anomalous_images():
+    """A run of equal scores holding pixels of two regions of different sizes: the anomalous-images PRO is then
+    computed by anomaly_pro_score itself (its own order inside the run), so it is still the same number."""
+    from patchcore_lib.evaluation.metrics import anomaly_pro_score, pixel_metrics
+    from patchcore_lib.evaluation.metrics.ranking import ties_mix_regions
+
+    masks = np.zeros((3, 6, 6), dtype=bool)
+    masks[1, :2, :2] = True  # 4 px
+    masks[2, 3:, 3:] = True  # 9 px
+    maps = np.full((3, 6, 6), 0.1, dtype=np.float32)
+    maps[masks] = 0.7  # both regions tie
+    maps[0, 0, 0] = 0.8
+    labels = np.array([0, 1, 1])
+    scores = maps[1:].ravel()
+    sizes = np.where(masks[1:].ravel(), np.where(np.arange(72) < 36, 0.25, 1 / 9), 0.0)
+    assert ties_mix_regions(np.sort(scores)[::-1], sizes[np.argsort(scores)[::-1]])
+    assert pixel_metrics(masks, maps, labels).anomaly_pro == anomaly_pro_score(labels, masks, maps)
+
+
+def test_pixel_metrics_undefined_warn_as_the_separate_functions():
+    from patchcore_lib.evaluation.metrics import pixel_metrics
+
+    masks = np.zeros((2, 4, 4), dtype=bool)
+    maps = np.random.default_rng(0).random((2, 4, 4))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = pixel_metrics(masks, maps, [0, 1])
+    assert all(math.isnan(v) for v in (result.pixel_auroc, result.pro, result.anomaly_pixel_auroc,
+                                       result.anomaly_pro))
+    assert len(caught) == 4 and all(w.category is UndefinedMetricWarning for w in caught)
+    assert result.roc[0].size == 0 and result.pro_curve(300)[0].size == 0
+    masks[1, 0, 0] = True
+    with warnings.catch_warnings(record=True) as caught:  # no anomalous image
+        warnings.simplefilter("always")
+        result = pixel_metrics(masks, maps, [0, 0])
+    assert math.isnan(result.anomaly_pixel_auroc) and math.isnan(result.anomaly_pro)
+    assert [str(w.message).split(" is ")[0] for w in caught] == ["anomaly pixel AUROC", "anomaly PRO"]
+    with pytest.raises(ConfigError, match="same length"):
+        pixel_metrics(masks, maps, [0, 1, 1])

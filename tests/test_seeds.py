@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,12 +13,13 @@ import torch
 from patchcore_lib.data import open_split
 from patchcore_lib.detectors import PatchCore
 from patchcore_lib.evaluation import evaluate_category
+from patchcore_lib.evaluation.metrics import pixel_metrics
 from patchcore_lib.study import coreset_ablation as ca
 from patchcore_lib.study import evaluate as ev
 from patchcore_lib.study import knn_scoring as ks
 from patchcore_lib.study.cached_features import load_features
-from patchcore_lib.study.cached_scoring import (evaluate_over_seeds, mean_sd, seed_record, seed_statistics,
-                                                split_targets, summarise_seeds)
+from patchcore_lib.study.cached_scoring import (evaluate_over_seeds, mean_sd, seed_pixel_metrics, seed_record,
+                                                seed_statistics, split_targets, summarise_seeds)
 from patchcore_lib.study.params import config_from_params, parameter_default
 
 SIZE = 64
@@ -146,3 +148,11 @@ def test_evaluation_over_seeds_equals_the_runner_per_seed(synthetic_root):
     assert shown["pro"] == mean_sd(metrics["pro"], metrics["pro_sd"]) and shown["seeds"] == "0 1"
     per_defect = ev.per_defect_table([run.predictions for run in runs])
     assert per_defect.image_auroc.tolist() == pytest.approx(list(metrics["per_defect_image_auroc"].values()))
+    for run in runs:  # the pixel metrics the runs keep for the figures: those of their predictions, one sort
+        again = pixel_metrics(run.predictions.masks, run.predictions.maps, run.predictions.labels)
+        assert run.pixel.pro == again.pro == run.row["pro"] and run.pixel.pixel_auroc == run.row["pixel_auroc"]
+        assert all(np.array_equal(a, b) for a, b in zip(run.pixel.roc, again.roc))
+    reused, computed = seed_pixel_metrics(runs), seed_pixel_metrics([run.predictions for run in runs])
+    assert [p.pro_curve(300)[1].tolist() for p in reused] == [p.pro_curve(300)[1].tolist() for p in computed]
+    for figure in (ev.plot_roc_curves(runs), ev.plot_pro_curve(runs), ev.plot_roc_curves(runs[0].predictions)):
+        plt.close(figure)

@@ -82,3 +82,37 @@ def test_f1_optimal_threshold_and_rates():
     assert threshold_rates(scores, labels, 0.85)["miss_rate"] == pytest.approx(2 / 3)
     with pytest.raises(ConfigError, match="both normal and anomalous"):
         f1_optimal_threshold(scores, np.zeros(6))
+
+
+@pytest.mark.parametrize("changes", [{}, {"num_nn": 2, "distance": "euclidean"}, {"score": "reweighted"}])
+def test_out_of_fold_scores_equal_those_of_the_full_scoring_path(changes):
+    """The calibration scores held-out images with their image scores only (no maps); the scores are those of
+    ``score_features`` (maps included) on a copy of the model per fold with that fold's bank, as first written,
+    in the same batches (a FAISS distance depends by rounding on the other queries of its call)."""
+    import copy
+
+    from patchcore_lib.components.knn import NearestNeighbourSearch
+    from patchcore_lib.components.sampling import make_sampler
+    from patchcore_lib.detectors.threshold import out_of_fold_scores
+
+    model = PatchCore(backbone="resnet18", weights="random", resize=32, imagesize=32, pretrain_embed_dimension=16,
+                      target_embed_dimension=16, coreset_ratio=0.25, batch_size=3, **changes)
+    grid = model.extractor.feature_grid(32)
+    features = torch.randn(23, grid[0] * grid[1], 16, generator=torch.Generator().manual_seed(1))
+    scores, assignment = out_of_fold_scores(model, features, grid, 4)
+    config, expected = model.config, np.empty(23)
+    banks = []
+    for fold in range(4):
+        flat = features[torch.from_numpy(np.flatnonzero(assignment == fold))].reshape(-1, 16)
+        banks.append(flat[make_sampler(config.sampler, config.coreset_ratio, seed=config.seed + 1 + fold,
+                                       show_progress=False).select(flat)].contiguous())
+    scorer = copy.copy(model)
+    for fold in range(4):
+        bank = torch.cat([b for i, b in enumerate(banks) if i != fold])
+        scorer.search = NearestNeighbourSearch(config.num_nn, config.distance, config.knn_backend).fit(bank)
+        scorer.memory_bank = bank
+        held_out = np.flatnonzero(assignment == fold)
+        for start in range(0, len(held_out), config.batch_size):
+            chunk = held_out[start:start + config.batch_size]
+            expected[chunk] = scorer.score_features(features[torch.from_numpy(chunk)], grid, grid)[0].double().numpy()
+    assert np.array_equal(scores, expected)

@@ -1,4 +1,4 @@
-"""Command line ``patchcore`` (also ``python -m patchcore_lib``): fit, predict, export, evaluate.
+"""Command line ``patchcore`` (also ``python -m patchcore_lib``): fit, predict, export, evaluate, plan.
 
 Every model option is generated from the configuration schema (:class:`PatchCoreConfig`, each registered
 detector's own options, :class:`ThresholdOptions`), so defaults, choices and checks live in one place.

@@ -14,6 +14,7 @@ COMMAND_HELP = {
     "predict": "score images with a saved or exported model",
     "export": "export a PatchCore model (ONNX, or a TorchScript bundle)",
     "evaluate": "fit and evaluate a detector on dataset categories",
+    "plan": "predict a fit's time and peak memory before fitting",
 }
 
 

@@ -81,3 +81,19 @@ def image_scores_reweighted(nearest_distances: torch.Tensor, test_features: torc
     rows = torch.arange(len(best), device=best.device)
     weights = reweighting_factors(test_features[rows, best], nn_indices[rows, best], search, neighbourhood)
     return weights.to(nearest_distances.device) * nearest_distances[rows, best]
+
+
+def image_and_patch_scores(search: KnnSearch, features: torch.Tensor, score: str = "max", distance: str = "sqeuclidean",
+                           neighbourhood: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """Patch features [B, L, D] -> (image scores [B], patch scores [B, L]) against the fitted ``search``: patch
+    score = mean distance to the k nearest bank features (one ``search.query`` of all B * L patches), image score
+    = the max patch score or, with ``score="reweighted"``, Eq. 7 (``neighbourhood`` = b). ``PatchCore.score_features``
+    adds the maps; the threshold calibration needs only the image scores."""
+    batch, per_image, dim = features.shape
+    distances, indices = search.query(features.reshape(-1, dim))
+    patch_scores = patch_scores_from_distances(distances).reshape(batch, per_image)
+    if score == "max":
+        return image_scores_max(patch_scores), patch_scores
+    nearest = euclidean_distances(distances[:, 0], distance).reshape(batch, per_image)
+    return image_scores_reweighted(nearest, features, indices[:, 0].reshape(batch, per_image), search,
+                                   neighbourhood), patch_scores

@@ -32,6 +32,8 @@ class ImageList(torch.utils.data.Dataset):
     or -1 when unknown, ``defect_type``, ``path``: the file path, or ``<image N>`` for in-memory images).
     """
 
+    threaded_loading = True  # make_loader may read items in a background thread (data/prefetch.py)
+
     def __init__(self, images: Sequence[ImageInput], resize: int = DEFAULT_RESIZE, imagesize: int = DEFAULT_IMAGESIZE,
                  labels: Sequence[int] | None = None, defect_types: Sequence[str] | None = None,
                  crop: str = DEFAULT_CROP) -> None:

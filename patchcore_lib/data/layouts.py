@@ -26,6 +26,7 @@ class SplitDataset(torch.utils.data.Dataset):
 
     has_masks: bool = True
     samples: list[Any]
+    threaded_loading = True  # make_loader may read items in a background thread (data/prefetch.py)
 
     def __init__(self, root: str | Path, category: str, split: str = "train", resize: int = DEFAULT_RESIZE,
                  imagesize: int = DEFAULT_IMAGESIZE, mask_convention: str = DEFAULT_MASK_CONVENTION,

@@ -14,6 +14,7 @@ from torchvision import transforms
 from patchcore_lib.data.image_files import IMAGE_EXTENSIONS, load_mask, load_rgb  # noqa: F401 (re-exported)
 from patchcore_lib.data.model_input import (CROP_MODES, IMAGENET_MEAN, IMAGENET_STD,  # noqa: F401 (re-exported)
                                             MAX_RESIZED_PIXELS, check_resizable)
+from patchcore_lib.data.prefetch import PrefetchingLoader
 from patchcore_lib.errors import ConfigError
 
 #: How ground-truth masks are brought to the crop: ``nearest`` (nearest-neighbour resize of the 0/255 mask,
@@ -63,14 +64,20 @@ class Preprocess:
             )
         self._mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+        self._mean_array, self._std_array = self._mean.numpy(), self._std.numpy()
 
     def image(self, img: Image.Image, name: str = "image") -> torch.Tensor:
         """PIL RGB -> normalised float tensor [3, imagesize, imagesize]; DatasetError naming ``name`` when the
         resized image would be unreasonably large (an extreme aspect ratio)."""
         check_resizable(*img.size, self.resize, self.crop, name)
-        array = np.asarray(self._geometry(img), dtype=np.float32) / 255.0
-        tensor = torch.from_numpy(array.copy()).permute(2, 0, 1)
-        return (tensor - self._mean) / self._std
+        # [3, S, S] float32; / 255, - mean, / std as one float32 operation each, the values torch's ops give (and
+        # model_input's), in place in numpy: no intra-op thread pool for 150k elements (data/prefetch.py reads
+        # images beside the forward pass), no temporaries
+        array = np.ascontiguousarray(np.asarray(self._geometry(img)).transpose(2, 0, 1), dtype=np.float32)
+        array /= 255.0
+        array -= self._mean_array
+        array /= self._std_array
+        return torch.from_numpy(array)
 
     def mask(self, mask: Image.Image | None) -> torch.Tensor:
         """Binary 0/255 mask -> float tensor [1, imagesize, imagesize] of 0/1 (zeros when ``mask`` is None).
@@ -103,8 +110,12 @@ def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def make_loader(dataset: torch.utils.data.Dataset, batch_size: int = DEFAULT_BATCH_SIZE,
-                num_workers: int = 0) -> torch.utils.data.DataLoader:
-    """A deterministic (unshuffled) DataLoader over ``dataset``."""
+                num_workers: int = 0) -> torch.utils.data.DataLoader | PrefetchingLoader:
+    """A deterministic (unshuffled) loader over ``dataset``: the library's datasets (``threaded_loading``) are read
+    ahead in a background thread while the caller runs the current batch (:mod:`.prefetch`: the same batches),
+    others (and ``num_workers`` > 0) by a DataLoader."""
+    if num_workers == 0 and getattr(dataset, "threaded_loading", False):
+        return PrefetchingLoader(dataset, batch_size, collate)
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate
     )

@@ -29,8 +29,7 @@ from patchcore_lib.utils.schema import check_fields, config_dict, config_from_di
 from patchcore_lib.components.knn import BACKENDS, DISTANCES, NearestNeighbourSearch
 from patchcore_lib.components.knn_ivfpq import OFFICIAL_IVFPQ, IVFPQSearch
 from patchcore_lib.components.sampling import SAMPLERS, make_sampler
-from patchcore_lib.components.scoring import (SCORE_MODES, euclidean_distances, image_scores_max,
-                                             image_scores_reweighted, patch_scores_from_distances)
+from patchcore_lib.components.scoring import SCORE_MODES, image_and_patch_scores
 
 MODEL_FORMAT = "patchcore_lib.model/1"
 log = logging.getLogger(__name__)
@@ -283,16 +282,9 @@ class PatchCore:
                        ) -> tuple[torch.Tensor, torch.Tensor]:
         """Patch features [B, h*w, D] -> (image scores [B], anomaly maps [B, H, W]) on CPU."""
         self._require_fitted()
-        batch, per_image, dim = features.shape
-        distances, indices = self.search.query(features.reshape(-1, dim))
-        patch_scores = patch_scores_from_distances(distances).reshape(batch, per_image)
-        if self.config.score == "max":
-            scores = image_scores_max(patch_scores)
-        else:
-            nearest = euclidean_distances(distances[:, 0], self.config.distance).reshape(batch, per_image)
-            scores = image_scores_reweighted(nearest, features, indices[:, 0].reshape(batch, per_image),
-                                             self.search, self.config.reweight_neighbourhood)
-        maps = anomaly_maps(patch_scores.reshape(batch, *grid), image_size, self.config.sigma)
+        scores, patch_scores = image_and_patch_scores(self.search, features, self.config.score, self.config.distance,
+                                                      self.config.reweight_neighbourhood)
+        maps = anomaly_maps(patch_scores.reshape(features.shape[0], *grid), image_size, self.config.sigma)
         return scores.float().cpu(), maps.float().cpu()
 
     @torch.no_grad()

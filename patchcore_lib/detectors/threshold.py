@@ -17,7 +17,6 @@ few more misses). An image is anomalous when its score is strictly above the thr
 """
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from tqdm.auto import tqdm
 
 from patchcore_lib.components.knn import NearestNeighbourSearch
 from patchcore_lib.components.sampling import make_sampler
+from patchcore_lib.components.scoring import image_and_patch_scores
 from patchcore_lib.errors import ConfigError, ModelFileError
 from patchcore_lib.utils.schema import check_fields, option
 
@@ -92,16 +92,17 @@ def out_of_fold_scores(model: Any, features: torch.Tensor, grid: tuple[int, int]
                                device=flat.device, show_progress=False)
         banks.append(flat[sampler.select(flat).to(flat.device)].contiguous())
     scores = np.empty(num_images, dtype=np.float64)
-    scorer = copy.copy(model)  # the same scoring code with another memory bank
     for fold in tqdm(range(folds), desc="Calibration scores", disable=not show_progress, leave=False):
-        bank = torch.cat([b for i, b in enumerate(banks) if i != fold])
-        scorer.search = NearestNeighbourSearch(config.num_nn, config.distance, config.knn_backend).fit(bank)
-        scorer.memory_bank = bank
+        search = NearestNeighbourSearch(config.num_nn, config.distance, config.knn_backend).fit(
+            torch.cat([b for i, b in enumerate(banks) if i != fold]))
         held_out = np.flatnonzero(assignment == fold)
+        # batches of batch_size images, as predict scores them: a FAISS distance depends (by float rounding) on
+        # the other queries of its call, so these batches are part of the result. Image scores only, no maps.
         for start in range(0, len(held_out), config.batch_size):
             chunk = held_out[start:start + config.batch_size]
-            batch_scores, _ = scorer.score_features(features[torch.from_numpy(chunk).to(features.device)], grid, grid)
-            scores[chunk] = batch_scores.double().numpy()
+            batch_scores, _ = image_and_patch_scores(search, features[torch.from_numpy(chunk).to(features.device)],
+                                                     config.score, config.distance, config.reweight_neighbourhood)
+            scores[chunk] = batch_scores.float().cpu().double().numpy()
     return scores, assignment
 
 

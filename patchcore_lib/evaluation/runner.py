@@ -39,8 +39,7 @@ from patchcore_lib.errors import OutputError
 from patchcore_lib.utils.files import atomic_write_text, check_writable_dir, output_lock
 from patchcore_lib.utils.store import Store, content_key, file_parameter
 from patchcore_lib.utils.source_fingerprint import code_fingerprint
-from patchcore_lib.evaluation.metrics import (anomaly_pixel_auroc, anomaly_pro_score, image_auroc,
-                                              per_defect_image_auroc, pixel_auroc, pro_score)
+from patchcore_lib.evaluation.metrics import PixelMetrics, image_auroc, per_defect_image_auroc, pixel_metrics
 from patchcore_lib.evaluation.options import EvaluationOptions
 
 log = logging.getLogger(__name__)
@@ -69,17 +68,20 @@ def evaluation_code() -> str:
     return code_fingerprint((__name__,))
 
 
-def prediction_metrics(predictions: Predictions, has_masks: bool = True) -> dict[str, Any]:
+def prediction_metrics(predictions: Predictions, has_masks: bool = True,
+                       pixel: PixelMetrics | None = None) -> dict[str, Any]:
     """Image AUROC, pixel AUROC and PRO (all images, and anomalous images only), per-defect image AUROC
-    (``has_masks`` False: the pixel metrics are NaN, not computed from empty masks)."""
+    (``has_masks`` False: the pixel metrics are NaN, not computed from empty masks). The pixel metrics come from
+    one sort of the maps (:func:`~patchcore_lib.evaluation.metrics.pixel_metrics`), or from ``pixel`` when the
+    caller already has them for these predictions."""
     nan = float("nan")
+    image = image_auroc(predictions.labels, predictions.scores)
+    if has_masks and pixel is None:
+        pixel = pixel_metrics(predictions.masks, predictions.maps, predictions.labels)
     return {
-        "image_auroc": image_auroc(predictions.labels, predictions.scores),
-        "pixel_auroc": pixel_auroc(predictions.masks, predictions.maps) if has_masks else nan,
-        "pro": pro_score(predictions.masks, predictions.maps) if has_masks else nan,
-        "anomaly_pixel_auroc": anomaly_pixel_auroc(predictions.labels, predictions.masks, predictions.maps)
-        if has_masks else nan,
-        "anomaly_pro": anomaly_pro_score(predictions.labels, predictions.masks, predictions.maps) if has_masks else nan,
+        "image_auroc": image,
+        **{key: getattr(pixel, key) if has_masks and pixel is not None else nan
+           for key in ("pixel_auroc", "pro", "anomaly_pixel_auroc", "anomaly_pro")},
         "per_defect_image_auroc": per_defect_image_auroc(predictions.defect_types, predictions.labels,
                                                          predictions.scores),
     }

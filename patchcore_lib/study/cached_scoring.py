@@ -30,7 +30,7 @@ from patchcore_lib.data import make_loader, open_split, resolve_layout
 from patchcore_lib.detectors import Detector, PatchCore, Predictions, make_detector
 from patchcore_lib.errors import ConfigError
 from patchcore_lib.evaluation import evaluate_category
-from patchcore_lib.evaluation.metrics import image_auroc, pixel_auroc, pro_score
+from patchcore_lib.evaluation.metrics import PixelMetrics, image_auroc, pixel_metrics
 from patchcore_lib.evaluation.options import EvaluationOptions
 from patchcore_lib.evaluation.runner import NO_MASKS_NOTE, method_name, prediction_metrics
 
@@ -71,12 +71,10 @@ def score_split(model: PatchCore, features: torch.Tensor, grid: tuple[int, int],
 
 def evaluate_scores(targets: SplitTargets, scores: np.ndarray, maps: np.ndarray) -> dict[str, float]:
     """Image AUROC, pixel AUROC and PRO (FPR <= 0.3), in [0, 1]; NaN where undefined."""
-    has_defects = bool(targets.masks.any())
-    return {
-        "image_auroc": image_auroc(targets.labels, scores),
-        "pixel_auroc": pixel_auroc(targets.masks, maps) if has_defects else float("nan"),
-        "pro": pro_score(targets.masks, maps) if has_defects else float("nan"),
-    }
+    image = image_auroc(targets.labels, scores)
+    pixel = pixel_metrics(targets.masks, maps) if targets.masks.any() else None  # one sort for both
+    return {"image_auroc": image, "pixel_auroc": pixel.pixel_auroc if pixel else float("nan"),
+            "pro": pixel.pro if pixel else float("nan")}
 
 
 def coverage_radius(features: torch.Tensor, bank: torch.Tensor, backend: str = "auto") -> float:
@@ -165,12 +163,24 @@ def draw_seed_band(ax: Any, curves: Sequence[tuple[np.ndarray, np.ndarray]], gri
 
 @dataclass
 class SeedRun:
-    """One seed of notebook 04: the seed, the evaluation row (as the runner's), predictions, fitted detector."""
+    """One seed of notebook 04: the seed, the evaluation row (as the runner's), predictions, fitted detector, and
+    the pixel metrics with their curves (None without masks, or for an ensemble), reused by the figures."""
 
     seed: int
     row: dict[str, Any]
     predictions: Predictions
     detector: Detector
+    pixel: PixelMetrics | None = None
+
+
+def seed_pixel_metrics(runs: Sequence[Any], max_fpr: float = 0.3) -> list[PixelMetrics] | None:
+    """Per seed (a :class:`SeedRun` or its predictions) the :class:`PixelMetrics` the run holds, else computed (one
+    sort of the maps); None when the masks (the same for every seed) hold one class only: no pixel curve."""
+    masks = runs[0].predictions.masks if isinstance(runs[0], SeedRun) else runs[0].masks
+    if not 0 < int(np.count_nonzero(masks)) < np.size(masks):
+        return None
+    return [run.pixel if isinstance(run, SeedRun) and run.pixel is not None and run.pixel.max_fpr == max_fpr else
+            pixel_metrics(masks, getattr(run, "predictions", run).maps, max_fpr=max_fpr) for run in runs]
 
 
 @torch.no_grad()
@@ -239,7 +249,8 @@ def evaluate_over_seeds(detector: Detector, data_root: str | Path, category: str
         model.timings.update(extract_seconds=extract_train, fit_seconds=extract_train + model.timings["fit_seconds"],
                              predict_seconds=seconds)
         start = time.perf_counter()
-        metrics = prediction_metrics(predictions, has_masks)
+        pixel = pixel_metrics(predictions.masks, predictions.maps, predictions.labels) if has_masks else None
+        metrics = prediction_metrics(predictions, has_masks, pixel)
         metrics_seconds = time.perf_counter() - start
         row = {"category": category, **{k: metrics[k] for k in ("image_auroc", "pixel_auroc", "pro",
                                                                 "anomaly_pixel_auroc", "anomaly_pro")},
@@ -254,5 +265,5 @@ def evaluate_over_seeds(detector: Detector, data_root: str | Path, category: str
                "coreset_seconds": model.timings.get("coreset_seconds", 0.0),
                "index_seconds": model.timings.get("index_seconds", 0.0), "score_seconds": score_seconds,
                "metrics_seconds": metrics_seconds}
-        runs.append(SeedRun(int(seed), row, predictions, model))
+        runs.append(SeedRun(int(seed), row, predictions, model, pixel))
     return runs, train_features

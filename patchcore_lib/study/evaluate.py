@@ -9,19 +9,18 @@ from typing import Any, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score, roc_curve
 
 from patchcore_lib.components.backbones import BACKBONES, get_spec
 from patchcore_lib.data import Preprocess, load_rgb, open_split
 from patchcore_lib.detectors import (Detector, EnsembleConfig, PatchCore, PatchCoreConfig, ThresholdOptions,
                                      f1_optimal_threshold, make_detector, threshold_rates)
 from patchcore_lib.errors import ConfigError
-from patchcore_lib.evaluation.metrics import (image_auroc, per_defect_image_auroc, pixel_auroc, pro_curve, pro_score,
-                                              roc_points)
+from patchcore_lib.evaluation.metrics import PixelMetrics, image_auroc, per_defect_image_auroc, pixel_auroc, roc_points
 from patchcore_lib.evaluation.options import EvaluationOptions
 from patchcore_lib.paper.reference import (ALL_METRICS, is_mvtec_category, official_results, official_run_for,
                                            official_runs, paper_method_for, paper_table)
-from patchcore_lib.study.cached_scoring import SeedRun, draw_seed_band, mean_sd, seed_record, seed_statistics
+from patchcore_lib.study.cached_scoring import (SeedRun, draw_seed_band, mean_sd, seed_pixel_metrics, seed_record,
+                                                seed_statistics)
 from patchcore_lib.study.params import config_from_params, parameter_default, with_config_defaults
 from patchcore_lib.study.outputs import relative_paths
 from patchcore_lib.utils.schema import schema_fields
@@ -149,34 +148,31 @@ def scores_table(predictions: Any) -> pd.DataFrame:
 
 
 # =========================================================================== curves
-def _pixel_roc(masks: np.ndarray, maps: np.ndarray, max_points: int = 2000) -> tuple[np.ndarray, np.ndarray]:
-    y = np.asarray(masks).ravel().astype(bool)
-    s = np.asarray(maps, dtype=np.float32).ravel()
-    if y.all() or not y.any():
-        return np.zeros(0), np.zeros(0)
-    fpr, tpr, _ = roc_curve(y, s, drop_intermediate=True)
+def _pixel_roc(pixel: PixelMetrics, max_points: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    fpr, tpr = pixel.roc  # roc_curve's points (drop_intermediate)
     if fpr.size > max_points:  # plotting only: keep an even subset of the points (curve shape unchanged)
         keep = np.unique(np.linspace(0, fpr.size - 1, max_points).astype(int))
         fpr, tpr = fpr[keep], tpr[keep]
     return fpr, tpr
 
 
-def _seeds(predictions: Any) -> list[Any]:  # one Predictions per seed, or one
+def _seeds(predictions: Any) -> list[Any]:  # one Predictions or SeedRun per seed, or one
     return list(predictions) if isinstance(predictions, (list, tuple)) else [predictions]
 
 
 def plot_roc_curves(predictions: Any, title: str = "") -> Any:
     """Two panels: image-level ROC (image score) and pixel-level ROC (anomaly maps vs masks). ``predictions``:
-    one per seed (or one): the mean curve, ± sd over the seeds as a band, AUROC as mean ± sd in the legend."""
-    runs, grid = _seeds(predictions), np.linspace(0, 1, 201)
+    one per seed (or one; :class:`SeedRun` objects: their pixel metrics are reused): the mean curve, ± sd over
+    the seeds as a band, AUROC as mean ± sd in the legend."""
+    pixel = seed_pixel_metrics(_seeds(predictions))
+    runs, grid = [getattr(p, "predictions", p) for p in _seeds(predictions)], np.linspace(0, 1, 201)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
     image = [image_auroc(p.labels, p.scores) for p in runs]
     draw_seed_band(axes[0], [roc_points(p.labels, p.scores) for p in runs], grid, "C0",
                    f"PatchCore (AUROC {mean_sd(*seed_statistics(image))}%)")
-    pixel = [_pixel_roc(p.masks, p.maps) for p in runs]
-    if pixel[0][0].size:
-        value = mean_sd(*seed_statistics([pixel_auroc(p.masks, p.maps) for p in runs]))
-        draw_seed_band(axes[1], pixel, grid, "C1", f"PatchCore (AUROC {value}%)")
+    if pixel:
+        value = mean_sd(*seed_statistics([p.pixel_auroc for p in pixel]))
+        draw_seed_band(axes[1], [_pixel_roc(p) for p in pixel], grid, "C1", f"PatchCore (AUROC {value}%)")
     for ax, what in zip(axes, ("image level (detection)", "pixel level (segmentation)")):
         ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="chance")
         ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate",
@@ -189,13 +185,14 @@ def plot_roc_curves(predictions: Any, title: str = "") -> Any:
 
 def plot_pro_curve(predictions: Any, title: str = "", max_fpr: float = 0.3) -> Any:
     """The PRO curve (per-region overlap vs pixel FPR up to ``max_fpr``) with its normalised area; one
-    ``predictions`` per seed: the mean curve with ± sd over the seeds as a band."""
-    runs = _seeds(predictions)
+    ``predictions`` per seed (:class:`SeedRun` objects: their pixel metrics are reused): the mean curve with ± sd
+    over the seeds as a band."""
+    pixel = seed_pixel_metrics(_seeds(predictions), max_fpr)
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    curves = [pro_curve(p.masks, p.maps, max_fpr=max_fpr, num_thresholds=300) for p in runs]
-    if curves[0][0].size:
-        score = mean_sd(*seed_statistics([pro_score(p.masks, p.maps, max_fpr=max_fpr) for p in runs]))
-        draw_seed_band(ax, curves, np.linspace(0, max_fpr, 151), "C2", f"PatchCore (AU-PRO {score}%)")
+    if pixel:
+        score = mean_sd(*seed_statistics([p.pro for p in pixel]))
+        draw_seed_band(ax, [p.pro_curve(300) for p in pixel], np.linspace(0, max_fpr, 151), "C2",
+                       f"PatchCore (AU-PRO {score}%)")
     else:
         ax.text(0.5, 0.5, "PRO undefined (no defect pixels)", ha="center", transform=ax.transAxes)
     ax.set(xlim=(0, max_fpr), ylim=(0, 1.01), xlabel="pixel false positive rate",
@@ -246,7 +243,7 @@ def segmentation_ranking(predictions: Any) -> pd.DataFrame:
             continue
         rows.append({"index": int(i), "path": relative_paths([predictions.paths[i]])[0],
                      "defect_type": predictions.defect_types[i], "score": float(predictions.scores[i]),
-                     "pixel_auroc": float(roc_auc_score(mask, np.asarray(predictions.maps[i]).ravel())),
+                     "pixel_auroc": pixel_auroc(mask.reshape(np.shape(predictions.masks[i])), predictions.maps[i]),
                      "defect_pixels": int(mask.sum())})
     table = pd.DataFrame(rows, columns=["index", "path", "defect_type", "score", "pixel_auroc", "defect_pixels"])
     return table.sort_values(["pixel_auroc", "score"], ascending=False).reset_index(drop=True)

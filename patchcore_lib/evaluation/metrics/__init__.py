@@ -1,5 +1,7 @@
 """Evaluation metrics: image/pixel AUROC, per-defect AUROC, ROC points and the PRO curve, one module each
-(``auroc``, ``roc``, ``pro``, ``legacy``; ``common``: input checks and the undefined-metric warning).
+(``auroc``, ``roc``, ``pro``, ``legacy``; ``common``: input checks and the undefined-metric warning); ``pixel``: every
+pixel metric of a test split from one sort of its maps (``ranking``: that sort's shared steps), equal to the
+separate functions bit for bit.
 
 All functions accept numpy arrays, torch tensors (any device) or nested lists.
 A metric that is mathematically undefined for the given data (for example only
@@ -20,6 +22,7 @@ from patchcore_lib.evaluation.metrics.auroc import (anomaly_pixel_auroc, image_a
                                                     pixel_auroc)
 from patchcore_lib.evaluation.metrics.common import UndefinedMetricWarning
 from patchcore_lib.evaluation.metrics.legacy import legacy_pixel_auroc
+from patchcore_lib.evaluation.metrics.pixel import PixelMetrics, pixel_metrics
 from patchcore_lib.evaluation.metrics.pro import anomaly_pro_score, pro_curve, pro_score
 from patchcore_lib.evaluation.metrics.roc import roc_points
 
@@ -34,4 +37,6 @@ __all__ = [
     "per_defect_image_auroc",
     "roc_points",
     "legacy_pixel_auroc",
+    "PixelMetrics",
+    "pixel_metrics",
 ]

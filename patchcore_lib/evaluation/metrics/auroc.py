@@ -10,13 +10,20 @@ from sklearn.metrics import roc_auc_score
 from patchcore_lib.errors import ConfigError
 from patchcore_lib.evaluation.metrics.common import (_anomalous_images, _as_image_stack, _as_labels_scores,
                                                      _undefined)
+from patchcore_lib.evaluation.metrics.ranking import auroc_from_ranked, descending_order, group_ends
 
 
-def _auroc(y: np.ndarray, s: np.ndarray, what: str) -> float:
+def _auroc(y: np.ndarray, s: np.ndarray, what: str, ranked: bool = False) -> float:
+    """AUROC of labels ``y`` and scores ``s`` (1-D): ``roc_auc_score``, or with ``ranked`` the same number from
+    one ``argsort`` (:mod:`.ranking`: bit for bit equal, about twice as fast on the millions of pixels of a
+    test split); NaN with a warning when one class is missing."""
     n_pos = int(y.sum())
     if n_pos == 0 or n_pos == y.size:
         present = "no samples" if y.size == 0 else ("only negatives" if n_pos == 0 else "only positives")
         return _undefined(f"{what} is undefined ({present}: both classes are needed); returning NaN")
+    if ranked:
+        order = descending_order(s)
+        return auroc_from_ranked(y[order], group_ends(s[order]))
     return float(roc_auc_score(y, s))
 
 
@@ -37,7 +44,7 @@ def pixel_auroc(masks: Any, maps: Any) -> float:
     Returns NaN (with a warning) when the masks contain only one class.
     """
     m, a = _as_image_stack(masks, maps)
-    return _auroc(m.ravel(), a.ravel(), "pixel AUROC")
+    return _auroc(m.ravel(), a.ravel(), "pixel AUROC", ranked=True)
 
 
 def per_defect_image_auroc(
@@ -74,4 +81,4 @@ def anomaly_pixel_auroc(labels: Any, masks: Any, maps: Any) -> float:
     labels: [N] 0/1 image labels; masks: [N, H, W] 0/1; maps: [N, H, W]. NaN (with a warning) if undefined.
     """
     m, a = _anomalous_images(labels, masks, maps)
-    return _auroc(m.ravel(), a.ravel(), "anomaly pixel AUROC")
+    return _auroc(m.ravel(), a.ravel(), "anomaly pixel AUROC", ranked=True)

@@ -5,15 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from patchcore_lib.errors import ConfigError
 from patchcore_lib.evaluation.metrics.common import (_anomalous_images, _as_image_stack, _check_max_fpr,
                                                      _undefined)
-
-# 8-connectivity inside each image, no connection between images of the stack.
-_STRUCTURE_2D_IN_3D = np.zeros((3, 3, 3), dtype=bool)
-_STRUCTURE_2D_IN_3D[1] = True
+from patchcore_lib.evaluation.metrics.ranking import descending_order, group_ends, pro_from_ranked, region_labels
 
 
 def _full_pro_curve(m: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -22,8 +18,17 @@ def _full_pro_curve(m: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarra
     m: [N, H, W] bool masks, a: [N, H, W] scores. Returns ``(fpr [K], pro [K])`` starting at
     (0, 0) and ending at (1, 1), fpr and pro non-decreasing; None (after a warning) if undefined.
     """
-    labeled, n_regions = ndimage.label(m, structure=_STRUCTURE_2D_IN_3D)
-    labeled = labeled.ravel()
+    labeled, n_regions, inv_size = region_labels(m)
+    n_neg = _pro_defined(labeled, n_regions)
+    if n_neg is None:
+        return None
+    scores = a.ravel()
+    order = descending_order(scores)  # descending score = decreasing threshold
+    return pro_from_ranked(labeled[order], inv_size, group_ends(scores[order]), n_regions, n_neg)
+
+
+def _pro_defined(labeled: np.ndarray, n_regions: int) -> int | None:
+    """The number of normal pixels, or None (after a warning) when PRO is undefined for these region labels."""
     n_neg = int(labeled.size - np.count_nonzero(labeled))
     if n_regions == 0:
         _undefined("PRO is undefined: the ground-truth masks contain no anomalous pixel; returning NaN")
@@ -31,35 +36,7 @@ def _full_pro_curve(m: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarra
     if n_neg == 0:
         _undefined("PRO is undefined: the ground-truth masks contain no normal pixel (FPR undefined); returning NaN")
         return None
-
-    # Per-pixel increments when the pixel becomes "predicted anomalous":
-    # a normal pixel adds 1 to the false-positive count, a pixel of region r adds 1/|r| to the
-    # summed region overlap (later divided by the number of regions).
-    sizes = np.bincount(labeled, minlength=n_regions + 1).astype(np.float64)
-    inv_size = np.zeros(n_regions + 1)
-    inv_size[1:] = 1.0 / sizes[1:]
-
-    scores = a.ravel()
-    order = np.argsort(scores)[::-1]  # descending score = decreasing threshold
-    sorted_scores = scores[order]
-    sorted_labels = labeled[order]
-    del order
-
-    fp_count = np.cumsum(sorted_labels == 0, dtype=np.int64)
-    overlap_sum = np.cumsum(inv_size[sorted_labels])
-    del sorted_labels
-
-    # Pixels with identical scores form one threshold: keep only the last index of each tie group.
-    last_of_group = np.empty(sorted_scores.size, dtype=bool)
-    np.not_equal(sorted_scores[1:], sorted_scores[:-1], out=last_of_group[:-1])
-    last_of_group[-1] = True
-
-    fpr = fp_count[last_of_group] / n_neg
-    pro = np.minimum(overlap_sum[last_of_group] / n_regions, 1.0)  # clip float round-off
-    # The last point (threshold = min score) is exactly (1, 1).
-    fpr[-1] = 1.0
-    pro[-1] = 1.0
-    return np.concatenate(([0.0], fpr)), np.concatenate(([0.0], pro))
+    return n_neg
 
 
 def _truncate(fpr: np.ndarray, pro: np.ndarray, max_fpr: float) -> tuple[np.ndarray, np.ndarray]:
@@ -88,19 +65,26 @@ def pro_curve(
     Undefined data (no anomalous or no normal pixel) gives empty arrays and a warning.
     """
     max_fpr = _check_max_fpr(max_fpr)
-    if num_thresholds is not None:
-        if isinstance(num_thresholds, bool) or not isinstance(num_thresholds, (int, np.integer)) or num_thresholds < 2:
-            raise ConfigError(f"num_thresholds must be None or an integer >= 2, got {num_thresholds!r}")
+    _check_num_thresholds(num_thresholds)
     m, a = _as_image_stack(masks, maps)
     curve = _full_pro_curve(m, a)
     if curve is None:
         return np.zeros(0), np.zeros(0)
     fpr, pro = _truncate(*curve, max_fpr)
-    if num_thresholds is None:
-        return fpr, pro
+    return (fpr, pro) if num_thresholds is None else _resample(fpr, pro, max_fpr, int(num_thresholds))
+
+
+def _check_num_thresholds(num_thresholds: Any) -> None:
+    if num_thresholds is not None:
+        if isinstance(num_thresholds, bool) or not isinstance(num_thresholds, (int, np.integer)) or num_thresholds < 2:
+            raise ConfigError(f"num_thresholds must be None or an integer >= 2, got {num_thresholds!r}")
+
+
+def _resample(fpr: np.ndarray, pro: np.ndarray, max_fpr: float, num_thresholds: int) -> tuple[np.ndarray, np.ndarray]:
+    """The truncated exact curve evaluated at ``num_thresholds`` evenly spaced FPR values in [0, max_fpr]."""
     # Evaluate the piecewise-linear exact curve on the grid; on a vertical segment (several points
     # with the same fpr) take its top, i.e. the last point with that fpr.
-    grid = np.linspace(0.0, max_fpr, int(num_thresholds))
+    grid = np.linspace(0.0, max_fpr, num_thresholds)
     grid[-1] = max_fpr
     j = np.searchsorted(fpr, grid, side="right") - 1  # last point with fpr <= x
     k = np.minimum(j + 1, fpr.size - 1)  # first point with fpr > x (when x < max_fpr)
@@ -108,6 +92,12 @@ def pro_curve(
     dx = np.where(on_point, 1.0, fpr[k] - fpr[j])
     t = np.where(on_point, 0.0, (grid - fpr[j]) / dx)
     return grid, pro[j] + t * (pro[k] - pro[j])
+
+
+def _area(x: np.ndarray, y: np.ndarray, max_fpr: float) -> float:
+    """Normalised trapezoidal area of a truncated curve (AU-PRO), clipped to [0, 1]."""
+    area = float(np.sum(0.5 * (y[1:] + y[:-1]) * np.diff(x)))
+    return min(max(area / max_fpr, 0.0), 1.0)
 
 
 def pro_score(masks: Any, maps: Any, max_fpr: float = 0.3) -> float:
@@ -121,9 +111,7 @@ def pro_score(masks: Any, maps: Any, max_fpr: float = 0.3) -> float:
     curve = _full_pro_curve(m, a)
     if curve is None:
         return float("nan")
-    x, y = _truncate(*curve, max_fpr)
-    area = float(np.sum(0.5 * (y[1:] + y[:-1]) * np.diff(x)))
-    return min(max(area / max_fpr, 0.0), 1.0)
+    return _area(*_truncate(*curve, max_fpr), max_fpr)
 
 
 def anomaly_pro_score(labels: Any, masks: Any, maps: Any, max_fpr: float = 0.3) -> float:
