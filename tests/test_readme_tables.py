@@ -109,6 +109,17 @@ def test_times_and_status_come_from_the_study_records(tmp_path):
     assert "Reports made by library code" in headline and "stale runs: 01_feature_extraction-bottle" in headline
 
 
+def test_quick_study_time_comes_from_its_benchmark_record(tmp_path):
+    assert readme.quick_study_lines(tmp_path) == []  # nothing measured: no line
+    record = tmp_path / readme.QUICK_STUDY_RECORD
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"wall_seconds": 74.26, "machine": "2 CPU cores", "finished": "2026-12-05T10:00:00"}))
+    (line, blank) = readme.quick_study_lines(tmp_path)
+    assert "74 s on 2 CPU cores, 2026-12-05" in line and readme.QUICK_STUDY_RECORD in line and blank == ""
+    record.write_text(json.dumps({"wall_seconds": 185.0, "machine": "2 CPU cores", "finished": "2026-12-05T10:00:00"}))
+    assert "3.1 min on 2 CPU cores" in readme.quick_study_lines(tmp_path)[0]
+
+
 def test_replace_block():
     block = f"{readme.BEGIN}\nnew\n{readme.END}"
     text = f"intro\n{readme.BEGIN}\nold\n{readme.END}\ntail\n"

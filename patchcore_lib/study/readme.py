@@ -15,8 +15,8 @@ One block per file, between the same BEGIN/END markers (:data:`BEGIN`, :data:`EN
 - ``docs/inspection_line.md``: ``reports/inspection_line/`` (``scripts/measure_inspection_line.sh``);
 - ``docs/performance.md``: the measured duration of every notebook run, from the study's records.
 
-README.md's block ends with the code fingerprint and the runs that are stale under the code of the checkout
-(:func:`status_lines`).
+README.md's block ends with the code fingerprint, the runs that are stale under the code of the checkout
+(:func:`status_lines`) and the quick study's measured time (``benchmarks/results/quick_study.json``).
 """
 from __future__ import annotations
 
@@ -50,6 +50,7 @@ STUDY_PAGE = "docs/study.md"
 INSPECTION_PAGE = "docs/inspection_line.md"
 PERFORMANCE_PAGE = "docs/performance.md"
 STUDY_PRESET = "params/real_reports.yaml"
+QUICK_STUDY_RECORD = "benchmarks/results/quick_study.json"  # python -m benchmarks.quick_study
 
 
 def _cell(value: Any, signed: bool = False) -> str:
@@ -251,10 +252,23 @@ def times_block(reports_dir: str | Path) -> str:
     return _marked(lines + [""])
 
 
+def quick_study_lines(root: str | Path | None = None) -> list[str]:
+    """The quick study's measured wall time (``benchmarks/results/quick_study.json``, written by
+    ``python -m benchmarks.quick_study``); nothing when no measurement is committed."""
+    path = Path(root or repository_root()) / QUICK_STUDY_RECORD
+    if not path.is_file():
+        return []
+    record = json.loads(path.read_text())
+    return [f"Quick study (`bash scripts/study.sh` after set-up: every notebook on the synthetic data, cold caches): "
+            f"{_duration(record.get('wall_seconds'))} on {record.get('machine', 'this machine')}, "
+            f"{record.get('finished', '')[:10]} (`{QUICK_STUDY_RECORD}`, `python -m benchmarks.quick_study`).", ""]
+
+
 def headline_block(reports_dir: str | Path) -> str:
     """README.md's block (markers included): the PatchCore table of each dataset in ``reports_dir``, then which
-    code made them and whether any run is stale (:func:`status_lines`)."""
-    return _marked(_summary_lines(reports_dir, HEADLINE_METHODS) + status_lines(reports_dir))
+    code made them and whether any run is stale (:func:`status_lines`), then the quick study's measured time
+    (:func:`quick_study_lines`)."""
+    return _marked(_summary_lines(reports_dir, HEADLINE_METHODS) + status_lines(reports_dir) + quick_study_lines())
 
 
 def study_block(reports_dir: str | Path) -> str:
