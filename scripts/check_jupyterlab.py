@@ -51,7 +51,8 @@ def main() -> int:
     if args.data_root:
         env["PATCHCORE_DATA_ROOT"] = args.data_root  # where the notebooks' default category is found offline
     server = subprocess.Popen([str(ROOT / ".venv" / "bin" / "jupyter"), "lab", "--no-browser", f"--port={port}",
-                               f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work}", "--allow-root"],
+                               f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work}", "--allow-root",
+                               "--LabApp.expose_app_in_browser=True"],  # window.jupyterapp: run its commands
                               stdout=open(out / "jupyterlab.log", "w"), stderr=subprocess.STDOUT, cwd=work, env=env)
     results = {}
     try:
@@ -70,8 +71,20 @@ def main() -> int:
                 page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
                 page.keyboard.press("Escape")
                 page.locator(".jp-Notebook").first.click()
-                page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-                page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+                # "Run All Cells" as the Run menu does it, through the app's command (a menu click can land on a
+                # notification toast instead)
+                ready = ("window.jupyterapp && window.jupyterapp.commands.isEnabled('notebook:run-all-cells') && "
+                         "window.jupyterapp.shell.currentWidget?.sessionContext?.session?.kernel?.status === 'idle'")
+                page.wait_for_function(ready, timeout=120_000)
+                started = "document.querySelectorAll('.jp-InputPrompt').length > 0 && [...document.querySelectorAll(" \
+                          "'.jp-CodeCell .jp-InputPrompt')].some(p => /\\[(\\*|\\d+)\\]/.test(p.textContent))"
+                for _ in range(3):  # a command sent while the kernel connects can be dropped: send it again
+                    page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+                    try:
+                        page.wait_for_function(started, timeout=20_000)
+                        break
+                    except Exception:  # playwright's TimeoutError: nothing started yet
+                        continue
                 start = time.time()
                 time.sleep(5)
                 idle_since = None
