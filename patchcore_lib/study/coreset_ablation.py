@@ -260,6 +260,7 @@ def plot_coreset_metrics(table: pd.DataFrame, paper: pd.DataFrame | None = PAPER
         ax.set_ylabel(f"{label} (%)")
         ax.set_title(label)
         ax.set_ylim(max(0.0, low - pad), min(100.5, high + pad))
+        ax.tick_params(labelleft=True)  # shared range, but each panel is a different metric: label every axis
         ax.grid(True, which="major", alpha=0.3)
     handles, labels = [], []
     for ax in axes:  # one legend below the panels (paper markers may exist for some metrics only)

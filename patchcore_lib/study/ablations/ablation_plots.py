@@ -9,6 +9,7 @@ import pandas as pd
 
 from patchcore_lib.paper.ablations import SEARCH_TABLE5
 from patchcore_lib.study.cached_scoring import mean_sd, summarise_seeds
+from patchcore_lib.study.display import METRIC_NAMES
 
 UTILISATION = ("used", "used_by_good", "used_by_defect")
 
@@ -26,8 +27,8 @@ def plot_metric_bars(summary_table: pd.DataFrame, x: str, metrics: Sequence[str]
         if paper is not None and paper.get(metric) is not None and paper_x in set(ran[x]):
             ax.plot([str(paper_x)], [100 * paper[metric]], "*", ms=12, color="tab:red",
                     label="paper (MVTec AD mean, WideResNet-50)")
-        ax.set_title(metric.replace("_", " "))
-        ax.set_ylabel("%")
+        ax.set_title(METRIC_NAMES.get(metric, metric.replace("_", " ")))
+        ax.set_ylabel(f"{METRIC_NAMES.get(metric, metric.replace('_', ' '))} (%)")
         ax.set_xlabel(x.replace("_", " "))
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)

@@ -68,15 +68,15 @@ def gap_rows(per_seed: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def plot_gaps(raw: dict[tuple[int, int], dict[str, np.ndarray]], title: str) -> Any:
-    """Left: histogram of the gaps d_j - d_0 (all seeds) per b; right: median weight per b with min-max error bars
+    """Left: histogram of the gaps d_j - d_0 (all seeds) per b (outlines, normalised: the b's overlap); right: median weight per b with min-max error bars
     over images and seeds, and the floor 1 - 1 / (b + 1) the weight reaches when all gaps are 0."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
     bs = sorted({b for b, _ in raw})
     for b in bs:
         gaps = np.concatenate([v["gaps"].reshape(-1) for (bb, _), v in raw.items() if bb == b])
-        left.hist(gaps, bins=40, alpha=0.5, label=f"b={b} ({len(gaps)} gaps)")
+        left.hist(gaps, bins=40, histtype="step", lw=1.8, density=True, label=f"b={b} ({len(gaps)} gaps)")
     left.set_xlabel("gap d(m_test*, n_j) - d(m_test*, m*)  (Euclidean, feature units)")
-    left.set_ylabel("count")
+    left.set_ylabel("share of gaps (density)")
     left.legend(fontsize=8)
     left.grid(True, alpha=0.3)
     medians, lows, highs = [], [], []
