@@ -93,13 +93,14 @@ def backbone_comparison(summary: pd.DataFrame, label: str) -> pd.DataFrame:
 
 
 def plot_backbone_sizes(summary: pd.DataFrame, title: str = "", paper: pd.DataFrame | None = None) -> Any:
-    """Image AUROC and PRO per backbone, one line per image size: the mean over the seeds with ± 1 sd error bars
-    (:func:`backbone_summary`); the paper's Table S6 (``paper``, see :func:`paper_values`) as stars where the
-    backbone, the image size and the coreset ratio match."""
+    """Image AUROC, pixel AUROC and PRO per backbone, one line per image size: the mean over the seeds with
+    ± 1 sd error bars (:func:`backbone_summary`); the paper's Table S6 (``paper``, see :func:`paper_values`) as
+    stars where the backbone, the image size and the coreset ratio match, and its WideResNet-50 row at the same
+    ratio (the paper's setting) as a dotted line; a panel where every run has the same value says so."""
     ran = summary[summary.status == "ok"]
     names = list(dict.fromkeys(ran.backbone))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
-    for ax, metric in zip(axes, ("image_auroc", "pro")):
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), layout="constrained")
+    for ax, metric in zip(axes, ("image_auroc", "pixel_auroc", "pro")):
         sd = ran[f"{metric}_sd"].astype(float).fillna(0.0) if f"{metric}_sd" in ran else 0.0 * ran[metric]
         for size, frame in ran.groupby("imagesize"):
             x = [names.index(b) for b in frame.backbone]
@@ -111,12 +112,23 @@ def plot_backbone_sizes(summary: pd.DataFrame, title: str = "", paper: pd.DataFr
         if len(match):
             ax.scatter([names.index(b) for b in match.backbone], 100 * match[metric], marker="*", s=140,
                        color="black", zorder=5, label=f"paper Table S6 ({BACKBONES_S6.scope})")
+        reference = ran.iloc[:0] if paper is None else paper[
+            (paper.backbone == "wide_resnet50_2") & paper.coreset_ratio.isin(ran.coreset_ratio.unique())
+            & (paper.imagesize == 224)]
+        for _, row in reference.dropna(subset=[metric]).iterrows():
+            ax.axhline(100 * row[metric], ls=":", color="black", lw=1.2,
+                       label=f"paper Table S6: WideResNet-50, 224 px, {100 * row.coreset_ratio:g}% (MVTec AD mean)")
         ours = pd.concat([ran[metric] - sd, ran[metric] + sd])
+        shown = [ours, match[metric], reference[metric]]
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names, rotation=20, ha="right")
-        ax.set_ylim(*metric_range(pd.concat([ours, match[metric]]) if len(match) else ours))
+        ax.set_ylim(*metric_range(pd.concat([v for v in shown if len(v)]).dropna()))
         ax.set_ylabel(f"{METRIC_NAMES[metric]} (%)")
+        ax.set_title(METRIC_NAMES[metric])
+        if len(ran) > 1 and ran[metric].astype(float).round(6).nunique() == 1:
+            ax.text(0.5, 0.06, f"every run {100 * float(ran[metric].iloc[0]):.1f}%: saturated, no difference to show",
+                    ha="center", transform=ax.transAxes, fontsize=8, color="dimgrey")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
     fig.suptitle(title or "Backbone x image size")
     return fig
