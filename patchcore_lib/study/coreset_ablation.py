@@ -24,7 +24,7 @@ from patchcore_lib.paper.reference import is_mvtec_category
 from patchcore_lib.study.cached_features import content_digest, feature_store
 from patchcore_lib.study.cached_scoring import (SplitTargets, coverage_radius, evaluate_scores, mean_sd, score_split,
                                                 summarise_seeds)
-from patchcore_lib.study.display import METRIC_NAMES
+from patchcore_lib.study.display import METRIC_NAMES, percent_axis
 from patchcore_lib.utils.source_fingerprint import code_fingerprint
 from patchcore_lib.utils.store import content_key
 
@@ -216,14 +216,6 @@ def paper_comparison(table: pd.DataFrame, paper: pd.DataFrame | None = PAPER_COR
     return merged
 
 
-def _percent_axis(ax: Any, ratios: Sequence[float]) -> None:
-    """Log x axis with ticks at the given ratios, labelled in percent (0.1%, 1%, 10%, ...)."""
-    ax.set_xscale("log")
-    ticks = sorted({100 * float(r) for r in ratios})
-    ax.set_xticks(ticks, [f"{t:g}%" for t in ticks])
-    ax.xaxis.set_minor_locator(plt.NullLocator())
-
-
 # ============================================================================ plots
 def plot_coreset_metrics(table: pd.DataFrame, paper: pd.DataFrame | None = PAPER_CORESET, title: str = "") -> Any:
     """Image AUROC / pixel AUROC / PRO (%) vs coreset ratio (log x, in percent), one line per sampler, one
@@ -255,7 +247,7 @@ def plot_coreset_metrics(table: pd.DataFrame, paper: pd.DataFrame | None = PAPER
                 ax.scatter(100 * points.ratio, points[metric], marker="D", s=70, zorder=6, linewidths=1.8,
                            facecolors="none" if approximate else color, edgecolors=color if approximate else "black",
                            label=f"paper, {sampler_name}: {sources}")
-        _percent_axis(ax, list(table.ratio) + (list(paper.ratio) if paper is not None else []))
+        percent_axis(ax, list(table.ratio) + (list(paper.ratio) if paper is not None else []))
         ax.set_xlabel("coreset ratio (% of training patches, log scale)")
         ax.set_ylabel(f"{label} (%)")
         ax.set_title(label)
@@ -287,7 +279,7 @@ def plot_coverage(table: pd.DataFrame, title: str = "") -> Any:
             ax.errorbar(100 * frame.ratio, frame[metric], marker=marker, color=color, capsize=3,
                         yerr=frame[f"{metric}_sd"].fillna(0) if f"{metric}_sd" in frame else None,
                         label=sampler_name if not frame.empty else f"{sampler_name} (n/a)")
-        _percent_axis(ax, table.ratio)
+        percent_axis(ax, table.ratio)
         ax.set_xlabel("coreset ratio (% of training patches, log scale)")
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)

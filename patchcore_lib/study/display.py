@@ -5,6 +5,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import FuncFormatter, NullLocator
 
 #: metric key -> axis label of the study's plots
 METRIC_NAMES = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "pro": "PRO (FPR <= 0.3)"}
@@ -88,3 +89,16 @@ def place_labels(ax: Any, points: list[tuple[float, float]], texts: list[str], c
         boxes.append(box)
         placed.append(label)
     return placed
+
+
+def percent_axis(ax: Any, ratios: Any) -> None:
+    """Log x axis with ticks at the given ratios (fractions), labelled in percent (0.1%, 1%, 10%, ...)."""
+    ax.set_xscale("log")
+    ticks = sorted({100 * float(r) for r in ratios})
+    ax.set_xticks(ticks, [f"{t:g}%" for t in ticks])
+    ax.xaxis.set_minor_locator(NullLocator())
+
+
+def plain_log_axis(axis: Any) -> None:
+    """Tick labels of a log axis as plain numbers (10, 100, 1000), not powers of ten."""
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))

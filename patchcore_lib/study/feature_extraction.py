@@ -18,7 +18,7 @@ from patchcore_lib.components.sampling import num_selected
 from patchcore_lib.detectors import PatchCore
 from patchcore_lib.errors import ConfigError
 from patchcore_lib.study.cached_features import load_features
-from patchcore_lib.study.display import draw_contour
+from patchcore_lib.study.display import draw_contour, percent_axis, plain_log_axis
 
 
 # ============================================================================ inputs
@@ -257,8 +257,9 @@ def plot_memory_bank(table: pd.DataFrame) -> Any:
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for size, frame in table.groupby("imagesize"):
         ax.plot(frame["ratio_%"], frame["bank_MB"], marker="o", label=f"{size} px")
-    ax.set_xscale("log")
+    percent_axis(ax, table["ratio_%"] / 100)
     ax.set_yscale("log")
+    plain_log_axis(ax.yaxis)
     ax.set_xlabel("coreset ratio (% of training patches, log)")
     ax.set_ylabel("memory bank size (MB, float32, log)")
     ax.set_title(f"Memory bank size, {int(table['train_images'].iloc[0])} training images, "
