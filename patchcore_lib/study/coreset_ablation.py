@@ -334,7 +334,7 @@ def seed_spread_summary(summary: dict[str, dict[str, float]]) -> pd.DataFrame:
 
 def plot_seed_spread(table: pd.DataFrame, title: str = "") -> Any:
     """One panel per metric: the value of each seed (dots) and their mean (line)."""
-    fig, axes = plt.subplots(1, len(METRIC_NAMES), figsize=(4 * len(METRIC_NAMES), 3.2))
+    fig, axes = plt.subplots(1, len(METRIC_NAMES), figsize=(4.6 * len(METRIC_NAMES), 3.4), layout="constrained")
     for ax, (metric, label) in zip(axes, METRIC_NAMES.items()):
         values = 100 * table[metric].to_numpy(dtype=float)
         ax.plot(table["seed"].astype(str), values, "o", color="tab:orange", label="one seed")
@@ -348,5 +348,4 @@ def plot_seed_spread(table: pd.DataFrame, title: str = "") -> Any:
         ax.ticklabel_format(axis="y", useOffset=False)  # plain percentages, no "+1e2" offset
         ax.legend(fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
     return fig
