@@ -102,3 +102,12 @@ def percent_axis(ax: Any, ratios: Any) -> None:
 def plain_log_axis(axis: Any) -> None:
     """Tick labels of a log axis as plain numbers (10, 100, 1000), not powers of ten."""
     axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+
+
+def score_text(score: float) -> str:
+    """An anomaly score as a reader reads it: three significant digits, thousands separated, never 4.61e+04
+    (squared distances run to 10^5; Euclidean ones and normalised scores stay small)."""
+    value = float(score)
+    if abs(value) >= 999.5:
+        return f"{round(value, 3 - len(str(int(round(abs(value)))))):,.0f}"
+    return f"{value:.3g}"

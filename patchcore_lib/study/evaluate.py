@@ -22,6 +22,7 @@ from patchcore_lib.paper.reference import (ALL_METRICS, is_mvtec_category, offic
 from patchcore_lib.study.cached_scoring import (SeedRun, draw_seed_band, mean_sd, seed_pixel_metrics, seed_record,
                                                 seed_statistics)
 from patchcore_lib.study.params import config_from_params, parameter_default, with_config_defaults
+from patchcore_lib.study.display import score_text
 from patchcore_lib.study.outputs import relative_paths
 from patchcore_lib.utils.schema import schema_fields
 
@@ -282,7 +283,7 @@ def plot_segmentations(predictions: Any, indices: Sequence[int], resize: int, im
         mappable = axes[row, 1].imshow(amap, cmap="jet", alpha=0.5, vmin=vmin, vmax=vmax)
         if mask.any():
             axes[row, 1].contour(mask, levels=[0.5], colors="white", linewidths=1.0)
-        axes[row, 1].set_title(f"anomaly map overlay (score {predictions.scores[index]:.3g})", fontsize=9)
+        axes[row, 1].set_title(f"anomaly map overlay (score {score_text(predictions.scores[index])})", fontsize=9)
         axes[row, 2].imshow(amap, cmap="jet", vmin=vmin, vmax=vmax)
         axes[row, 2].set_title("anomaly map", fontsize=9)
         for ax in axes[row]:
