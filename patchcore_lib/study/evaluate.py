@@ -22,7 +22,7 @@ from patchcore_lib.paper.reference import (ALL_METRICS, is_mvtec_category, offic
 from patchcore_lib.study.cached_scoring import (SeedRun, draw_seed_band, mean_sd, seed_pixel_metrics, seed_record,
                                                 seed_statistics)
 from patchcore_lib.study.params import config_from_params, parameter_default, with_config_defaults
-from patchcore_lib.study.display import score_text
+from patchcore_lib.study.display import method_colour, score_text
 from patchcore_lib.study.outputs import relative_paths
 from patchcore_lib.utils.schema import schema_fields
 
@@ -157,6 +157,10 @@ def _pixel_roc(pixel: PixelMetrics, max_points: int = 2000) -> tuple[np.ndarray,
     return fpr, tpr
 
 
+#: PatchCore's colour in every figure of the study (study/display.METHOD_COLOURS)
+PATCHCORE = method_colour("PatchCore")
+
+
 def _seeds(predictions: Any) -> list[Any]:  # one Predictions or SeedRun per seed, or one
     return list(predictions) if isinstance(predictions, (list, tuple)) else [predictions]
 
@@ -169,11 +173,11 @@ def plot_roc_curves(predictions: Any, title: str = "") -> Any:
     runs, grid = [getattr(p, "predictions", p) for p in _seeds(predictions)], np.linspace(0, 1, 201)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
     image = [image_auroc(p.labels, p.scores) for p in runs]
-    draw_seed_band(axes[0], [roc_points(p.labels, p.scores) for p in runs], grid, "C0",
+    draw_seed_band(axes[0], [roc_points(p.labels, p.scores) for p in runs], grid, PATCHCORE,
                    f"PatchCore (AUROC {mean_sd(*seed_statistics(image))}%)")
     if pixel:
         value = mean_sd(*seed_statistics([p.pixel_auroc for p in pixel]))
-        draw_seed_band(axes[1], [_pixel_roc(p) for p in pixel], grid, "C1", f"PatchCore (AUROC {value}%)")
+        draw_seed_band(axes[1], [_pixel_roc(p) for p in pixel], grid, PATCHCORE, f"PatchCore (AUROC {value}%)")
     for ax, what in zip(axes, ("image level (detection)", "pixel level (segmentation)")):
         ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="chance")
         ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate",
@@ -192,7 +196,7 @@ def plot_pro_curve(predictions: Any, title: str = "", max_fpr: float = 0.3) -> A
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     if pixel:
         score = mean_sd(*seed_statistics([p.pro for p in pixel]))
-        draw_seed_band(ax, [p.pro_curve(300) for p in pixel], np.linspace(0, max_fpr, 151), "C2",
+        draw_seed_band(ax, [p.pro_curve(300) for p in pixel], np.linspace(0, max_fpr, 151), PATCHCORE,
                        f"PatchCore (AU-PRO {score}%)")
     else:
         ax.text(0.5, 0.5, "PRO undefined (no defect pixels)", ha="center", transform=ax.transAxes)
@@ -220,7 +224,7 @@ def plot_per_defect(table: pd.DataFrame, title: str = "") -> Any:
     fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(table) + 2), 4))
     values = 100 * table["image_auroc"].astype(float).to_numpy()
     sds = 100 * table["image_auroc_sd"].astype(float).fillna(0).to_numpy() if "image_auroc_sd" in table else None
-    bars = ax.bar(table["defect_type"], values, color="C0", yerr=sds, capsize=4, ecolor="black")
+    bars = ax.bar(table["defect_type"], values, color=PATCHCORE, yerr=sds, capsize=4, ecolor="black")
     for bar, value, sd in zip(bars, values, sds if sds is not None else np.zeros(len(values))):
         ax.annotate(mean_sd(value / 100, sd / 100 if sds is not None else None),
                     (bar.get_x() + bar.get_width() / 2, min(value + sd, 100.5)), ha="center", va="bottom", fontsize=8)
