@@ -17,7 +17,7 @@ import torch
 from patchcore_lib.detectors import PatchCore, PatchCoreConfig
 from patchcore_lib.errors import ConfigError
 from patchcore_lib.study.cached_scoring import SplitTargets, evaluate_scores, mean_sd, score_split, summarise_seeds
-from patchcore_lib.study.display import METRIC_NAMES, draw_contour, metric_range
+from patchcore_lib.study.display import METRIC_NAMES, draw_contour, method_colour, metric_range
 
 DEFAULT_SCORING = {"num_nn": 1, "score": "max", "reweight_neighbourhood": 3, "distance": "sqeuclidean", "sigma": 4.0}
 
@@ -259,7 +259,7 @@ def plot_variant_metrics(table: pd.DataFrame, title: str = "") -> Any:
     metrics = list(METRIC_NAMES.items())
     fig, axes = plt.subplots(len(metrics), len(factors), figsize=(3.6 * len(factors), 2.6 * len(metrics)),
                              squeeze=False, layout="constrained")
-    colors = ("tab:blue", "tab:orange", "tab:green")
+    colour = method_colour("PatchCore")  # every variant is PatchCore: its one colour (rows are told apart by label)
     for col, factor in enumerate(factors):
         frame = table[table.factor == factor]
         x = np.arange(len(frame))
@@ -267,7 +267,7 @@ def plot_variant_metrics(table: pd.DataFrame, title: str = "") -> Any:
             ax = axes[row, col]
             y = 100 * frame[metric].astype(float).to_numpy()
             sd = 100 * frame[f"{metric}_sd"].astype(float).fillna(0).to_numpy() if f"{metric}_sd" in frame else None
-            ax.errorbar(x, y, yerr=sd, marker="o", color=colors[row], capsize=3,
+            ax.errorbar(x, y, yerr=sd, marker="o", color=colour, capsize=3,
                         label=label + (" (± sd over seeds)" if sd is not None else ""))
             is_default = frame.default.to_numpy(bool)
             ax.scatter(x[is_default], y[is_default], s=90, facecolors="none", edgecolors="black", linewidths=1.5,
