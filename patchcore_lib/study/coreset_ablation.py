@@ -24,7 +24,7 @@ from patchcore_lib.paper.reference import is_mvtec_category
 from patchcore_lib.study.cached_features import content_digest, feature_store
 from patchcore_lib.study.cached_scoring import (SplitTargets, coverage_radius, evaluate_scores, mean_sd, score_split,
                                                 summarise_seeds)
-from patchcore_lib.study.display import METRIC_NAMES, percent_axis
+from patchcore_lib.study.display import METRIC_NAMES, method_colour, percent_axis
 from patchcore_lib.utils.source_fingerprint import code_fingerprint
 from patchcore_lib.utils.store import content_key
 
@@ -54,9 +54,9 @@ def paper_markers(category: str) -> pd.DataFrame | None:
 #: the store kind of finished ablation rows
 ROWS = "coreset_row"
 
-SAMPLER_STYLE = {"random": ("tab:blue", "o"), "approx_greedy": ("tab:orange", "s"), "greedy": ("tab:green", "^"),
-                 "identity": ("tab:grey", "D")}
-_FALLBACK_COLOURS = ("tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
+SAMPLER_STYLE = {"approx_greedy": (method_colour("PatchCore"), "s"),  # PatchCore's own sampler: its colour
+                 "random": ("tab:grey", "o"), "greedy": ("tab:purple", "^"), "identity": ("tab:brown", "D")}
+_FALLBACK_COLOURS = ("tab:red", "tab:pink", "tab:olive", "tab:cyan")  # none of the methods' colours
 _FALLBACK_MARKERS = ("v", "P", "X", "*", "h", "<", ">", "p")
 
 
@@ -337,7 +337,7 @@ def plot_seed_spread(table: pd.DataFrame, title: str = "") -> Any:
     fig, axes = plt.subplots(1, len(METRIC_NAMES), figsize=(4.6 * len(METRIC_NAMES), 3.4), layout="constrained")
     for ax, (metric, label) in zip(axes, METRIC_NAMES.items()):
         values = 100 * table[metric].to_numpy(dtype=float)
-        ax.plot(table["seed"].astype(str), values, "o", color="tab:orange", label="one seed")
+        ax.plot(table["seed"].astype(str), values, "o", color=sampler_style("approx_greedy")[0], label="one seed")
         ax.axhline(values.mean(), color="black", lw=1, label=f"mean {values.mean():.2f}")
         spread = values.max() - values.min()
         ax.set_title(f"{label}\nrange {spread:.2f} points")
