@@ -9,9 +9,14 @@ import pandas as pd
 
 from patchcore_lib.paper.ablations import SEARCH_TABLE5
 from patchcore_lib.study.cached_scoring import mean_sd, summarise_seeds
-from patchcore_lib.study.display import METRIC_NAMES
+from patchcore_lib.study.display import METRIC_NAMES, method_colour
 
 UTILISATION = ("used", "used_by_good", "used_by_defect")
+#: colour and legend label of each utilisation share (PatchCore's colour for the whole test set; good/defect as
+#: the study's score histograms)
+UTILISATION_STYLE = {"used": (method_colour("PatchCore"), "by any test patch"),
+                     "used_by_good": ("tab:grey", "by patches of good test images"),
+                     "used_by_defect": ("tab:red", "by patches of defective test images")}
 
 
 def plot_metric_bars(summary_table: pd.DataFrame, x: str, metrics: Sequence[str], title: str,
@@ -103,11 +108,13 @@ def plot_utilisation(summary_table: pd.DataFrame, title: str) -> Any:
     """Shares of the bank used (all / good / defect test patches) per ratio, ± sd bars."""
     exact = summary_table[(summary_table.search == "exact") & np.isfinite(summary_table.get(
         "used", pd.Series(np.nan, index=summary_table.index)).astype(float))]
+    exact = exact.sort_values("ratio")
     fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
     for offset, column in zip((-0.2, 0.0, 0.2), UTILISATION):
         x = np.arange(len(exact)) + offset
+        colour, label = UTILISATION_STYLE[column]
         ax.errorbar(x, 100 * exact[column].astype(float), yerr=100 * exact[f"{column}_sd"].astype(float).fillna(0),
-                    fmt="o", capsize=4, label=column.replace("_", " "))
+                    fmt="o", capsize=4, color=colour, label=label)
     ax.set_xticks(np.arange(len(exact)), [f"{100 * r:g}%" for r in exact.ratio])
     ax.set_xlabel("coreset ratio")
     ax.set_ylabel("bank entries that are a nearest neighbour (%)")
