@@ -37,6 +37,10 @@ def plot_metric_bars(summary_table: pd.DataFrame, x: str, metrics: Sequence[str]
         ax.set_xlabel(x.replace("_", " "))
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
+    skipped = summary_table.loc[~np.isfinite(summary_table[metrics[0]].astype(float)), x].astype(str).tolist()
+    if skipped:  # left out of the axes: say which, so the gap is not read as a missing result
+        fig.text(0.5, -0.02, f"not run: {x.replace('_', ' ')} {', '.join(skipped)} (see the table's note)",
+                 ha="center", va="top", fontsize=8, color="dimgrey")
     fig.suptitle(title)
     return fig
 
