@@ -276,7 +276,9 @@ def plot_variant_metrics(table: pd.DataFrame, title: str = "") -> Any:
             ax.set_xticklabels(frame.value if row == len(metrics) - 1 else [""] * len(x), rotation=30,
                                ha="right", fontsize=8)
             ax.margins(x=0.15)
-            ax.set_ylim(*metric_range(table[metric]))  # one y-range per metric row, never above 100%
+            spread = table[f"{metric}_sd"].astype(float).fillna(0) if f"{metric}_sd" in table else 0.0 * table[metric]
+            bars = pd.concat([table[metric] - spread, table[metric] + spread])
+            ax.set_ylim(*metric_range(bars))  # one y-range per metric row holding every ± sd bar, never above 100%
             ax.grid(True, alpha=0.3)
             if col == 0:
                 ax.set_ylabel(f"{label} (%)", fontsize=9)
