@@ -17,7 +17,7 @@ import torch
 from patchcore_lib.detectors import PatchCore, PatchCoreConfig
 from patchcore_lib.errors import ConfigError
 from patchcore_lib.study.cached_scoring import SplitTargets, evaluate_scores, mean_sd, score_split, summarise_seeds
-from patchcore_lib.study.display import METRIC_NAMES, draw_contour, method_colour, metric_range
+from patchcore_lib.study.display import METRIC_NAMES, draw_contour, method_colour, metric_range, score_text
 
 DEFAULT_SCORING = {"num_nn": 1, "score": "max", "reweight_neighbourhood": 3, "distance": "sqeuclidean", "sigma": 4.0}
 
@@ -337,7 +337,7 @@ def plot_anomaly_gallery(dataset: Any, maps: np.ndarray, scores: np.ndarray, ind
         ax.imshow(dataset.preprocess.denormalise(item["image"]))
         im = ax.imshow(maps[index], cmap="jet", alpha=0.45, vmin=vmin, vmax=vmax)
         draw_contour(ax, item["mask"][0].numpy(), color="white")
-        ax.set_title(f"{item['defect_type']}  score {scores[index]:.3g}", fontsize=9)
+        ax.set_title(f"{item['defect_type']}  score {score_text(scores[index])}", fontsize=9)
     if im is not None:
         fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.7, label="anomaly map (patch score)")
     fig.suptitle("Anomaly maps (overlay) with ground-truth contours (white)")
