@@ -12,6 +12,7 @@ from typing import Any, Callable, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 import torch
 
 from patchcore_lib.detectors import PatchCore, PatchCoreConfig
@@ -299,6 +300,8 @@ def plot_score_histograms(scores_by: dict[str, np.ndarray], labels: np.ndarray, 
         ax.hist(scores[labels == 1], bins=edges, alpha=0.6, color="tab:red", label=f"defect (n={(labels == 1).sum()})")
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("image anomaly score")
+        ax.xaxis.set_major_locator(MaxNLocator(5))  # scores run to 10^5: few ticks, thousands separated
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: score_text(value)))
         ax.set_ylabel("number of test images")
         ax.legend(fontsize=8)
     fig.suptitle("Image score distributions, good vs defective test images")

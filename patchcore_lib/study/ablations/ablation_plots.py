@@ -32,6 +32,11 @@ def plot_metric_bars(summary_table: pd.DataFrame, x: str, metrics: Sequence[str]
         if paper is not None and paper.get(metric) is not None and paper_x in set(ran[x]):
             ax.plot([str(paper_x)], [100 * paper[metric]], "*", ms=12, color="tab:red",
                     label="paper (MVTec AD mean, WideResNet-50)")
+        low, high = float((values - sd).min()), float((values + sd).max())  # every ± sd bar inside the panel
+        if paper is not None and paper.get(metric) is not None:
+            low, high = min(low, 100 * paper[metric]), max(high, 100 * paper[metric])
+        pad = max(0.25, 0.08 * (high - low))
+        ax.set_ylim(low - pad, min(100.5, high + pad))
         ax.set_title(METRIC_NAMES.get(metric, metric.replace("_", " ")))
         ax.set_ylabel(f"{METRIC_NAMES.get(metric, metric.replace('_', ' '))} (%)")
         ax.set_xlabel(x.replace("_", " "))
