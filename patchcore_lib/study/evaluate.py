@@ -297,7 +297,7 @@ def plot_segmentations(predictions: Any, indices: Sequence[int], resize: int, im
             ax.axis("off")
         axes[0, 1].text(0.5, 0.5, "no anomalous image with a mask", ha="center")
     if mappable is not None:
-        fig.colorbar(mappable, ax=axes[:, 1:].ravel().tolist(), shrink=0.8, label="anomaly score")
+        fig.colorbar(mappable, ax=axes.ravel().tolist(), shrink=0.8, label="anomaly score")  # all columns: equal widths
     if title:
         fig.suptitle(title)
     return fig
