@@ -379,7 +379,7 @@ def threshold_table(check: dict[str, Any]) -> pd.DataFrame:
 
 def plot_threshold(check: dict[str, Any], predictions: Any, title: str = "") -> Any:
     """Test scores of normal and defect images with the calibrated (and F1-optimal) threshold."""
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
     scores, labels = np.asarray(predictions.scores), np.asarray(predictions.labels)
     bins = np.linspace(scores.min(), scores.max(), 40)
     ax.hist(scores[labels == 0], bins=bins.tolist(), alpha=0.6, color="C0", label="normal test images")
@@ -394,6 +394,6 @@ def plot_threshold(check: dict[str, Any], predictions: Any, title: str = "") -> 
             ax.axvline(check["f1"]["threshold"], color="grey", ls="--", lw=1.5,
                        label=f"F1-optimal on the test labels (F1 {check['f1']['f1']:.2f})")
     ax.set(xlabel="image score", ylabel="images", title=title or "Threshold from normal images only")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)  # below: never over the bars
     fig.tight_layout()
     return fig
