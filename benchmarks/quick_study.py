@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from benchmarks.memory import PeakMemory
+from patchcore_lib.study.readme import notebook_records
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_SECONDS = 60.0
@@ -28,12 +29,8 @@ DEFAULT_OUT = ROOT / "benchmarks" / "results" / "quick_study.json"
 
 
 def notebook_seconds(reports_dir: Path) -> dict[str, float]:
-    """``{run slot: seconds}`` from the study's run records in ``reports_dir/.store/notebook``."""
-    out = {}
-    for path in sorted((reports_dir / ".store" / "notebook").glob("*.json")):
-        record = json.loads(path.read_text())
-        out[record["slot"]] = float(record["seconds"])
-    return out
+    """``{run slot: seconds}`` from the study's run records (:func:`patchcore_lib.study.readme.notebook_records`)."""
+    return {record["slot"]: float(record["seconds"]) for record in notebook_records(reports_dir)}
 
 
 def run(preset: Path) -> dict:

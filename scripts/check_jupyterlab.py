@@ -39,7 +39,7 @@ def main() -> int:
     parser.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data" / "mvtec_ad"),
                         help="$PATCHCORE_DATA_ROOT of the kernels (a folder holding the default category)")
     args = parser.parse_args()
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout, sync_playwright
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -83,7 +83,7 @@ def main() -> int:
                     try:
                         page.wait_for_function(started, timeout=20_000)
                         break
-                    except Exception:  # playwright's TimeoutError: nothing started yet
+                    except PlaywrightTimeout:  # nothing started yet: send the command again
                         continue
                 start = time.time()
                 time.sleep(5)

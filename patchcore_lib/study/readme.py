@@ -201,7 +201,7 @@ def _marked(lines: list[str]) -> str:
     return "\n".join([BEGIN, ""] + lines + [END])
 
 
-def _notebook_records(reports_dir: str | Path) -> list[dict[str, Any]]:
+def notebook_records(reports_dir: str | Path) -> list[dict[str, Any]]:
     """The records of the finished notebook runs in ``<reports_dir>/.store/notebook`` (name order)."""
     folder = Path(reports_dir) / STORE_FOLDER / NOTEBOOK
     records = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
@@ -212,7 +212,7 @@ def status_lines(reports_dir: str | Path, root: str | Path | None = None) -> lis
     """Which code made the reports and whether any run is stale under the code of this checkout: the runs of
     :data:`STUDY_PRESET` checked against their records (code and parameters; the data as recorded: ``--check``
     with the data reads it too). Nothing when ``reports_dir`` holds no study records."""
-    if not _notebook_records(reports_dir):
+    if not notebook_records(reports_dir):
         return []
     root = Path(root or repository_root())
     checks = check_study(load_preset(root / STUDY_PRESET), recorded_data=True, reports_dir=reports_dir,
@@ -232,7 +232,7 @@ def _duration(seconds: Any) -> str:
 def times_block(reports_dir: str | Path) -> str:
     """docs/performance.md's block: the duration of every notebook run of the committed study, from the records
     its runner wrote (``<reports>/.store/notebook``), per notebook and category."""
-    records = _notebook_records(reports_dir)
+    records = notebook_records(reports_dir)
     if not records:
         return _marked([f"No study records in {Path(reports_dir).name}/{STORE_FOLDER}/{NOTEBOOK}: run "
                         "`bash scripts/real_reports.sh`.", ""])
