@@ -129,6 +129,22 @@ def test_all_zero_mask_of_a_defect_image_warns_naming_it(synthetic_root, tmp_pat
         open_split(root, "tiny", "test", 64, 64)[index]
 
 
+def test_empty_masks_of_one_folder_warn_once(synthetic_root, tmp_path):
+    root = _copy(synthetic_root, tmp_path)
+    folder = sorted((root / "tiny" / "ground_truth").iterdir())[0]
+    masks = sorted(folder.glob("*.png"))
+    assert len(masks) >= 2, "the synthetic category needs two masks in one defect folder"
+    for mask in masks:
+        Image.new("L", Image.open(mask).size).save(mask)
+    dataset = open_split(root, "tiny", "test", 64, 64)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = [dataset[i] for i, s in enumerate(dataset.samples) if s.mask_path in masks]
+    empty = [str(w.message) for w in caught if "is empty" in str(w.message)]
+    assert len(loaded) == len(masks) and len(empty) == 1
+    assert f"further empty masks in {folder}" in empty[0]
+
+
 # --- case 11: decompression bomb -----------------------------------------------------------------------------
 def test_decompression_bomb_is_one_dataset_error_naming_the_file(tmp_path, monkeypatch):
     path = tmp_path / "bomb.png"

@@ -176,6 +176,8 @@ def load_image(item: Any, index: int) -> Image.Image:
 
 #: (mask file, size, modification time) already warned about in this process
 _WARNED: set[tuple[str, int, int]] = set()
+#: mask folder -> the one file of it warned about as empty (a folder of empty masks warns once, not per file)
+_EMPTY_IN_FOLDER: dict[str, str] = {}
 
 
 def _warn_once(path: Path, message: str) -> None:
@@ -186,6 +188,17 @@ def _warn_once(path: Path, message: str) -> None:
     if key not in _WARNED:
         _WARNED.add(key)
         warnings.warn(message, stacklevel=3)
+
+
+def _warn_empty_mask(path: Path, image_path: Path) -> None:
+    """The first empty mask of a folder warns, naming it (and again if that file changes); later ones of the same
+    folder are counted as defect-free without a warning each (a dataset with many empty masks prints one line)."""
+    resolved = Path(path).resolve()
+    first = _EMPTY_IN_FOLDER.setdefault(str(resolved.parent), str(resolved))
+    if first == str(resolved):
+        _warn_once(path, f"{path}: the mask of defect image {image_path} is empty (no foreground pixel); "
+                   f"pixel AUROC and PRO count it as defect-free (further empty masks in {Path(path).parent} "
+                   "likewise, without a warning each)")
 
 
 def load_mask(path: Path, expected_size: tuple[int, int], image_path: Path) -> Image.Image:
@@ -210,8 +223,7 @@ def load_mask(path: Path, expected_size: tuple[int, int], image_path: Path) -> I
         warnings.warn(f"{path}: mask is not binary ({len(values)} grey levels); binarised at 127", stacklevel=2)
         binary = array > 127
     if not binary.any():
-        _warn_once(path, f"{path}: the mask of defect image {image_path} is empty (no foreground pixel); "
-                   "pixel AUROC and PRO count it as defect-free")
+        _warn_empty_mask(path, image_path)
     return Image.fromarray((binary * 255).astype(np.uint8))
 
 
