@@ -1,5 +1,7 @@
-"""Notebook 06 (baselines): PatchCore, PaDiM and OrthoAD fitted on one category, beside the published
-MVTec AD means (MVTec AD categories only), with quality, time and model size in one figure."""
+"""Notebook 06 (baselines): PatchCore, PaDiM and OrthoAD fitted on one category, beside every published or measured
+reference value (PaDiM / OrthoAD: their MVTec AD means; PatchCore: the paper's value for this category where it
+gives one, else its 15-class mean or its value on another dataset, and the official code run here with the same
+setting), with quality, time and model size in one figure."""
 from __future__ import annotations
 
 import dataclasses
@@ -14,8 +16,11 @@ import pandas as pd
 from patchcore_lib.detectors import GaussianADConfig, PatchCoreConfig, make_detector
 from patchcore_lib.evaluation import prediction_metrics
 from patchcore_lib.evaluation.metrics import legacy_pixel_auroc
+from patchcore_lib.paper.anchors import anchor_match, paper_other_datasets
+from patchcore_lib.paper.reference import baseline_reference_table, paper_method_for, paper_table_percent
 from patchcore_lib.study.cached_scoring import summarise_seeds
 from patchcore_lib.study.display import mean_sd_text, method_colour
+from patchcore_lib.study.paper_values import paper_value
 from patchcore_lib.study.params import config_from_params
 
 #: the columns of the baselines table (ours and the published rows; metrics in percent)
@@ -120,6 +125,43 @@ def run_baselines(plan: list[dict[str, Any]], config: PatchCoreConfig, train: An
     return ours, all_predictions, per_seed
 
 
+# =========================================================================== reference values
+def patchcore_references(category: str, config: PatchCoreConfig) -> pd.DataFrame:
+    """The reference values of the PatchCore bar (columns of ``paper.reference.baseline_reference_table``, metrics as
+    fractions, NaN where a source gives none), one row per source:
+
+    * the paper's (``study.paper_values.paper_value`` per metric: this category's value where the paper gives
+      one, else its 15-class mean or its value on another dataset, the row's ``scope`` says which);
+    * the official code run here with the same setting (``paper/data/anchors_measured.csv``): image AUROC only,
+      as its masks are resized bilinearly and cast to int while ours use the nearest-neighbour convention.
+    """
+    method = paper_method_for(config.coreset_ratio)
+    by_scope: dict[str, dict[str, Any]] = {}
+    for metric, _ in _QUALITY:
+        value, scope = paper_value(paper_table_percent(), paper_other_datasets(), method, category, metric)
+        if scope:
+            row = by_scope.setdefault(scope, {"scope": scope, "source": "PatchCore paper", "method": "patchcore",
+                                              "backbone": "wide_resnet50_2", "k_or_d": float("nan"),
+                                              **{m: float("nan") for m, _ in _QUALITY}})
+            row[metric] = value / 100
+    anchor, _ = anchor_match(category, config.to_dict())  # the config's embedding dims are resolved
+    rows = list(by_scope.values())
+    if anchor:
+        rows.append({"scope": f"{category}, same setting, image AUROC only (its masks differ)",
+                     "source": "official code run here", "method": "patchcore", "backbone": str(config.backbone),
+                     "k_or_d": float("nan"), "image_auroc": float(anchor["image_auroc"]),
+                     "pixel_auroc": float("nan"), "pro": float("nan")})
+    return pd.DataFrame(rows, columns=["scope", "source", "method", "backbone", "k_or_d",
+                                       *[m for m, _ in _QUALITY]])
+
+
+def reference_rows(category: str, config: PatchCoreConfig) -> pd.DataFrame:
+    """Every reference value of notebook 06: the PaDiM / OrthoAD MVTec AD means (MVTec AD categories only) and
+    :func:`patchcore_references`."""
+    parts = [t for t in (baseline_reference_table(category), patchcore_references(category, config)) if len(t)]
+    return pd.concat(parts, ignore_index=True) if parts else baseline_reference_table(category)
+
+
 # =========================================================================== tables
 def baselines_table(ours: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
     """Our rows and the published ones (``paper.reference.baseline_reference_table(category)``: none for
@@ -158,8 +200,8 @@ def baselines_record(params: dict[str, Any], total_channels: int, ours: pd.DataF
     return {"category": params["category"], "backbone": params["backbone"], "total_channels": total_channels,
             "seeds": run_seeds(params), "runs": ours.to_dict(orient="records"), "skipped": skipped,
             "reference_mvtec_means": reference.to_dict(orient="records"),
-            "note": ("reference rows are MVTec AD means over 15 categories, not values for this category"
-                     if len(reference) else "no published values for this dataset")}
+            "note": ("each reference row's scope says what it is (this category, a 15-class mean, another dataset, "
+                     "the official code run here)" if len(reference) else "no published values for this dataset")}
 
 
 # =========================================================================== the figure
@@ -172,14 +214,14 @@ def _marker_style(marker: str) -> dict[str, str]:
 
 
 def _reference_label(ref: Any) -> str:
-    """``OrthoAD paper, wide_resnet50_2, k=100``: the source of one published row."""
+    """``OrthoAD paper, wide_resnet50_2, k=100 [MVTec AD mean (15 categories)]``: the source of one reference row."""
     size = "" if pd.isna(ref.get("k_or_d")) else f", {'d' if ref['method'] == 'padim' else 'k'}={int(ref['k_or_d'])}"
-    return f"{ref['source']}, {ref['backbone']}{size}"
+    return f"{ref['source']}, {ref['backbone']}{size} [{ref['scope']}]"
 
 
 def _plot_quality(ax: Any, ours: pd.DataFrame, reference: pd.DataFrame, category: str) -> None:
-    """x: the three metrics; one bar per run in its method's colour (value inside, at its foot); the published MVTec AD
-    means of the run's method as markers at its bar, one marker per source, named in the legend."""
+    """x: the three metrics; one bar per run in its method's colour (value inside, at its foot); the reference values
+    of the run's method as markers at its bar, one marker per source, named (with its scope) in the legend."""
     x, width = np.arange(len(_QUALITY)), 0.8 / max(1, len(ours))
     labels: dict[str, str] = {}
     bars: list[tuple[np.ndarray, list[float]]] = []
@@ -202,7 +244,7 @@ def _plot_quality(ax: Any, ours: pd.DataFrame, reference: pd.DataFrame, category
             ax.scatter(position + shift, ref_values, marker=marker, s=40, zorder=5, linewidths=1.2,
                        **_marker_style(marker))
     for label, marker in labels.items():
-        ax.scatter([], [], marker=marker, label=f"published MVTec AD mean: {label}", **_marker_style(marker))
+        ax.scatter([], [], marker=marker, label=label, **_marker_style(marker))
     shown = [100 * float(v) for v in ours[[c for c, _ in _QUALITY]].to_numpy().ravel()] + [
         100 * float(v) for v in reference[[c for c, _ in _QUALITY]].to_numpy().ravel()]
     low = min(v for v in shown if np.isfinite(v))
@@ -251,8 +293,8 @@ def _plot_sizes(ax: Any, ours: pd.DataFrame) -> None:
 def plot_baselines(ours: pd.DataFrame, reference: pd.DataFrame, params: dict[str, Any], num_train: int,
                    num_test: int, setting: str = "") -> Any:
     """Three panels (title: ``setting``, the PatchCore setting name): quality per metric, mean over the seeds with
-    ± sd error bars (the published MVTec AD means of each method as black markers, each
-    source named in the legend), fit/predict time, model size; one colour per method in all of them
+    ± sd error bars (the reference values of each method as black markers, each source and its scope named in the
+    legend: :func:`reference_rows`), fit/predict time, model size; one colour per method in all of them
     (``study.display.METHOD_COLOURS``)."""
     fig, axes = plt.subplots(1, 3, figsize=(16, 5.2), layout="constrained")
     _plot_quality(axes[0], ours, reference, params["category"])

@@ -13,6 +13,7 @@ from patchcore_lib.components.backbones import BACKBONES, get_spec
 from patchcore_lib.paper.anchors import anchor_match, paper_other_datasets
 from patchcore_lib.paper.reference import (ALL_METRICS, MVTEC_CATEGORIES, is_mvtec_category, official_results,
                                            official_run_for, paper_method_for, paper_table_percent)
+from patchcore_lib.study.paper_values import paper_value as _paper_value, published as _published
 from patchcore_lib.study.params import with_config_defaults
 from patchcore_lib.study.report.datasets import geometry_text
 from patchcore_lib.study.report.runs import as_float, recorded_convention
@@ -31,12 +32,6 @@ def _summary_columns() -> list[str]:
             + ["seeds", "mask_convention", "geometry", "paper_source", "official_run", "anchor_run", "anchor_note"])
 
 
-def _published(value: Any, scale: float = 1.0) -> float:
-    """A rounded published/measured number in percent without float noise (``100 * 0.98381`` -> ``98.381``)."""
-    value = as_float(value)
-    return float(f"{scale * value:.10g}") if value == value else float("nan")
-
-
 def resolved_config(recorded: dict[str, Any]) -> dict[str, Any]:
     """A recorded config with every PatchCore default and the backbone's embedding dimensions filled in."""
     config = with_config_defaults(recorded)
@@ -45,43 +40,6 @@ def resolved_config(recorded: dict[str, Any]) -> dict[str, Any]:
         config["pretrain_embed_dimension"] = int(config.get("pretrain_embed_dimension") or pre)
         config["target_embed_dimension"] = int(config.get("target_embed_dimension") or tgt)
     return config
-
-
-def _paper_value(paper: pd.DataFrame, other: pd.DataFrame, method: str | None, category: str, metric: str
-                 ) -> tuple[float, str]:
-    """(percent as published, source label) of the paper's value for one category and metric.
-
-    MVTec AD: the per-class value of ``method``; else, for PatchCore, the per-class value of another PatchCore
-    variant (the label names it and ours); only where no per-class value exists, the class mean of ``method``
-    labelled ``mean of 15``. Other datasets: the paper's PatchCore value there (MTD), at the paper's coreset
-    ratio when it differs from ours (the label names both)."""
-    if method is None:
-        return float("nan"), ""
-    if is_mvtec_category(category):
-        if metric not in paper.columns:
-            return float("nan"), ""
-        rows = paper[(paper["category"] == category) & paper[metric].notna()]
-        same = rows[rows["method"] == method]
-        variants = rows[rows["method"].str.startswith("PatchCore")] if method.startswith("PatchCore") else rows[:0]
-        for hit, suffix in ((same, ""), (variants, f"; ours: {method}")):
-            if len(hit):
-                return _published(hit.iloc[0][metric]), f"{hit.iloc[0]['method']}, {category} (per class{suffix})"
-        mean = paper[(paper["method"] == method) & (paper["category"] == "mean")]
-        if len(mean) and not pd.isna(mean.iloc[0][metric]):
-            return _published(mean.iloc[0][metric]), f"{method}, mean of 15 (no per-class value)"
-        return float("nan"), ""
-    hit = other[other["category"] == category]
-    if not method.startswith("PatchCore") or metric not in hit.columns:
-        return float("nan"), ""
-    same = hit[hit["method"] == method]
-    hit = same if len(same) else hit[hit["method"].str.startswith("PatchCore")]
-    if len(hit) and not pd.isna(hit.iloc[0][metric]):
-        found = hit.iloc[0]
-        # the paper reports one setting per other dataset: shown beside ours even at another coreset ratio, and
-        # the label says so
-        other_setting = "" if len(same) else f" (the paper's only setting there; ours: {method})"
-        return _published(found[metric]), f"{found['method']} on {found['dataset']}{other_setting}"
-    return float("nan"), ""
 
 
 def paper_sources(label: str) -> dict[str, str]:
