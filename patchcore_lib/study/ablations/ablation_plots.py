@@ -89,11 +89,16 @@ def utilisation_display(summary_table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+#: search names as figures show them
+SEARCH_NAMES = {"exact": "exact", "ivfpq": "IVF-PQ"}
+
+
 def plot_search(summary_table: pd.DataFrame, title: str, mvtec: bool) -> Any:
     """Image / pixel AUROC per (ratio, search) with ± sd bars; Table 5 stars beside them on MVTec AD."""
     ran = summary_table[np.isfinite(summary_table.get("image_auroc", pd.Series(dtype=float)).astype(float))]
+    ran = ran.assign(_exact=ran.search != "exact").sort_values(["ratio", "_exact"])  # 1% exact, 1% IVF-PQ, 10% ...
     fig, axes = plt.subplots(1, 3, figsize=(15, 3.8), layout="constrained")
-    labels = [f"{100 * r:g}% {s}" for r, s in zip(ran.ratio, ran.search)]
+    labels = [f"{100 * r:g}% {SEARCH_NAMES.get(s, s)}" for r, s in zip(ran.ratio, ran.search)]
     for ax, metric in zip(axes, ("image_auroc", "pixel_auroc", "search_seconds_per_image")):
         scale = 1 if metric.endswith("per_image") else 100
         ax.errorbar(labels, scale * ran[metric].astype(float), yerr=scale * ran[f"{metric}_sd"].astype(float).fillna(0),
@@ -105,7 +110,9 @@ def plot_search(summary_table: pd.DataFrame, title: str, mvtec: bool) -> Any:
                 if len(hit):
                     ax.plot([label], [100 * hit[metric].iloc[0]], "*", ms=12, color="tab:red")
             ax.plot([], [], "*", color="tab:red", label="paper Table 5 (MVTec AD mean, WRN-50)")
-        ax.set_title(metric.replace("_", " ") + (" (s)" if scale == 1 else " (%)"))
+        name = "search seconds per image" if scale == 1 else f"{METRIC_NAMES.get(metric, metric)} (%)"
+        ax.set_title(name)
+        ax.set_ylabel(name)
         ax.tick_params(axis="x", labelrotation=30)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
