@@ -41,11 +41,12 @@ def plot_metric_bars(summary_table: pd.DataFrame, x: str, metrics: Sequence[str]
         ax.set_ylabel(f"{METRIC_NAMES.get(metric, metric.replace('_', ' '))} (%)")
         ax.set_xlabel(x.replace("_", " "))
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
+    handles, labels = axes[0, 0].get_legend_handles_labels()  # one legend under the panels: it never covers a bar
     skipped = summary_table.loc[~np.isfinite(summary_table[metrics[0]].astype(float)), x].astype(str).tolist()
     if skipped:  # left out of the axes: say which, so the gap is not read as a missing result
-        fig.text(0.5, -0.02, f"not run: {x.replace('_', ' ')} {', '.join(skipped)} (see the table's note)",
-                 ha="center", va="top", fontsize=8, color="dimgrey")
+        labels = [*labels, f"not run: {x.replace('_', ' ')} {', '.join(skipped)} (see the table's note)"]
+        handles = [*handles, plt.Line2D([], [], linestyle="none")]
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=8, frameon=False)
     fig.suptitle(title)
     return fig
 
