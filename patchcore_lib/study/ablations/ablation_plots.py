@@ -9,7 +9,11 @@ import pandas as pd
 
 from patchcore_lib.paper.ablations import SEARCH_TABLE5
 from patchcore_lib.study.cached_scoring import mean_sd, summarise_seeds
-from patchcore_lib.study.display import METRIC_NAMES, method_colour
+from patchcore_lib.study.display import METRIC_NAMES, SOURCE_MARKERS, method_colour
+
+#: the paper's values: PatchCore's colour and the study's "paper" marker (as notebooks 02, 06 and 07 draw them)
+PAPER_STAR = dict(marker=SOURCE_MARKERS["paper"], linestyle="none", ms=14, color=method_colour("PatchCore"),
+                  markeredgecolor="black", markeredgewidth=1.0, zorder=6)
 
 UTILISATION = ("used", "used_by_good", "used_by_defect")
 #: colour and legend label of each utilisation share (PatchCore's colour for the whole test set; good/defect as
@@ -28,10 +32,10 @@ def plot_metric_bars(summary_table: pd.DataFrame, x: str, metrics: Sequence[str]
     for ax, metric in zip(axes[0], metrics):
         values = 100 * ran[metric].astype(float)
         sd = 100 * ran.get(f"{metric}_sd", pd.Series(0.0, index=ran.index)).astype(float).fillna(0.0)
-        ax.errorbar(ran[x].astype(str), values, yerr=sd, fmt="o-", capsize=4, label="ours: mean ± sd over seeds")
+        ax.errorbar(ran[x].astype(str), values, yerr=sd, fmt="o-", capsize=4, color=method_colour("PatchCore"),
+                    label="ours: mean ± sd over seeds")
         if paper is not None and paper.get(metric) is not None and paper_x in set(ran[x]):
-            ax.plot([str(paper_x)], [100 * paper[metric]], "*", ms=12, color="tab:red",
-                    label="paper (MVTec AD mean, WideResNet-50)")
+            ax.plot([str(paper_x)], [100 * paper[metric]], **PAPER_STAR, label="paper (MVTec AD mean, WideResNet-50)")
         low, high = float((values - sd).min()), float((values + sd).max())  # every ± sd bar inside the panel
         if paper is not None and paper.get(metric) is not None:
             low, high = min(low, 100 * paper[metric]), max(high, 100 * paper[metric])
@@ -103,14 +107,14 @@ def plot_search(summary_table: pd.DataFrame, title: str, mvtec: bool) -> Any:
     for ax, metric in zip(axes, ("image_auroc", "pixel_auroc", "search_seconds_per_image")):
         scale = 1 if metric.endswith("per_image") else 100
         ax.errorbar(labels, scale * ran[metric].astype(float), yerr=scale * ran[f"{metric}_sd"].astype(float).fillna(0),
-                    fmt="o", capsize=4, label="ours: mean ± sd over seeds")
+                    fmt="o", capsize=4, color=method_colour("PatchCore"), label="ours: mean ± sd over seeds")
         if mvtec and metric != "search_seconds_per_image":
             paper = SEARCH_TABLE5.frame()
             for label, (_, r) in zip(labels, ran.iterrows()):
                 hit = paper[np.isclose(paper.ratio, r.ratio) & (paper.search == r.search)]
                 if len(hit):
-                    ax.plot([label], [100 * hit[metric].iloc[0]], "*", ms=12, color="tab:red")
-            ax.plot([], [], "*", color="tab:red", label="paper Table 5 (MVTec AD mean, WRN-50)")
+                    ax.plot([label], [100 * hit[metric].iloc[0]], **PAPER_STAR)
+            ax.plot([], [], **PAPER_STAR, label="paper Table 5 (MVTec AD mean, WRN-50)")
         name = "search seconds per image" if scale == 1 else f"{METRIC_NAMES.get(metric, metric)} (%)"
         ax.set_title(name)
         ax.set_ylabel(name)

@@ -82,6 +82,10 @@ def _seconds_axis(ax: Any, values: Sequence[float]) -> None:
     ax.set_xlim(min(inside[0], low) / 1.2, max(inside[-1], high) * 1.2)
 
 
+#: search names as the figure shows them (notebook 08 names them so too)
+SEARCH_LABELS = {"exact": "exact", "ivfpq": "IVF-PQ"}
+
+
 def plot_search(summary: pd.DataFrame, title: str = "", paper: pd.DataFrame | None = None) -> Any:
     """Inference seconds per image vs image AUROC: one marker per (ratio, search) at the mean over the seeds with
     ± 1 sd error bars on both axes (:func:`search_summary`); the paper's Table 5 (``paper``, see
@@ -95,18 +99,19 @@ def plot_search(summary: pd.DataFrame, title: str = "", paper: pd.DataFrame | No
     for search, marker in (("exact", "o"), ("ivfpq", "D")):
         part = ran[ran.search == search]
         seeds = int(part.seeds.max()) if len(part) else 0
+        device = part.device.iloc[0] if len(part) else ""
         ax.errorbar(part.inference_seconds_per_image, 100 * part.image_auroc, xerr=sd["inference_seconds_per_image"][
             part.index], yerr=100 * sd["image_auroc"][part.index], fmt=marker, ms=7, capsize=3, color=colour,
-            label=f"ours, {search} ({part.device.iloc[0] if len(part) else ''}; mean ± sd, {seeds} seeds)")
+            label=f"ours, {SEARCH_LABELS.get(search, search)} ({device}; mean ± sd, {seeds} seeds)")
         for _, r in part.iterrows():
             points.append((r.inference_seconds_per_image, 100 * r.image_auroc))
-            texts.append(f"{100 * r.ratio:g}%" + (" IVFPQ" if search == "ivfpq" else ""))
+            texts.append(f"{100 * r.ratio:g}%" + (" IVF-PQ" if search == "ivfpq" else ""))
             colours.append("black")
     auroc = [ran.image_auroc - sd["image_auroc"], ran.image_auroc + sd["image_auroc"]]
     seconds = [*ran.inference_seconds_per_image]
     if paper is not None:
         ax.scatter(paper.seconds_per_image, 100 * paper.image_auroc, marker=SOURCE_MARKERS["paper"], s=140,
-                   facecolors="none", edgecolors=colour, linewidths=1.2,
+                   facecolors=colour, edgecolors="black", linewidths=1.0, zorder=6,
                    label=f"paper Table 5 ({MVTEC_WR50}, GPU)")
         for _, r in paper.iterrows():
             points.append((r.seconds_per_image, 100 * r.image_auroc))
