@@ -26,12 +26,12 @@ class StageTimes:
         self.seconds: dict[str, float] = {}
         self.started = self.last = time.perf_counter()
 
-    def lap(self, name: str) -> float:
-        """Adds the seconds since the previous lap to stage ``name``; returns them."""
+    def lap(self, name: str) -> None:
+        """Adds the seconds since the previous lap to stage ``name`` (returns nothing: a notebook cell ending in a
+        lap shows no stray number)."""
         now = time.perf_counter()
         seconds, self.last = now - self.last, now
         self.seconds[name] = self.seconds.get(name, 0.0) + seconds
-        return seconds
 
     @contextmanager
     def __call__(self, name: str) -> Iterator[None]:
