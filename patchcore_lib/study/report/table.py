@@ -91,7 +91,8 @@ def _category_row(method: str, setting: str, run: Any, config: dict[str, Any], p
     row["anchor_run"] = (f"{anchor['implementation']}, {anchor['machine']}, {anchor['data']}, "
                          f"D{anchor['embed_dims']}, coreset {anchor['coreset']:g}" if anchor else "")
     if anchor and convention != "official":
-        anchor_note = "pixel metrics not compared: the official code uses `official` masks, this run `nearest`"
+        anchor_note = ("pixel metrics not compared: the official code binarises masks as mask_convention=official, "
+                       f"this run as {convention}")
     row["anchor_note"] = anchor_note
     return row
 
