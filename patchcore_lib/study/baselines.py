@@ -259,7 +259,6 @@ def _plot_quality(ax: Any, ours: pd.DataFrame, reference: pd.DataFrame, category
     ax.set_xticks(x, [name for _, name in _QUALITY])
     ax.set_ylabel("%")
     ax.set_title(f"{category}: quality (ours, sklearn AUROC, %)")
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1, frameon=False)
 
 
 def _plot_times(ax: Any, ours: pd.DataFrame) -> None:
@@ -295,11 +294,13 @@ def plot_baselines(ours: pd.DataFrame, reference: pd.DataFrame, params: dict[str
     """Three panels (title: ``setting``, the PatchCore setting name): quality per metric, mean over the seeds with
     ± sd error bars (the reference values of each method as black markers, each source and its scope named in the
     legend: :func:`reference_rows`), fit/predict time, model size; one colour per method in all of them
-    (``study.display.METHOD_COLOURS``)."""
+    (``study.display.METHOD_COLOURS``); one legend under the panels."""
     fig, axes = plt.subplots(1, 3, figsize=(16, 5.2), layout="constrained")
     _plot_quality(axes[0], ours, reference, params["category"])
     _plot_times(axes[1], ours)
     _plot_sizes(axes[2], ours)
+    handles, labels = axes[0].get_legend_handles_labels()  # under all panels: a long source name never widens one
+    fig.legend(handles, labels, loc="outside lower left", ncol=2, fontsize=7, frameon=False)
     name = setting or f"{params['backbone']}, {params['imagesize']} px"
     fig.suptitle(f"{params['category']}, {name} (PatchCore setting; PaDiM / OrthoAD: same backbone and geometry), "
                  f"{num_train} train / {num_test} test images")
