@@ -11,7 +11,7 @@ from patchcore_lib.paper.ablations import SEARCH_TABLE5
 from patchcore_lib.study.cached_scoring import mean_sd, summarise_seeds
 from patchcore_lib.study.display import METRIC_NAMES, SOURCE_MARKERS, method_colour
 
-#: the paper's values: PatchCore's colour and the study's "paper" marker (as notebooks 02, 06 and 07 draw them)
+#: the paper's values: PatchCore's colour and the study's "paper" marker, filled, black edge (as in 07's search figure)
 PAPER_STAR = dict(marker=SOURCE_MARKERS["paper"], linestyle="none", ms=14, color=method_colour("PatchCore"),
                   markeredgecolor="black", markeredgewidth=1.0, zorder=6)
 
