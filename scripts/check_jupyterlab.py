@@ -76,7 +76,9 @@ def main() -> int:
                 ready = ("window.jupyterapp && window.jupyterapp.commands.isEnabled('notebook:run-all-cells') && "
                          "window.jupyterapp.shell.currentWidget?.sessionContext?.session?.kernel?.status === 'idle'")
                 page.wait_for_function(ready, timeout=120_000)
-                started = "document.querySelectorAll('.jp-InputPrompt').length > 0 && [...document.querySelectorAll(" \
+                # prompts of this notebook's panel only: JupyterLab restores the tabs of the notebooks checked
+                # before, whose [n] prompts would read as "started"
+                started = "[...window.jupyterapp.shell.currentWidget.node.querySelectorAll(" \
                           "'.jp-CodeCell .jp-InputPrompt')].some(p => /\\[(\\*|\\d+)\\]/.test(p.textContent))"
                 for _ in range(3):  # a command sent while the kernel connects can be dropped: send it again
                     page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
