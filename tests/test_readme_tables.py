@@ -109,6 +109,24 @@ def test_times_and_status_come_from_the_study_records(tmp_path):
     assert "Reports made by library code" in headline and "stale runs: 01_feature_extraction-bottle" in headline
 
 
+def test_times_say_which_coreset_rows_were_reused(tmp_path):
+    reports = _reports(tmp_path)
+    folder = reports / "02_coreset_ablation" / "magnetic_tile-ab12"
+    folder.mkdir(parents=True)
+    rows = [{"status": "ok", "reused": True, "selection_seconds": 80.0, "scoring_seconds": 160.0},
+            {"status": "ok", "reused": False, "selection_seconds": 90.0, "scoring_seconds": 150.0},
+            {"status": "n/a (N=596624 > max_exact_greedy=20000)", "reused": float("nan")}]
+    (folder / "metrics.json").write_text(json.dumps({"metrics": {"results_per_seed": rows}}))
+    store = Store.beside(reports)
+    store.save("notebook", "k1", {"notebook": "02_coreset_ablation.ipynb", "category": "magnetic_tile"},
+               outputs=[folder / "metrics.json"], slot="02_coreset_ablation-magnetic_tile", seconds=300.0)
+    times = readme.times_block(reports)
+    assert "| 02_coreset_ablation | 5.0 min |" in times
+    assert "02_coreset_ablation-magnetic_tile: 1 of 2 rows reused from the store, computed earlier in 4.0 min" in times
+    (folder / "metrics.json").write_text(json.dumps({"metrics": {"results_per_seed": rows[1:]}}))
+    assert "reused" not in readme.times_block(reports)
+
+
 def test_quick_study_time_comes_from_its_benchmark_record(tmp_path):
     assert readme.quick_study_lines(tmp_path) == []  # nothing measured: no line
     record = tmp_path / readme.QUICK_STUDY_RECORD

@@ -215,7 +215,8 @@ def test_seed_means_with_sd_old_records_and_the_figure(tmp_path):
     tiles = runs[runs["category"] == "magnetic_tile"].iloc[0]
     assert pd.isna(tiles["image_auroc_sd"]) and tiles["seeds"] == ""
     shown = report.runs_for_display(runs)
-    assert list(shown["image_auroc (%)"]) == ["99.3 ± 0.2", "90.0"] and "/tmp" not in " ".join(shown["folder"])
+    assert list(shown["image (%)"]) == ["99.3 ± 0.2", "90.0"] and "/tmp" not in " ".join(shown["folder"])
+    assert "mask_convention" not in shown and set(shown["bank"]) == {"-"}  # the convention is in the setting name
     table = report.summary_table(runs)
     compact = report.compact_table(table[table["category"] == "bottle"], as_text=True)
     assert compact["image ours"].iloc[0] == "99.3 ± 0.2" and compact["pixel ours"].iloc[0] == "98.0 ± 0.0"

@@ -36,7 +36,7 @@ from patchcore_lib.study.outputs import repository_root
 from patchcore_lib.study.evaluate import setting_name
 from patchcore_lib.study.params import with_config_defaults
 from patchcore_lib.study.report import compact_table, markdown_table
-from patchcore_lib.utils.files import atomic_write_text
+from patchcore_lib.utils.files import atomic_write_text, read_json_or_none
 from patchcore_lib.utils.source_fingerprint import code_fingerprint, library_modules
 from patchcore_lib.utils.store import STORE_FOLDER
 
@@ -237,10 +237,15 @@ def times_block(reports_dir: str | Path) -> str:
         return _marked([f"No study records in {Path(reports_dir).name}/{STORE_FOLDER}/{NOTEBOOK}: run "
                         "`bash scripts/real_reports.sh`.", ""])
     table: dict[str, dict[str, Any]] = {}
+    notes: list[str] = []
     for record in records:
         value = record.get("value") or {}
         notebook = str(value.get("notebook") or record["slot"]).removesuffix(".ipynb")
         table.setdefault(notebook, {})[value.get("category") or "(all)"] = record.get("seconds")
+        reused = reused_rows(reports_dir, record)
+        if reused:
+            notes.append(f"{record['slot']}: {reused[0]} of {reused[1]} rows reused from the store, computed "
+                         f"earlier in {_duration(reused[2])} (selection + scoring; their own records' seconds)")
     columns = list(dict.fromkeys(c for row in table.values() for c in row))
     machines = sorted({str(r.get("machine")) for r in records if r.get("machine")})
     total = sum(r.get("seconds") or 0 for r in records)
@@ -249,7 +254,23 @@ def times_block(reports_dir: str | Path) -> str:
              f"total {_duration(total)})", "",
              "| notebook | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     lines += [f"| {name} | " + " | ".join(_duration(row.get(c)) for c in columns) + " |" for name, row in table.items()]
+    if notes:
+        lines += ["", "Not in the wall times: " + "; ".join(notes) + "."]
     return _marked(lines + [""])
+
+
+def reused_rows(reports_dir: str | Path, record: dict[str, Any]) -> tuple[int, int, float] | None:
+    """(rows reused, rows, their recorded selection + scoring seconds) of a coreset-ablation run whose rows came
+    partly from the store (a run's wall time then leaves out the work done before); None for any other run."""
+    outputs = record.get("outputs") or {}
+    name = next((k for k in outputs if k.startswith("02_coreset_ablation/") and k.endswith("/metrics.json")), None)
+    metrics = (read_json_or_none(Path(reports_dir) / name) or {}).get("metrics", {}) if name else {}
+    rows = [r for r in metrics.get("results_per_seed", []) if r.get("status") == "ok"]
+    reused = [r for r in rows if r.get("reused") is True]
+    if not reused:
+        return None
+    seconds = sum(float(r.get("selection_seconds") or 0) + float(r.get("scoring_seconds") or 0) for r in reused)
+    return len(reused), len(rows), seconds
 
 
 def quick_study_lines(root: str | Path | None = None) -> list[str]:

@@ -152,19 +152,29 @@ def collect_all(reports_dir: str | Path, categories: Sequence[str] = ()) -> tupl
     return runs, baselines, both
 
 
+#: short column titles of :func:`runs_for_display` (percent metrics; the table must fit a notebook's width)
+DISPLAY_NAMES = {"image_auroc": "image", "pixel_auroc": "pixel", "pro": "PRO", "anomaly_pixel_auroc": "pixel (anom.)",
+                 "anomaly_pro": "PRO (anom.)"}
+
+
 def runs_for_display(runs: pd.DataFrame) -> pd.DataFrame:
     """The runs table as notebook 05 shows it: every metric in percent with one decimal (``mean ± sd`` where the
-    run is a mean over seeds), seconds rounded, folders relative to the reports folder; no config/mtime."""
+    run is a mean over seeds), seconds rounded to text, folders relative to the reports folder; no config/mtime
+    and no mask-convention column (a setting evaluated with the official masks is named ``..._masks-official``)."""
     shown = pd.DataFrame({c: runs[c] for c in ("method", "setting", "category")})
     for m in SEED_METRICS:
-        shown[f"{m} (%)"] = [_percent_text(v, s) for v, s in zip(runs[m], runs[f"{m}_sd"])]
+        shown[f"{DISPLAY_NAMES[m]} (%)"] = [_percent_text(v, s) for v, s in zip(runs[m], runs[f"{m}_sd"])]
     shown["seeds"] = runs["seeds"].replace("", "-")
-    shown["fit (s)"] = runs["fit_seconds"].astype(float).round(1)
-    shown["predict (s / image)"] = runs["predict_seconds_per_image"].astype(float).round(3)
-    shown["memory bank"] = runs["memory_bank_size"].map(lambda v: "-" if pd.isna(v) else f"{int(v):,}")
-    for column in ("mask_convention", "folder"):
-        shown[column] = runs[column]
+    shown["fit (s)"] = [_number_text(v, "{:.1f}") for v in runs["fit_seconds"]]
+    shown["s / image"] = [_number_text(v, "{:.3f}") for v in runs["predict_seconds_per_image"]]
+    shown["bank"] = [_number_text(v, "{:,.0f}") for v in runs["memory_bank_size"]]
+    shown["folder"] = runs["folder"]
     return shown.reset_index(drop=True)
+
+
+def _number_text(value: Any, form: str) -> str:
+    value = as_float(value)
+    return "-" if value != value else form.format(value)
 
 
 def _percent_text(value: Any, sd: Any) -> str:
