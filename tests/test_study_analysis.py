@@ -303,6 +303,28 @@ def test_paper_markers_only_where_the_dataset_matches():
     assert not any("paper" in t for ax in fig.axes for t in ax.get_legend_handles_labels()[1])
 
 
+def test_category_markers_per_class_where_the_paper_gives_it_else_labelled_mean_of_15():
+    from patchcore_lib.paper.reference import paper_table_percent
+    from patchcore_lib.study.coreset_paper import category_paper_markers
+    bottle = category_paper_markers("bottle")
+    published = paper_table_percent().query("category == 'bottle' and method == 'PatchCore-1%'").iloc[0]
+    one = bottle[(bottle.sampler == "approx_greedy") & (bottle.ratio == 0.01)].iloc[0]
+    mean_one = ca.PAPER_CORESET[(ca.PAPER_CORESET.sampler == "approx_greedy") & (ca.PAPER_CORESET.ratio == 0.01)].iloc[0]
+    assert (one.image_auroc, one.pixel_auroc) == (published.image_auroc, published.pixel_auroc) != (
+        mean_one.image_auroc, mean_one.pixel_auroc)  # the per-class value replaces the class mean ...
+    assert one.pro == mean_one.pro and one.source == "bottle per class (PRO: mean)"  # ... not PRO's
+    others = bottle.drop(index=one.name)
+    assert all("mean of 15" in s and ", " not in s for s in others.source) and len(bottle) == len(ca.PAPER_CORESET)
+    table = pd.DataFrame({"sampler": ["approx_greedy"], "ratio": [0.01], "image_auroc": [0.99], "pixel_auroc": [0.98],
+                          "pro": [0.9]})
+    fig = ca.plot_coreset_metrics(table, bottle)
+    legends = [t.get_text() for t in fig.legends[0].get_texts()]
+    filled = [t for t in legends if t.startswith("paper, approx_greedy") and "per class" in t]
+    assert len(filled) == 1  # one legend entry for the printed values, the same on every panel
+    assert category_paper_markers("magnetic_tile").equals(ca.paper_markers("magnetic_tile"))
+    assert category_paper_markers("synthetic_texture") is None
+
+
 # ----------------------------------------------------------------------------- plot styles
 def test_every_registered_sampler_gets_a_plot_style():
     styles = [ca.sampler_style(name) for name in SAMPLERS]
