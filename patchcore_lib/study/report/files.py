@@ -13,6 +13,7 @@ from patchcore_lib.paper.reference import ALL_METRICS
 from patchcore_lib.study.display import mean_sd_text
 from patchcore_lib.study.outputs import save_figure
 from patchcore_lib.study.report.datasets import data_note
+from patchcore_lib.study.report.runs import SHORT
 from patchcore_lib.study.report.table import REFERENCES
 from patchcore_lib.utils.files import atomic_write_text
 
@@ -58,8 +59,6 @@ SUMMARY_INTRO = (
     "Means only over MVTec AD classes, never across datasets.")
 
 
-SHORT = {"image_auroc": "image", "pixel_auroc": "pixel", "pro": "PRO", "anomaly_pixel_auroc": "pixel (anom.)",
-         "anomaly_pro": "PRO (anom.)"}
 REFERENCE_LABELS = {"ours": "ours", "paper": "paper", "official": "official", "anchor": "official code here"}
 
 

@@ -152,9 +152,9 @@ def collect_all(reports_dir: str | Path, categories: Sequence[str] = ()) -> tupl
     return runs, baselines, both
 
 
-#: short column titles of :func:`runs_for_display` (percent metrics; the table must fit a notebook's width)
-DISPLAY_NAMES = {"image_auroc": "image", "pixel_auroc": "pixel", "pro": "PRO", "anomaly_pixel_auroc": "pixel (anom.)",
-                 "anomaly_pro": "PRO (anom.)"}
+#: short metric names in column titles (05's runs table, summary.md; the tables must fit a notebook's width)
+SHORT = {"image_auroc": "image", "pixel_auroc": "pixel", "pro": "PRO", "anomaly_pixel_auroc": "pixel (anom.)",
+         "anomaly_pro": "PRO (anom.)"}
 
 
 def runs_for_display(runs: pd.DataFrame) -> pd.DataFrame:
@@ -163,7 +163,7 @@ def runs_for_display(runs: pd.DataFrame) -> pd.DataFrame:
     and no mask-convention column (a setting evaluated with the official masks is named ``..._masks-official``)."""
     shown = pd.DataFrame({c: runs[c] for c in ("method", "setting", "category")})
     for m in SEED_METRICS:
-        shown[f"{DISPLAY_NAMES[m]} (%)"] = [_percent_text(v, s) for v, s in zip(runs[m], runs[f"{m}_sd"])]
+        shown[f"{SHORT[m]} (%)"] = [_percent_text(v, s) for v, s in zip(runs[m], runs[f"{m}_sd"])]
     shown["seeds"] = runs["seeds"].replace("", "-")
     shown["fit (s)"] = [_number_text(v, "{:.1f}") for v in runs["fit_seconds"]]
     shown["s / image"] = [_number_text(v, "{:.3f}") for v in runs["predict_seconds_per_image"]]
