@@ -172,6 +172,12 @@ def test_figures_draw_the_papers_values_only_on_its_dataset(section_1):
     search = pe.search_summary(pe.search_table(kept, [0.25], ["exact"], SEEDS))
     mvtec, tiles = pe.paper_values("bottle"), pe.paper_values("magnetic_tile")
     assert all(v is not None and len(v) for v in mvtec.values()) and all(v is None for v in tiles.values())
+    # Table S6's WideResNet-50 224 px 1% row: the paper's per-class bottle values where it prints them (image and
+    # pixel AUROC), its mean for PRO; every other row is a mean of 15, and says so
+    s6 = mvtec["backbones"]
+    wide = s6[(s6.backbone == "wide_resnet50_2") & (s6.coreset_ratio == 0.01)].iloc[0]
+    assert (wide.image_auroc, wide.pixel_auroc, wide.per_class) == (1.0, 0.985, "image_auroc,pixel_auroc")
+    assert (s6.drop(index=wide.name).per_class == "").all() and s6.drop(index=wide.name).scope.str.endswith("mean of 15").all()
     for paper, drawn in ((mvtec, True), (tiles, False)):
         figures = [pe.plot_few_shot(summary, few_shot, paper=paper["few_shot"], paper_padim=paper["few_shot_padim"]),
                    pe.plot_search(search, paper=paper["search"])]

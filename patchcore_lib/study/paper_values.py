@@ -6,10 +6,11 @@ from typing import Any
 
 import pandas as pd
 
-from patchcore_lib.paper.reference import is_mvtec_category
+from patchcore_lib.paper.reference import is_mvtec_category, paper_table_percent
 
 
-def _as_float(value: Any) -> float:
+def as_float(value: Any) -> float:
+    """``value`` as a float; NaN when it is none (missing, None, text)."""
     try:
         return float(value)
     except (TypeError, ValueError):
@@ -18,7 +19,7 @@ def _as_float(value: Any) -> float:
 
 def published(value: Any, scale: float = 1.0) -> float:
     """A rounded published/measured number in percent without float noise (``100 * 0.98381`` -> ``98.381``)."""
-    value = _as_float(value)
+    value = as_float(value)
     return float(f"{scale * value:.10g}") if value == value else float("nan")
 
 
@@ -57,3 +58,19 @@ def paper_value(paper: pd.DataFrame, other: pd.DataFrame, method: str | None, ca
         other_setting = "" if len(same) else f" (the paper's only setting there; ours: {method})"
         return published(found[metric]), f"{found['method']} on {found['dataset']}{other_setting}"
     return float("nan"), ""
+
+
+def per_class_patchcore(category: str, ratio: float, metrics: tuple[str, ...] = ("image_auroc", "pixel_auroc", "pro")
+                        ) -> tuple[dict[str, float], str]:
+    """The paper's per-class values of PatchCore at coreset ``ratio`` on an MVTec AD ``category`` (fractions, for the
+    metrics among ``metrics`` it prints per class: PatchCore-1% image and pixel AUROC) and their label
+    (``"PatchCore-1%, bottle (per class)"``); ``({}, "")`` where it prints none (other ratios, other datasets).
+    A figure or table that shows the paper's 15-class mean beside one category uses these in its place, and labels
+    what is left ``mean of 15``."""
+    if not is_mvtec_category(category):
+        return {}, ""
+    method = f"PatchCore-{100 * ratio:g}%"
+    table = paper_table_percent()
+    hit = table[(table["category"] == category) & (table["method"] == method)]
+    values = {m: float(hit.iloc[0][m]) / 100 for m in metrics if len(hit) and m in hit and pd.notna(hit.iloc[0][m])}
+    return values, (f"{method}, {category} (per class)" if values else "")

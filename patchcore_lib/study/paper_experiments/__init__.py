@@ -20,6 +20,7 @@ import pandas as pd
 
 from patchcore_lib.paper.ablations import BACKBONES_S6, FEW_SHOT_PADIM_S5, FEW_SHOT_S5, SEARCH_TABLE5
 from patchcore_lib.paper.reference import is_mvtec_category
+from patchcore_lib.study.paper_values import per_class_patchcore
 from patchcore_lib.study.paper_experiments.backbones import (backbone_comparison, backbone_size_table,
                                                              backbone_summary, plot_backbone_sizes)
 from patchcore_lib.study.paper_experiments.features import (FULL_BANK_NOTE, PROBE_IMAGES, FeatureSet, bank_for,
@@ -40,10 +41,24 @@ __all__ = ["backbone_comparison", "backbone_size_table", "backbone_summary", "pl
 
 def paper_values(category: str) -> dict[str, pd.DataFrame | None]:
     """The paper's values the figures draw beside a run on ``category``: ``backbones`` (Table S6),
-    ``few_shot`` and ``few_shot_padim`` (Table S5), ``search`` (Table 5). All are MVTec AD means, so each is None
-    for another dataset (:func:`~patchcore_lib.paper.reference.is_mvtec_category`); the tables keep the
-    paper's rows either way, labelled with their scope."""
-    mvtec = is_mvtec_category(category)
+    ``few_shot`` and ``few_shot_padim`` (Table S5), ``search`` (Table 5), each row's ``scope`` saying what it is
+    (``per_class``: the metrics that are per class, comma-separated, else empty):
+    MVTec AD means (``mean of 15``), except Table S6's WideResNet-50 224 px rows, whose image and pixel AUROC are
+    the paper's per-class value where it prints one (PatchCore-1%), as the summary table shows it. None for
+    another dataset (:func:`~patchcore_lib.paper.reference.is_mvtec_category`); the tables keep the paper's rows
+    either way, labelled with their scope."""
+    if not is_mvtec_category(category):
+        return {name: None for name in ("backbones", "few_shot", "few_shot_padim", "search")}
     tables = {"backbones": BACKBONES_S6, "few_shot": FEW_SHOT_S5, "few_shot_padim": FEW_SHOT_PADIM_S5,
               "search": SEARCH_TABLE5}
-    return {name: table.frame() if mvtec else None for name, table in tables.items()}
+    out = {name: table.frame().assign(scope=f"{table.source}, mean of 15", per_class="") for name, table in tables.items()}
+    backbones = out["backbones"]
+    for index, row in backbones[(backbones.backbone == "wide_resnet50_2") & (backbones.imagesize == 224)].iterrows():
+        per_class, label = per_class_patchcore(category, float(row.coreset_ratio), ("image_auroc", "pixel_auroc"))
+        for metric, value in per_class.items():
+            backbones.loc[index, metric] = value
+        if per_class:
+            backbones.loc[index, "scope"] = f"{label}; PRO: {row.scope}"
+            backbones.loc[index, "source"] = f"{label.split(', ')[0]} per class (patchcore_lib/paper/data/README.md)"
+            backbones.loc[index, "per_class"] = ",".join(per_class)
+    return out

@@ -75,16 +75,19 @@ def backbone_summary(per_seed: pd.DataFrame) -> pd.DataFrame:
     return summary
 
 
-def backbone_comparison(summary: pd.DataFrame, label: str) -> pd.DataFrame:
+def backbone_comparison(summary: pd.DataFrame, label: str, paper: pd.DataFrame | None = None) -> pd.DataFrame:
     """Ours (source ``label``: mean ± sd over the seeds, :func:`backbone_summary`) above the paper's Table S6
-    rows (single values), metrics in percent (1 decimal); ``fit_seconds``: our mean over the seeds."""
+    rows (single values; ``paper``: :func:`~patchcore_lib.study.paper_experiments.paper_values`' rows with their
+    ``scope``, None: Table S6 as printed), metrics in percent (1 decimal); ``fit_seconds``: our mean over the seeds."""
     rows = []
     for _, r in summary.iterrows():
         rows.append({"source": label, "backbone": r.backbone, "imagesize": int(r.imagesize),
                      "coreset_ratio": r.coreset_ratio, **{m: mean_sd(r[m], r.get(f"{m}_sd")) for m in PAPER_METRICS},
                      "fit_seconds": round(float(r.fit_seconds), 2), "seeds": int(r.seeds), "status": r.status,
                      "note": r.get("note", "")})
-    paper = BACKBONES_S6.frame().assign(backbone=lambda t: t.backbone.fillna(t.paper_backbone))
+    if paper is None:
+        paper = BACKBONES_S6.frame().assign(scope=BACKBONES_S6.scope)
+    paper = paper.assign(backbone=lambda t: t.backbone.fillna(t.paper_backbone))
     for _, r in paper.iterrows():
         rows.append({"source": r.source, "backbone": r.backbone, "imagesize": int(r.imagesize),
                      "coreset_ratio": r.coreset_ratio, **{m: mean_sd(r[m]) for m in PAPER_METRICS},
@@ -111,13 +114,14 @@ def plot_backbone_sizes(summary: pd.DataFrame, title: str = "", paper: pd.DataFr
             & paper.imagesize.isin(ran.imagesize.unique())]
         if len(match):
             ax.scatter([names.index(b) for b in match.backbone], 100 * match[metric], marker="*", s=140,
-                       color="black", zorder=5, label=f"paper Table S6 ({BACKBONES_S6.scope})")
+                       color="black", zorder=5, label="paper Table S6 (mean of 15, backbone as in the row)")
         reference = ran.iloc[:0] if paper is None else paper[
             (paper.backbone == "wide_resnet50_2") & paper.coreset_ratio.isin(ran.coreset_ratio.unique())
             & (paper.imagesize == 224)]
         for _, row in reference.dropna(subset=[metric]).iterrows():
             ax.axhline(100 * row[metric], ls=":", color="black", lw=1.2,
-                       label=f"paper Table S6: WideResNet-50, 224 px, {100 * row.coreset_ratio:g}% (MVTec AD mean)")
+                       label=f"paper: WideResNet-50, 224 px, {100 * row.coreset_ratio:g}% ("
+                             f"{'per class' if metric in str(row.get('per_class', '')).split(',') else 'mean of 15'})")
         ours = pd.concat([ran[metric] - sd, ran[metric] + sd])
         shown = [ours, match[metric], reference[metric]]
         ax.set_xticks(range(len(names)))

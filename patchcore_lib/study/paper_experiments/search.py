@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from patchcore_lib.paper.ablations import MVTEC_WR50, SEARCH_TABLE5
+from patchcore_lib.paper.ablations import SEARCH_TABLE5
 from patchcore_lib.paper.reference import PAPER_METRICS
 from patchcore_lib.study.cached_scoring import mean_sd, summarise_seeds
 from patchcore_lib.study.paper_experiments.features import FeatureSet, device_label, evaluate_seeds
@@ -58,7 +58,7 @@ def search_comparison(summary: pd.DataFrame, label: str) -> pd.DataFrame:
                      **{c: mean_sd(r[c], r.get(f"{c}_sd"), percent=False, decimals=3) for c in SECONDS},
                      "seeds": int(r.seeds), "note": r.note})
     for _, r in SEARCH_TABLE5.frame().iterrows():
-        rows.append({"source": f"{SEARCH_TABLE5.source} ({SEARCH_TABLE5.scope})", "method": r.method, "ratio": r.ratio,
+        rows.append({"source": f"{SEARCH_TABLE5.source} (mean of 15; {SEARCH_TABLE5.scope})", "method": r.method, "ratio": r.ratio,
                      "search": r.search, **{m: mean_sd(r[m]) for m in PAPER_METRICS}, "bank_size": pd.NA,
                      **{c: "" for c in SECONDS[:-1]}, SECONDS[-1]: f"{r.seconds_per_image:.3f}", "seeds": pd.NA,
                      "note": ""})
@@ -82,8 +82,9 @@ def _seconds_axis(ax: Any, values: Sequence[float]) -> None:
     ax.set_xlim(min(inside[0], low) / 1.2, max(inside[-1], high) * 1.2)
 
 
-#: search names as the figure shows them (notebook 08 names them so too)
-SEARCH_LABELS = {"exact": "exact", "ivfpq": "IVF-PQ"}
+#: search names as the figure shows them; notebook 08's ablation_plots.SEARCH_NAMES is the same mapping, kept
+#: twice because one notebook's package never imports another's (each run's key covers only its own code)
+SEARCH_NAMES = {"exact": "exact", "ivfpq": "IVF-PQ"}
 
 
 def plot_search(summary: pd.DataFrame, title: str = "", paper: pd.DataFrame | None = None) -> Any:
@@ -102,17 +103,17 @@ def plot_search(summary: pd.DataFrame, title: str = "", paper: pd.DataFrame | No
         device = part.device.iloc[0] if len(part) else ""
         ax.errorbar(part.inference_seconds_per_image, 100 * part.image_auroc, xerr=sd["inference_seconds_per_image"][
             part.index], yerr=100 * sd["image_auroc"][part.index], fmt=marker, ms=7, capsize=3, color=colour,
-            label=f"ours, {SEARCH_LABELS.get(search, search)} ({device}; mean ± sd, {seeds} seeds)")
+            label=f"ours, {SEARCH_NAMES.get(search, search)} ({device}; mean ± sd, {seeds} seeds)")
         for _, r in part.iterrows():
             points.append((r.inference_seconds_per_image, 100 * r.image_auroc))
-            texts.append(f"{100 * r.ratio:g}%" + (" IVF-PQ" if search == "ivfpq" else ""))
+            texts.append(f"{100 * r.ratio:g}%" + ("" if search == "exact" else f" {SEARCH_NAMES.get(search, search)}"))
             colours.append("black")
     auroc = [ran.image_auroc - sd["image_auroc"], ran.image_auroc + sd["image_auroc"]]
     seconds = [*ran.inference_seconds_per_image]
     if paper is not None:
         ax.scatter(paper.seconds_per_image, 100 * paper.image_auroc, marker=SOURCE_MARKERS["paper"], s=140,
                    facecolors=colour, edgecolors="black", linewidths=1.0, zorder=6,
-                   label=f"paper Table 5 ({MVTEC_WR50}, GPU)")
+                   label=f"paper Table 5 (mean of 15, WideResNet-50, GPU)")
         for _, r in paper.iterrows():
             points.append((r.seconds_per_image, 100 * r.image_auroc))
             texts.append(f"paper {r.method}")

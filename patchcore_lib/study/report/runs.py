@@ -9,6 +9,7 @@ import pandas as pd
 
 from patchcore_lib.study.evaluate import setting_name
 from patchcore_lib.study.outputs import shown_path
+from patchcore_lib.study.paper_values import as_float
 from patchcore_lib.utils.files import read_json_or_none
 
 #: the metrics that may come as a mean over seeds with a sample sd (``<metric>_sd``) in a metrics.json
@@ -45,14 +46,6 @@ def _folder(path: Path, reports_dir: str | Path) -> str:
         return path.resolve().relative_to(Path(reports_dir).resolve()).as_posix()
     except ValueError:
         return shown_path(path)
-
-
-def as_float(value: Any) -> float:
-    """``value`` as a float; NaN when it is none (missing, None, text)."""
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return float("nan")
 
 
 def _latest(rows: list[dict[str, Any]]) -> pd.DataFrame:

@@ -13,10 +13,10 @@ from patchcore_lib.components.backbones import BACKBONES, get_spec
 from patchcore_lib.paper.anchors import anchor_match, paper_other_datasets
 from patchcore_lib.paper.reference import (ALL_METRICS, MVTEC_CATEGORIES, is_mvtec_category, official_results,
                                            official_run_for, paper_method_for, paper_table_percent)
-from patchcore_lib.study.paper_values import paper_value as _paper_value, published as _published
+from patchcore_lib.study.paper_values import as_float, paper_value as _paper_value, published as _published
 from patchcore_lib.study.params import with_config_defaults
 from patchcore_lib.study.report.datasets import geometry_text
-from patchcore_lib.study.report.runs import as_float, recorded_convention
+from patchcore_lib.study.report.runs import recorded_convention
 
 #: metrics that depend on the ground-truth masks: compared with the official code only under official masks
 PIXEL_METRICS = ("pixel_auroc", "pro", "anomaly_pixel_auroc", "anomaly_pro")
