@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from patchcore_lib.paper.reference import is_mvtec_category, paper_table_percent
+from patchcore_lib.paper.reference import is_mvtec_category
 from patchcore_lib.study.coreset_ablation import paper_markers
 from patchcore_lib.study.display import METRIC_NAMES
+from patchcore_lib.study.paper_values import per_class_patchcore
 
 
 def category_paper_markers(category: str) -> pd.DataFrame | None:
@@ -22,18 +23,16 @@ def category_paper_markers(category: str) -> pd.DataFrame | None:
     paper = paper_markers(category)
     if paper is None or not is_mvtec_category(category):
         return paper
-    per_class = paper_table_percent().query("category == @category")
     short = [str(source).split(" (")[0] for source in paper["source"]]  # "Table 5", "Tables 1-2", "Fig. 4"
     printed = " & ".join(dict.fromkeys(t for t, approximate in zip(short, paper["approximate"]) if not approximate))
     rows = []
     for row, table in zip(paper.to_dict("records"), short):
-        method = f"PatchCore-{100 * row['ratio']:g}%"
-        hit = per_class[per_class["method"] == method] if row["sampler"] == "approx_greedy" else per_class[:0]
-        found = [m for m in METRIC_NAMES if len(hit) and pd.notna(hit.iloc[0][m])]
+        found = per_class_patchcore(category, row["ratio"], tuple(METRIC_NAMES))[0] \
+            if row["sampler"] == "approx_greedy" else {}
         means = [m for m in METRIC_NAMES if m not in found and pd.notna(row[m])]
         # short sources: the figure's legend joins the distinct ones of a marker style with commas
         if found:
-            row.update({m: float(hit.iloc[0][m]) for m in found})
+            row.update({m: 100 * value for m, value in found.items()})
             names = "/".join(METRIC_NAMES[m].split(" (")[0] for m in means)
             row["source"] = f"{category} per class" + (f" ({names}: mean)" if means else "")
         else:
