@@ -43,22 +43,33 @@ def paper_values(category: str) -> dict[str, pd.DataFrame | None]:
     """The paper's values the figures draw beside a run on ``category``: ``backbones`` (Table S6),
     ``few_shot`` and ``few_shot_padim`` (Table S5), ``search`` (Table 5), each row's ``scope`` saying what it is
     (``per_class``: the metrics that are per class, comma-separated, else empty):
-    MVTec AD means (``mean of 15``), except Table S6's WideResNet-50 224 px rows, whose image and pixel AUROC are
-    the paper's per-class value where it prints one (PatchCore-1%), as the summary table shows it. None for
+    MVTec AD means (``mean of 15``), except Table S6's WideResNet-50 224 px rows and Table 5's exact-search rows,
+    whose image and pixel AUROC are the paper's per-class value where it prints one (PatchCore-1%), as the summary
+    table shows it. None for
     another dataset (:func:`~patchcore_lib.paper.reference.is_mvtec_category`); the tables keep the paper's rows
     either way, labelled with their scope."""
     if not is_mvtec_category(category):
         return {name: None for name in ("backbones", "few_shot", "few_shot_padim", "search")}
     tables = {"backbones": BACKBONES_S6, "few_shot": FEW_SHOT_S5, "few_shot_padim": FEW_SHOT_PADIM_S5,
               "search": SEARCH_TABLE5}
-    out = {name: table.frame().assign(scope=f"{table.source}, mean of 15", per_class="") for name, table in tables.items()}
-    backbones = out["backbones"]
-    for index, row in backbones[(backbones.backbone == "wide_resnet50_2") & (backbones.imagesize == 224)].iterrows():
-        per_class, label = per_class_patchcore(category, float(row.coreset_ratio), ("image_auroc", "pixel_auroc"))
-        for metric, value in per_class.items():
-            backbones.loc[index, metric] = value
-        if per_class:
-            backbones.loc[index, "scope"] = f"{label}; PRO: {row.scope}"
-            backbones.loc[index, "source"] = f"{label.split(', ')[0]} per class (patchcore_lib/paper/data/README.md)"
-            backbones.loc[index, "per_class"] = ",".join(per_class)
+    out = {name: table.frame().assign(scope=table.scope.replace("MVTec AD mean", "MVTec AD, mean of 15"), per_class="")
+           for name, table in tables.items()}
+    backbones, search = out["backbones"], out["search"]
+    _use_per_class(backbones, (backbones.backbone == "wide_resnet50_2") & (backbones.imagesize == 224),
+                   backbones.coreset_ratio, category, "PRO")
+    _use_per_class(search, search.search == "exact", search.ratio, category, "PRO, seconds")
     return out
+
+
+def _use_per_class(table: pd.DataFrame, rows: pd.Series, ratios: pd.Series, category: str, rest: str) -> None:
+    """In place: the ``rows`` of a paper ``table`` (PatchCore with the paper's backbone at ``ratios``) take the
+    paper's per-class image and pixel AUROC on ``category`` where it prints them; ``scope``, ``source`` and
+    ``per_class`` say so (``rest``: the columns that stay 15-class means)."""
+    for index in table.index[rows]:
+        per_class, label = per_class_patchcore(category, float(ratios[index]), ("image_auroc", "pixel_auroc"))
+        for metric, value in per_class.items():
+            table.loc[index, metric] = value
+        if per_class:
+            table.loc[index, "scope"] = f"{label}; {rest}: {table.loc[index, 'scope']}"
+            table.loc[index, "source"] = f"{label.split(', ')[0]} per class (patchcore_lib/paper/data/README.md)"
+            table.loc[index, "per_class"] = ",".join(per_class)

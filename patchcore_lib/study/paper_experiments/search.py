@@ -46,9 +46,10 @@ def search_summary(per_seed: pd.DataFrame) -> pd.DataFrame:
     return summarise_seeds(per_seed, ["ratio", "search"], SEED_COLUMNS)
 
 
-def search_comparison(summary: pd.DataFrame, label: str) -> pd.DataFrame:
-    """Ours (mean ± sd over the seeds, :func:`search_summary`) beside Table 5, metrics in percent (1 decimal),
-    seconds per image (3 decimals)."""
+def search_comparison(summary: pd.DataFrame, label: str, paper: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Ours (mean ± sd over the seeds, :func:`search_summary`) beside Table 5 (``paper``: the rows of
+    :func:`~patchcore_lib.study.paper_experiments.paper_values` with their ``scope``, per class where the paper
+    prints it; None: Table 5 as printed), metrics in percent (1 decimal), seconds per image (3 decimals)."""
     rows = []
     for _, r in summary.iterrows():
         method = f"ours-{100 * r.ratio:g}%" + (" + IVFPQ" if r.search == "ivfpq" else "")
@@ -57,8 +58,10 @@ def search_comparison(summary: pd.DataFrame, label: str) -> pd.DataFrame:
                      "bank_size": pd.NA if pd.isna(r.bank_size) else int(round(r.bank_size)),
                      **{c: mean_sd(r[c], r.get(f"{c}_sd"), percent=False, decimals=3) for c in SECONDS},
                      "seeds": int(r.seeds), "note": r.note})
-    for _, r in SEARCH_TABLE5.frame().iterrows():
-        rows.append({"source": f"{SEARCH_TABLE5.source} (mean of 15; {SEARCH_TABLE5.scope})", "method": r.method, "ratio": r.ratio,
+    if paper is None:
+        paper = SEARCH_TABLE5.frame()
+    for _, r in paper.iterrows():
+        rows.append({"source": f"{r.source} ({r.scope})", "method": r.method, "ratio": r.ratio,
                      "search": r.search, **{m: mean_sd(r[m]) for m in PAPER_METRICS}, "bank_size": pd.NA,
                      **{c: "" for c in SECONDS[:-1]}, SECONDS[-1]: f"{r.seconds_per_image:.3f}", "seeds": pd.NA,
                      "note": ""})
@@ -113,10 +116,11 @@ def plot_search(summary: pd.DataFrame, title: str = "", paper: pd.DataFrame | No
     if paper is not None:
         ax.scatter(paper.seconds_per_image, 100 * paper.image_auroc, marker=SOURCE_MARKERS["paper"], s=140,
                    facecolors=colour, edgecolors="black", linewidths=1.0, zorder=6,
-                   label=f"paper Table 5 (mean of 15, WideResNet-50, GPU)")
+                   label="paper Table 5 (WideResNet-50, GPU; AUROC: mean of 15 unless a point says per class)")
         for _, r in paper.iterrows():
             points.append((r.seconds_per_image, 100 * r.image_auroc))
-            texts.append(f"paper {r.method}")
+            per_class = "image_auroc" in str(r.get("per_class", "")).split(",")
+            texts.append(f"paper {r.method}" + (" (AUROC per class)" if per_class else ""))
             colours.append("dimgrey")
         auroc.append(paper.image_auroc)
         seconds.extend(paper.seconds_per_image)
