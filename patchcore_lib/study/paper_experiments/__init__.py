@@ -30,6 +30,7 @@ from patchcore_lib.study.paper_experiments.features import (FULL_BANK_NOTE, PROB
 from patchcore_lib.study.paper_experiments.few_shot import (draw_shots, few_shot_comparison, few_shot_summary,
                                                             few_shot_table, plot_few_shot)
 from patchcore_lib.study.outputs import records
+from patchcore_lib.study.paper_experiments.paper_rows import paper_frame
 from patchcore_lib.study.paper_experiments.search import plot_search, search_comparison, search_summary, search_table
 
 __all__ = ["backbone_comparison", "backbone_size_table", "backbone_summary", "plot_backbone_sizes", "FULL_BANK_NOTE",
@@ -52,8 +53,7 @@ def paper_values(category: str) -> dict[str, pd.DataFrame | None]:
         return {name: None for name in ("backbones", "few_shot", "few_shot_padim", "search")}
     tables = {"backbones": BACKBONES_S6, "few_shot": FEW_SHOT_S5, "few_shot_padim": FEW_SHOT_PADIM_S5,
               "search": SEARCH_TABLE5}
-    out = {name: table.frame().assign(scope=table.scope.replace("MVTec AD mean", "MVTec AD, mean of 15"), per_class="")
-           for name, table in tables.items()}
+    out = {name: paper_frame(table) for name, table in tables.items()}
     backbones, search = out["backbones"], out["search"]
     _use_per_class(backbones, (backbones.backbone == "wide_resnet50_2") & (backbones.imagesize == 224),
                    backbones.coreset_ratio, category, "PRO")

@@ -15,6 +15,7 @@ from patchcore_lib.study.cached_scoring import mean_sd, seed_statistics, summari
 from patchcore_lib.study.paper_experiments.features import (FeatureSet, evaluate_seeds, extract_feature_set,
                                                             missing_weights, pair_config)
 from patchcore_lib.study.display import METRIC_NAMES, metric_range
+from patchcore_lib.study.paper_experiments.paper_rows import paper_frame
 
 
 def backbone_size_table(params: dict[str, Any], backbones: Sequence[str], imagesizes: Sequence[int],
@@ -86,7 +87,7 @@ def backbone_comparison(summary: pd.DataFrame, label: str, paper: pd.DataFrame |
                      "fit_seconds": round(float(r.fit_seconds), 2), "seeds": int(r.seeds), "status": r.status,
                      "note": r.get("note", "")})
     if paper is None:
-        paper = BACKBONES_S6.frame().assign(scope=BACKBONES_S6.scope)
+        paper = paper_frame(BACKBONES_S6)
     paper = paper.assign(backbone=lambda t: t.backbone.fillna(t.paper_backbone))
     for _, r in paper.iterrows():
         rows.append({"source": r.source, "backbone": r.backbone, "imagesize": int(r.imagesize),

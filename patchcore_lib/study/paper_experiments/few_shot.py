@@ -13,6 +13,7 @@ from patchcore_lib.paper.reference import PAPER_METRICS
 from patchcore_lib.study.cached_scoring import summarise_seeds
 from patchcore_lib.study.paper_experiments.features import FeatureSet, bank_for, bank_key, evaluate_bank, evaluate_seeds
 from patchcore_lib.study.display import METRIC_NAMES, method_colour
+from patchcore_lib.study.paper_experiments.paper_rows import mean_of_15
 
 
 def draw_shots(count: int, shots: int, seed: int) -> list[int] | None:
@@ -76,7 +77,7 @@ def few_shot_comparison(summary: pd.DataFrame, table: pd.DataFrame, label: str) 
                                                                PAPER_METRICS}})
     for paper in (FEW_SHOT_S5, FEW_SHOT_PADIM_S5):
         for r in paper.rows:
-            rows.append({"source": f"{paper.source} ({paper.scope})",
+            rows.append({"source": f"{paper.source} ({mean_of_15(paper.scope)})",
                          **{k: (100 * v if k.startswith(PAPER_METRICS) and v is not None else v)
                             for k, v in r.items()}})
     return pd.DataFrame(rows).round(1)
@@ -98,7 +99,7 @@ def plot_few_shot(summary: pd.DataFrame, table: pd.DataFrame, title: str = "", p
         if paper is not None:
             ax.errorbar(paper.shots, 100 * paper[metric], yerr=100 * paper[f"{metric}_spread"], marker="s",
                         linestyle="--", capsize=4, color=colour, markerfacecolor="none",
-                        label=f"paper Table S5 ({MVTEC_WR50})")
+                        label=f"paper Table S5 ({mean_of_15(MVTEC_WR50)})")
         if metric == "image_auroc" and paper_padim is not None:
             ax.plot(paper_padim.shots, 100 * paper_padim[metric], marker="^", linestyle=":",
                     color=method_colour("PaDiM"), label="paper Table S5, PaDiM")

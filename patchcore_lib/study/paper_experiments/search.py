@@ -14,6 +14,7 @@ from patchcore_lib.paper.reference import PAPER_METRICS
 from patchcore_lib.study.cached_scoring import mean_sd, summarise_seeds
 from patchcore_lib.study.paper_experiments.features import FeatureSet, device_label, evaluate_seeds
 from patchcore_lib.study.display import SOURCE_MARKERS, method_colour, metric_range, place_labels
+from patchcore_lib.study.paper_experiments.paper_rows import paper_frame
 
 
 def search_table(fs: FeatureSet, ratios: Sequence[float], searches: Sequence[str],
@@ -59,7 +60,7 @@ def search_comparison(summary: pd.DataFrame, label: str, paper: pd.DataFrame | N
                      **{c: mean_sd(r[c], r.get(f"{c}_sd"), percent=False, decimals=3) for c in SECONDS},
                      "seeds": int(r.seeds), "note": r.note})
     if paper is None:
-        paper = SEARCH_TABLE5.frame()
+        paper = paper_frame(SEARCH_TABLE5)
     for _, r in paper.iterrows():
         rows.append({"source": f"{r.source} ({r.scope})", "method": r.method, "ratio": r.ratio,
                      "search": r.search, **{m: mean_sd(r[m]) for m in PAPER_METRICS}, "bank_size": pd.NA,
