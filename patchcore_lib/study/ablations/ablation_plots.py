@@ -8,10 +8,8 @@ import numpy as np
 import pandas as pd
 
 from patchcore_lib.paper.ablations import SEARCH_TABLE5
-from patchcore_lib.paper.reference import is_mvtec_category
 from patchcore_lib.study.cached_scoring import mean_sd, summarise_seeds
 from patchcore_lib.study.display import METRIC_NAMES, SOURCE_MARKERS, method_colour
-from patchcore_lib.study.paper_values import per_class_patchcore
 
 #: the paper's values: PatchCore's colour and the study's "paper" marker, filled, black edge (as in 07's search figure)
 PAPER_STAR = dict(marker=SOURCE_MARKERS["paper"], linestyle="none", ms=14, color=method_colour("PatchCore"),
@@ -37,7 +35,7 @@ def plot_metric_bars(summary_table: pd.DataFrame, x: str, metrics: Sequence[str]
         ax.errorbar(ran[x].astype(str), values, yerr=sd, fmt="o-", capsize=4, color=method_colour("PatchCore"),
                     label="ours: mean ± sd over seeds")
         if paper is not None and paper.get(metric) is not None and paper_x in set(ran[x]):
-            ax.plot([str(paper_x)], [100 * paper[metric]], **PAPER_STAR, label=f"paper: {paper.get('label', '')}")
+            ax.plot([str(paper_x)], [100 * paper[metric]], **PAPER_STAR, label="paper (MVTec AD mean, WideResNet-50)")
         low, high = float((values - sd).min()), float((values + sd).max())  # every ± sd bar inside the panel
         if paper is not None and paper.get(metric) is not None:
             low, high = min(low, 100 * paper[metric]), max(high, 100 * paper[metric])
@@ -63,35 +61,18 @@ def search_summary(table: pd.DataFrame) -> pd.DataFrame:
     return summarise_seeds(table, ["ratio", "search"], [c for c in columns if c in table])
 
 
-def table5_values(category: str, ratio: float, search: str) -> tuple[dict[str, float], str]:
-    """The paper's image / pixel AUROC (fractions) beside ours at (``ratio``, ``search``) on an MVTec AD
-    ``category`` and their source: the per-class value where the paper prints one (PatchCore-1%, exact search),
-    else its Table 5 row (15-class mean); ``({}, "")`` where Table 5 has no such row, or for another dataset."""
-    if search == "exact":
-        per_class, label = per_class_patchcore(category, ratio, ("image_auroc", "pixel_auroc"))
-        if len(per_class) == 2:
-            return per_class, label
-    if not is_mvtec_category(category):
-        return {}, ""
+def search_display(summary_table: pd.DataFrame, mvtec: bool) -> pd.DataFrame:
+    """Section 5 table: metrics in percent (mean ± sd), seconds (3 decimals), the paper's Table 5 row beside
+    ours where it prints one (ratio, search)."""
     paper = SEARCH_TABLE5.frame()
-    hit = paper[np.isclose(paper.ratio, ratio) & (paper.search == search)]
-    if hit.empty:
-        return {}, ""
-    return {m: float(hit[m].iloc[0]) for m in ("image_auroc", "pixel_auroc")}, "Table 5, mean of 15"
-
-
-def search_display(summary_table: pd.DataFrame, category: str) -> pd.DataFrame:
-    """Section 5 table: metrics in percent (mean ± sd), seconds (3 decimals), the paper's value beside ours where
-    it prints one (:func:`table5_values`: per class, else Table 5's 15-class mean) and its source."""
     rows = []
     for _, r in summary_table.iterrows():
-        paper, source = table5_values(category, r.ratio, r.search)
+        hit = paper[np.isclose(paper.ratio, r.ratio) & (paper.search == r.search)] if mvtec else paper.iloc[:0]
         row = {"ratio": f"{100 * r.ratio:g}%", "search": r.search,
                "bank_size": "n/a" if pd.isna(r.get("bank_size")) else int(r.bank_size)}
         for metric in ("image_auroc", "pixel_auroc"):
             row[metric] = mean_sd(r.get(metric), r.get(f"{metric}_sd"))
-            row[f"paper_{metric}"] = mean_sd(paper[metric]) if paper else "not in Table 5"
-        row["paper_source"] = source
+            row[f"paper_{metric}"] = mean_sd(hit[metric].iloc[0]) if len(hit) else "not in Table 5"
         for column in ("index_seconds", "search_seconds_per_image"):
             row[column] = mean_sd(r.get(column), r.get(f"{column}_sd"), percent=False, decimals=3)
         row["note"] = r.get("note", "")
@@ -113,14 +94,12 @@ def utilisation_display(summary_table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-#: search names as figures show them (07's paper_experiments.search.SEARCH_NAMES: the same mapping, kept twice
-#: because one notebook's package never imports another's)
+#: search names as figures show them
 SEARCH_NAMES = {"exact": "exact", "ivfpq": "IVF-PQ"}
 
 
-def plot_search(summary_table: pd.DataFrame, title: str, category: str) -> Any:
-    """Image / pixel AUROC per (ratio, search) with ± sd bars; the paper's values (:func:`table5_values`) as
-    stars beside them on MVTec AD."""
+def plot_search(summary_table: pd.DataFrame, title: str, mvtec: bool) -> Any:
+    """Image / pixel AUROC per (ratio, search) with ± sd bars; Table 5 stars beside them on MVTec AD."""
     ran = summary_table[np.isfinite(summary_table.get("image_auroc", pd.Series(dtype=float)).astype(float))]
     ran = ran.assign(_exact=ran.search != "exact").sort_values(["ratio", "_exact"])  # 1% exact, 1% IVF-PQ, 10% ...
     fig, axes = plt.subplots(1, 3, figsize=(15, 3.8), layout="constrained")
@@ -129,23 +108,19 @@ def plot_search(summary_table: pd.DataFrame, title: str, category: str) -> Any:
         scale = 1 if metric.endswith("per_image") else 100
         ax.errorbar(labels, scale * ran[metric].astype(float), yerr=scale * ran[f"{metric}_sd"].astype(float).fillna(0),
                     fmt="o", capsize=4, color=method_colour("PatchCore"), label="ours: mean ± sd over seeds")
-        if metric != "search_seconds_per_image":
-            sources = {}
+        if mvtec and metric != "search_seconds_per_image":
+            paper = SEARCH_TABLE5.frame()
             for label, (_, r) in zip(labels, ran.iterrows()):
-                paper, source = table5_values(category, r.ratio, r.search)
-                if paper:
-                    ax.plot([label], [100 * paper[metric]], **PAPER_STAR)
-                    sources.setdefault(source, []).append(label)
-            if sources:  # one legend entry: Table 5's means, and which points are per class instead
-                text = "; ".join(s if s.startswith("Table 5") else f"{', '.join(points)}: {s}" for s, points in sources.items())
-                ax.plot([], [], **PAPER_STAR, label=f"paper: {text} (WRN-50)")
+                hit = paper[np.isclose(paper.ratio, r.ratio) & (paper.search == r.search)]
+                if len(hit):
+                    ax.plot([label], [100 * hit[metric].iloc[0]], **PAPER_STAR)
+            ax.plot([], [], **PAPER_STAR, label="paper Table 5 (MVTec AD mean, WRN-50)")
         name = "search seconds per image" if scale == 1 else f"{METRIC_NAMES.get(metric, metric)} (%)"
         ax.set_title(name)
         ax.set_ylabel(name)
         ax.tick_params(axis="x", labelrotation=30)
         ax.grid(True, alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()  # one legend under the panels: it never covers a point
-    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=8, frameon=False)
+        ax.legend(fontsize=7)
     fig.suptitle(title)
     return fig
 

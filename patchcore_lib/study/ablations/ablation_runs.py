@@ -19,7 +19,6 @@ from patchcore_lib.components.knn import NearestNeighbourSearch
 from patchcore_lib.paper.ablations import CORESET_VS_RANDOM
 from patchcore_lib.paper.reference import is_mvtec_category
 from patchcore_lib.study.cached_scoring import mean_sd, summarise_seeds
-from patchcore_lib.study.paper_values import per_class_patchcore
 from patchcore_lib.study.ablations.ablation_features import (LEVEL_SETS, PATCH_SIZES, STRIDE_SETTINGS,
                                                                      SearchResult, StageMaps, auroc_metrics,
                                                                      layers_of, search_and_score, select_bank,
@@ -138,22 +137,13 @@ def summary(per_seed: pd.DataFrame) -> pd.DataFrame:
 
 
 def paper_default(category: str, ratio: float) -> dict[str, Any] | None:
-    """The paper's PatchCore at ``ratio`` (p = 3, levels 2+3, stride 1) on an MVTec AD category, fractions: its
-    per-class value where it prints one (PatchCore-1%: image and pixel AUROC), else its 15-class mean (Tables 1-2 /
-    5); ``label`` says which. None for another dataset or a ratio the paper does not print."""
+    """The paper's PatchCore at ``ratio`` (p = 3, levels 2+3, stride 1; Tables 1-2 / 5, MVTec AD mean) or None
+    (another dataset, or a ratio the paper does not print)."""
     if not is_mvtec_category(category):
         return None
     table = CORESET_VS_RANDOM.frame()
     hit = table[(table.sampler == "approx_greedy") & np.isclose(table.ratio, ratio) & ~table.approximate]
-    if hit.empty:
-        return None
-    row = hit.iloc[0].to_dict()
-    per_class, label = per_class_patchcore(category, ratio, METRICS)
-    row.update(per_class)
-    means = [m for m in METRICS if m not in per_class]
-    mean_label = f"{row['from']}, mean of 15, WideResNet-50"
-    row["label"] = (label + (f"; {'/'.join(means)}: {mean_label}" if means else "")) if per_class else mean_label
-    return row
+    return None if hit.empty else hit.iloc[0].to_dict()
 
 
 def display_table(summary_table: pd.DataFrame, runs: AblationRuns, category: str, plot_only: str) -> pd.DataFrame:
@@ -170,7 +160,8 @@ def display_table(summary_table: pd.DataFrame, runs: AblationRuns, category: str
             row[metric] = mean_sd(r[metric], r.get(f"{metric}_sd"))
             row[f"paper_{metric}"] = (mean_sd(paper[metric]) if default and paper is not None and
                                       paper[metric] is not None else "")
-        row["paper_source"] = paper["label"] if default and paper is not None else plot_only
+        row["paper_source"] = (f"{paper['from']} (MVTec AD mean, WideResNet-50)" if default and paper is not None
+                               else plot_only)
         row["seeds"] = 0 if str(r.note).startswith("skipped") else int(r.seeds)
         row["note"] = r.note
         rows.append(row)
